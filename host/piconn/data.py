@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import shutil
 import urllib.request
@@ -155,7 +156,7 @@ def download_mnist(dest: Path, timeout: float = 20.0) -> None:
                     raise ValueError(f"MD5 {digest} != {MD5[base]}")
                 tmp.replace(target)
                 break
-            except Exception as e:  # network errors, bad data: try the next mirror
+            except (OSError, ValueError, http.client.HTTPException) as e:  # next mirror
                 errors.append(f"{url}: {e}")
                 tmp.unlink(missing_ok=True)
         else:

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -43,9 +45,27 @@ FORMAT_VERSION = 1
 DEFAULT_DTYPE = np.float32
 
 __all__ = [
-    "Param", "Tensor", "Module", "Sequential", "Linear", "ReLU", "Sigmoid", "Tanh",
-    "Softmax", "Flatten", "Dropout", "Loss", "mse", "cross_entropy", "SGD", "Adam",
-    "register", "REGISTRY", "save", "load", "FORMAT_VERSION",
+    "FORMAT_VERSION",
+    "REGISTRY",
+    "SGD",
+    "Adam",
+    "Dropout",
+    "Flatten",
+    "Linear",
+    "Loss",
+    "Module",
+    "Param",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "Tensor",
+    "cross_entropy",
+    "load",
+    "mse",
+    "register",
+    "save",
 ]
 
 
@@ -451,7 +471,7 @@ class Sequential(Module):
     def __getitem__(self, i: int) -> Module:
         return self.layers[i]
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self) -> Iterator[Module]:
         return iter(self.layers)
 
     def init(self, seed: int | np.random.Generator | None = None,  # type: ignore[override]
@@ -753,9 +773,9 @@ def load(path: str | Path) -> tuple[Sequential, dict]:
         npz = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise
-    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError ...
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path}: not a piconn model file ({e})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
+    if getattr(npz, "files", None) is None:
         raise ValueError(f"{path}: not a piconn model file (a single .npy array)")
     with npz:
         if "__header__" not in npz.files:
