@@ -221,3 +221,19 @@ def load_mnist(path: str | Path | None = None, download: bool | None = None
     _cache.clear()
     _cache[key] = result  # type: ignore[assignment]
     return result  # type: ignore[return-value]
+
+
+def random_shift(x: np.ndarray, rng: np.random.Generator, max_shift: int = 1,
+                 side: int = 28) -> np.ndarray:
+    """Shift each flattened side x side image by up to `max_shift` pixels (zero fill)."""
+    n = len(x)
+    imgs = np.asarray(x).reshape(n, side, side)
+    m = int(max_shift)
+    pad = np.zeros((n, side + 2 * m, side + 2 * m), imgs.dtype)
+    pad[:, m:m + side, m:m + side] = imgs
+    dy = rng.integers(0, 2 * m + 1, n)
+    dx = rng.integers(0, 2 * m + 1, n)
+    rows = (dy[:, None] + np.arange(side))[:, :, None]  # (n, side, 1)
+    cols = (dx[:, None] + np.arange(side))[:, None, :]  # (n, 1, side)
+    out = pad[np.arange(n)[:, None, None], rows, cols]
+    return out.reshape(np.shape(x))

@@ -100,14 +100,17 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, loss: str | Callable 
         on_step: Callable[[int], Any] | None = None,
         on_epoch: Callable[[int, dict], Any] | None = None,
         progress: bool | TextIO | None = None,
-        schedule: Callable[[int], float] | None = None) -> list[dict]:
+        schedule: Callable[[int], float] | None = None,
+        augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+        ) -> list[dict]:
     """Train `model` with mini-batches; returns one history row per epoch.
 
     x: uint8 pixels (scaled by 1/255) or floats; y: int labels (or targets for mse).
     Each epoch shuffles with a generator seeded from `seed`. `on_step(step)` runs
     after every optimizer step (step counts from 1 over the whole run);
     `on_epoch(epoch, row)` after each epoch (epoch from 1). `schedule(epoch)`
-    (epoch from 0) returns the learning rate for that epoch. `progress`: True,
+    (epoch from 0) returns the learning rate for that epoch. `augment(xb, rng)`
+    returns a changed copy of each raw batch (e.g. `data.random_shift`). `progress`: True,
     False, a stream, or None (= stderr if it is a terminal).
     Row keys: epoch, loss (mean over samples), accuracy (on the training batches
     as seen during the epoch), lr, seconds.
@@ -151,7 +154,10 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, loss: str | Callable 
             total_loss, correct, seen = 0.0, 0, 0
             for b in range(n_batches):
                 idx = order[b * batch_size:(b + 1) * batch_size]
-                xb = prepare(x[idx], dtype)
+                xb = x[idx]
+                if augment is not None:
+                    xb = augment(xb, rng)
+                xb = prepare(xb, dtype)
                 yb = y[idx]
                 out = model(xb)
                 lo = loss_fn(out, _targets(loss_name, yb, out))
