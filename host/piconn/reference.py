@@ -1,0 +1,171 @@
+"""Bit-exact numpy reference of the device arithmetic (docs/FORMAT.md).
+
+`run(dm, x)` computes what the Pico computes for a batch of inputs, layer by
+layer, vectorized over the batch. Rules (the same as the device tiers):
+
+- Integer kinds (`dense_q8`, `sparse_q8`, `binarize`, `xnor_dense`, `xnor_out`)
+  are exact: accumulators are computed in int64 and checked to fit int32 (the
+  device's int32 never wraps; a model that would overflow raises OverflowError).
+  Shifts are arithmetic (floor); requantization rounds half up:
+  `y = clamp(zy + ((t*M + 2^(s2-1)) >> s2), 0, 255)` with
+  `t = clamp(acc >> s1, -32768, 32767)`.
+- Binarization: bit set (+1) iff `x >= threshold`. Bits are packed with
+  `format.pack_bits` (bit j%32 of word j//32, padding 0) and mismatches are
+  counted by popcount over the u32 words, as the device does.
+- Float kinds (`dense_f32`, `sparse_f32`, `dense_q8w`) compute in float32; the
+  device sums in a fixed order, numpy's matmul may not, so float outputs agree
+  with the device to float32 rounding (not bit for bit). A `dense_q8w` layer with
+  a `u8` input sums the exact integer `sum x*(W - zw)` first and scales it after.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import ir
+from .format import pack_bits
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+_CHUNK = 256  # batch rows per popcount block (bounds the temporary XOR array)
+
+if hasattr(np, "bitwise_count"):
+    def _popcount(a: np.ndarray) -> np.ndarray:
+        return np.bitwise_count(a)
+else:  # numpy < 2.0
+    _POP8 = np.array([(i).bit_count() for i in range(256)], dtype=np.uint8)
+
+    def _popcount(a: np.ndarray) -> np.ndarray:
+        b = _POP8[np.ascontiguousarray(a).view(np.uint8)].reshape(a.shape + (4,))
+        return b.sum(axis=-1, dtype=np.uint8)
+
+
+def _check_i32(a: np.ndarray, what: str) -> np.ndarray:
+    if a.size and (a.min() < INT32_MIN or a.max() > INT32_MAX):
+        raise OverflowError(f"{what} leaves the int32 range ({a.min()}..{a.max()})")
+    return a
+
+
+def _act(y: np.ndarray, act: str) -> np.ndarray:
+    if act == "none":
+        return y
+    if act == "relu":
+        return np.maximum(y, np.float32(0))
+    if act == "sigmoid":
+        return (np.float32(1) / (np.float32(1) + np.exp(-y))).astype(np.float32)
+    if act == "tanh":
+        return np.tanh(y).astype(np.float32)
+    if act == "softmax":
+        e = np.exp(y - y.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    raise ValueError(f"unknown activation {act!r}")
+
+
+def requantize(acc: np.ndarray, mult: np.ndarray, s1: np.ndarray, s2: np.ndarray,
+               zy: int) -> np.ndarray:
+    """int32 accumulators -> u8 per FORMAT.md (floor shift, clamp, round half up)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    mult, s1, s2 = (np.asarray(a, dtype=np.int64) for a in (mult, s1, s2))
+    t = np.clip(acc >> s1, -32768, 32767)
+    y = zy + ((t * mult + (np.int64(1) << (s2 - 1))) >> s2)
+    return np.clip(y, 0, 255).astype(np.uint8)
+
+
+def popcount_xor(xbits: np.ndarray, wbits: np.ndarray) -> np.ndarray:
+    """Mismatch counts: xbits u32 [N, words], wbits u32 [n_out, words] -> int64 [N, n_out]."""
+    out = np.empty((xbits.shape[0], wbits.shape[0]), dtype=np.int64)
+    for k in range(0, xbits.shape[0], _CHUNK):
+        xb = xbits[k:k + _CHUNK, None, :] ^ wbits[None, :, :]
+        out[k:k + _CHUNK] = _popcount(xb).sum(axis=2, dtype=np.int64)
+    return out
+
+
+def _dense_q8(layer: ir.DenseQ8, x: np.ndarray) -> np.ndarray:
+    if x.dtype != np.uint8:
+        raise TypeError(f"dense_q8 takes u8 input, got {x.dtype}")
+    wz = layer.w.astype(np.int64) - layer.zw.astype(np.int64)[:, None]
+    if layer.mask is not None:
+        wz = wz * layer.mask  # unstored weights contribute nothing
+    xi = x.astype(np.int64)
+    acc = layer.bias.astype(np.int64)[None, :] + xi @ wz.T
+    # The kernels' form: sum x*W - zw*sum x; both partial sums must fit too.
+    _check_i32(xi.sum(axis=1) * int(layer.zw.max(initial=0)), "zw * sum(x)")
+    _check_i32(acc, "dense_q8 accumulator")
+    if layer.out_dtype == "i32":
+        return acc.astype(np.int32)
+    return requantize(acc, layer.mult, layer.s1, layer.s2, layer.zy)
+
+
+def _dense_f32(layer: ir.DenseF32, x: np.ndarray) -> np.ndarray:
+    w = layer.w.astype(np.float32)
+    if layer.mask is not None:
+        w = w * layer.mask
+    y = x.astype(np.float32) @ w.T + layer.b.astype(np.float32)
+    return _act(y.astype(np.float32), layer.act)
+
+
+def _dense_q8w(layer: ir.DenseQ8W, x: np.ndarray) -> np.ndarray:
+    wz = layer.w.astype(np.int64) - layer.zw.astype(np.int64)[:, None]
+    if x.dtype == np.uint8:
+        s = _check_i32(x.astype(np.int64) @ wz.T, "dense_q8w integer sum").astype(np.float32)
+    else:
+        s = (x.astype(np.float32) @ wz.T.astype(np.float32)).astype(np.float32)
+    y = layer.scale.astype(np.float32) * s + layer.b.astype(np.float32)
+    return _act(y.astype(np.float32), layer.act)
+
+
+def _layer(layer: ir.Layer, x: np.ndarray) -> np.ndarray:
+    if isinstance(layer, ir.DenseF32):
+        return _dense_f32(layer, x)
+    if isinstance(layer, ir.DenseQ8W):
+        return _dense_q8w(layer, x)
+    if isinstance(layer, ir.DenseQ8):
+        return _dense_q8(layer, x)
+    if isinstance(layer, ir.Binarize):
+        if x.dtype != np.uint8:
+            raise TypeError(f"binarize takes u8 input, got {x.dtype}")
+        return pack_bits(x >= layer.threshold)
+    if isinstance(layer, (ir.XnorDense, ir.XnorOut)):
+        n = ir.n_in(layer)
+        m = popcount_xor(x, pack_bits(layer.w))
+        if isinstance(layer, ir.XnorDense):
+            return pack_bits(m <= layer.thr.astype(np.int64)[None, :])
+        y = layer.a.astype(np.int64)[None, :] * (n - 2 * m) + layer.b.astype(np.int64)[None, :]
+        return _check_i32(y, "xnor_out output").astype(np.int32)
+    raise TypeError(f"not a device layer: {type(layer).__name__}")
+
+
+def run(dm: ir.DeviceModel, x: np.ndarray) -> np.ndarray:
+    """Raw model output for inputs x [N, input_size] (or one input [input_size]).
+
+    x is u8 raw bytes for a `u8`-input model (float arrays holding integers 0..255
+    are accepted and converted), or float for an `f32`-input model. Returns f32
+    [N, output_size] (logits or activations) or i32 (raw; times
+    `dm.output_scale` gives logits).
+    """
+    dm.check()
+    x = np.asarray(x)
+    single = x.ndim == 1
+    x = np.atleast_2d(x)
+    if x.ndim != 2 or x.shape[1] != dm.input_size:
+        raise ValueError(f"model takes inputs of size {dm.input_size}, got shape {x.shape}")
+    if dm.input_dtype == "u8":
+        if x.dtype != np.uint8:
+            if x.size and (np.any(x != np.round(x)) or x.min() < 0 or x.max() > 255):
+                raise ValueError("u8-input model: inputs must be integers 0..255 (raw bytes)")
+            x = x.astype(np.uint8)
+    else:
+        x = x.astype(np.float32)
+    for layer in dm.layers:
+        x = _layer(layer, x)
+    return x[0] if single else x
+
+
+def predict(dm: ir.DeviceModel, x: np.ndarray) -> np.ndarray:
+    """Class indices: argmax of the raw output (first maximum on ties)."""
+    return np.argmax(run(dm, np.atleast_2d(x)), axis=1)
+
+
+def logits(dm: ir.DeviceModel, x: np.ndarray) -> np.ndarray:
+    """Real-valued outputs: raw output times `output_scale` for i32 models."""
+    y = run(dm, x)
+    return y * np.float32(dm.output_scale) if y.dtype == np.int32 else y
