@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,26 +16,6 @@ SHARED = data.repo_root().parent / "shared" / "data" / "mnist"
 def _idx(arr: np.ndarray) -> bytes:
     head = bytes([0, 0, 0x08, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
     return head + arr.astype(np.uint8).tobytes()
-
-
-def _write_set(folder: Path, n_train: int = 6, n_test: int = 4, gz: bool = True) -> dict:
-    """A tiny but well-formed MNIST-like set; returns the arrays written."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train_labels": rng.integers(0, 10, n_train, dtype=np.uint8),
-        "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "test_labels": rng.integers(0, 10, n_test, dtype=np.uint8),
-    }
-    for key, arr in arrays.items():
-        raw = _idx(arr)
-        name = data.FILES[key]
-        if gz:
-            (folder / (name + ".gz")).write_bytes(gzip.compress(raw))
-        else:
-            (folder / name).write_bytes(raw)
-    return arrays
 
 
 @pytest.fixture
@@ -77,9 +56,9 @@ def test_finds_shared_mnist(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("gz", [True, False])
-def test_env_var_folder_is_used_first(isolated, monkeypatch, gz):
+def test_env_var_folder_is_used_first(isolated, monkeypatch, gz, make_idx_set):
     folder = isolated / "mine"
-    arrays = _write_set(folder, gz=gz)
+    arrays = make_idx_set(folder, gz=gz)
     monkeypatch.setenv("PICONN_DATA", str(folder))
     assert data.search_paths()[0] == folder
     x_train, y_train, x_test, y_test = data.load_mnist()
@@ -89,9 +68,9 @@ def test_env_var_folder_is_used_first(isolated, monkeypatch, gz):
     np.testing.assert_array_equal(y_test, arrays["test_labels"])
 
 
-def test_explicit_path_is_used_and_only_it(isolated, monkeypatch):
+def test_explicit_path_is_used_and_only_it(isolated, monkeypatch, make_idx_set):
     good = isolated / "good"
-    _write_set(good, n_test=3)
+    make_idx_set(good, n_test=3)
     monkeypatch.setenv("PICONN_DATA", str(good))
     assert data.load_mnist(good)[2].shape == (3, 784)
     missing = isolated / "nowhere"
@@ -144,9 +123,9 @@ def test_download_checks_md5(isolated, monkeypatch):
 
 
 @pytest.mark.parametrize("gz", [True, False])
-def test_rejects_truncated_file(isolated, monkeypatch, gz):
+def test_rejects_truncated_file(isolated, gz, make_idx_set):
     folder = isolated / "trunc"
-    _write_set(folder, gz=False)
+    make_idx_set(folder, gz=False)
     name = folder / data.FILES["train_images"]
     raw = name.read_bytes()[:-100]
     if gz:
@@ -167,9 +146,9 @@ def test_rejects_truncated_gzip_stream(tmp_path):
         data.read_idx(path)
 
 
-def test_rejects_wrong_magic(isolated):
+def test_rejects_wrong_magic(isolated, make_idx_set):
     folder = isolated / "magic"
-    _write_set(folder, gz=False)
+    make_idx_set(folder, gz=False)
     name = folder / data.FILES["test_labels"]
     raw = bytearray(name.read_bytes())
     raw[2] = 0x0D  # float32 type code
@@ -182,9 +161,9 @@ def test_rejects_wrong_magic(isolated):
         data.idx_to_array(b"\x00\x00")
 
 
-def test_rejects_mismatched_images_and_labels(isolated):
+def test_rejects_mismatched_images_and_labels(isolated, make_idx_set):
     folder = isolated / "mismatch"
-    _write_set(folder, gz=False)
+    make_idx_set(folder, gz=False)
     (folder / data.FILES["train_labels"]).write_bytes(_idx(np.zeros(5, np.uint8)))
     with pytest.raises(ValueError, match="do not match"):
         data.load_mnist(folder)
