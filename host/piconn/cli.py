@@ -261,7 +261,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="test accuracy of a saved model",
                        description="Print the test accuracy of a model saved by train.")
     add_common(p)
-    p.add_argument("model", metavar="FILE", help="model file (.npz from piconn train)")
+    p.add_argument("model", metavar="FILE",
+                   help="model file (.npz from piconn train/prune, or a .nnb)")
     add_data(p)
     p.set_defaults(handler=run_eval)
 
@@ -270,8 +271,13 @@ def run_eval(args: argparse.Namespace) -> tuple[dict, str]:
     path = Path(args.model)
     if not path.is_file():
         raise CliError(f"no such model file: {path}")
-    model, meta = nn.load(path)
     _, _, x_test, y_test = load_data(args)
+    from . import reference  # .nnb and compressed .npz: accuracy of the device arithmetic
+
+    device = reference.eval_file(path, x_test, y_test)
+    if device is not None:
+        return device
+    model, meta = nn.load(path)
     acc = train.evaluate(model, x_test, y_test)
     result = {"command": "eval", "model": str(path), "kind": meta.get("kind"),
               "accuracy": acc, "n": len(y_test), **model_stats(model)}

@@ -39,7 +39,9 @@ def linears(model: nn.Sequential) -> list[tuple[int, nn.Linear]]:
 
 
 def _keep_mask(mag: np.ndarray, n_prune: int) -> np.ndarray:
-    """Bool mask keeping all but the n_prune smallest magnitudes (exact count)."""
+    """Bool mask keeping all but the n_prune smallest magnitudes (exact count; at least
+    the entries already pruned, marked by a negative magnitude)."""
+    n_prune = max(n_prune, int(np.count_nonzero(mag < 0)))
     keep = np.ones(mag.size, dtype=bool)
     if n_prune > 0:
         order = np.argsort(mag.ravel(), kind="stable")
@@ -50,13 +52,16 @@ def _keep_mask(mag: np.ndarray, n_prune: int) -> np.ndarray:
 def magnitude_prune(model: nn.Sequential, sparsity: float, global_: bool = False) -> None:
     """Set masks so each Linear (or all together, `global_`) has `sparsity` zero weights.
 
-    Weights already pruned have magnitude 0, so masks only grow as sparsity rises.
+    Weights already pruned stay pruned (a lower target than the current sparsity
+    changes nothing).
     """
     s = check_sparsity(sparsity)
     layers = [la for _, la in linears(model)]
     if not layers:
         raise ValueError("the model has no Linear layer to prune")
-    mags = [np.abs(la.effective_weight()).astype(np.float64) for la in layers]
+    # Already pruned weights sort first (-1): the pruned set only grows.
+    mags = [np.where(la.mask if la.mask is not None else True,
+                     np.abs(la.weight.data).astype(np.float64), -1.0) for la in layers]
     if global_:
         flat = np.concatenate([m.ravel() for m in mags])
         keep = _keep_mask(flat, round(s * flat.size))
@@ -96,16 +101,18 @@ def cubic_schedule(step: int, final: float, begin: int, end: int, initial: float
 def prune(model: nn.Sequential, x: np.ndarray, y: np.ndarray, sparsity: float, *,
           epochs: int = 10, global_: bool = False, lr: float = 1e-3, lr_end: float = 1e-4,
           batch_size: int = 128, update_every: int = 50, prune_frac: float = 0.6,
-          seed: int = 0, on_epoch: Callable[[int, dict], Any] | None = None,
+          seed: int = 0, shift: int = 0, on_epoch: Callable[[int, dict], Any] | None = None,
           progress: bool | TextIO | None = None) -> list[dict]:
     """Prune `model` in place to `sparsity`, gradually while fine-tuning for `epochs`.
 
     The target rises by the cubic schedule over the first `prune_frac` of the
     steps (masks updated every `update_every` steps) and then stays at
     `sparsity`; Adam's learning rate decays exponentially from lr to lr_end.
-    epochs=0 prunes once, without fine-tuning. Returns the training history.
+    epochs=0 prunes once, without fine-tuning. `shift` > 0 fine-tunes with random
+    image shifts of up to that many pixels (as the float model was trained).
+    Returns the training history.
     """
-    from . import train
+    from . import data, train
 
     s = check_sparsity(sparsity)
     if epochs < 0 or update_every < 1 or not 0 < prune_frac <= 1:
@@ -115,15 +122,100 @@ def prune(model: nn.Sequential, x: np.ndarray, y: np.ndarray, sparsity: float, *
         return []
     n_batches = -(-len(x) // batch_size)
     end = max(1, int(prune_frac * epochs * n_batches))
+    start = min(report(model)["sparsity"], s)  # a model pruned before continues from there
 
     def on_step(step: int) -> None:
         if (step % update_every == 0 or step == end) and step <= end:
-            magnitude_prune(model, cubic_schedule(step, s, 0, end), global_)
+            magnitude_prune(model, cubic_schedule(step, s, 0, end, start), global_)
 
     opt = nn.Adam(model.params(), lr)
     decay = (lr_end / lr) ** (1 / max(epochs - 1, 1))
     hist = train.fit(model, x, y, loss="cross_entropy", optimizer=opt, epochs=epochs,
                      batch_size=batch_size, seed=seed, on_step=on_step, on_epoch=on_epoch,
-                     progress=progress, schedule=lambda e: lr * decay**e)
+                     progress=progress, schedule=lambda e: lr * decay**e,
+                     augment=(lambda xb, rng: data.random_shift(xb, rng, shift)) if shift else None)
     magnitude_prune(model, s, global_)  # exact final count (a no-op after the schedule)
     return hist
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def _sparsity_arg(text: str) -> float:
+    import argparse
+
+    try:
+        return check_sparsity(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_parser(sub: Any) -> None:
+    """`piconn prune MODEL --sparsity S --out FILE [--epochs N] [--global]`."""
+    from . import cli
+
+    p = sub.add_parser(
+        "prune", help="magnitude-prune a float model, fine-tuning as it goes (.npz)",
+        description="Prune the Linear weights of a float model to a target sparsity "
+                    "(gradually, cubic schedule, while fine-tuning on the training set).")
+    cli.add_common(p)
+    p.add_argument("model", metavar="MODEL", help="float model (.npz from piconn train)")
+    p.add_argument("--sparsity", type=_sparsity_arg, default=0.9,
+                   help="fraction of weights removed, in [0, 1) (default 0.9)")
+    p.add_argument("--out", "-o", required=True, metavar="FILE", help="pruned model (.npz)")
+    p.add_argument("--epochs", type=cli.nonneg_int, default=10,
+                   help="fine-tuning epochs; 0 = prune once, no fine-tuning (default 10)")
+    p.add_argument("--global", dest="global_", action="store_true",
+                   help="one magnitude threshold over all layers (default: per layer)")
+    p.add_argument("--lr", type=cli.positive_float, default=1e-3,
+                   help="initial fine-tuning learning rate (default 1e-3, decays 10x)")
+    p.add_argument("--batch-size", type=cli.positive_int, default=128)
+    p.add_argument("--update-every", type=cli.positive_int, default=50,
+                   help="steps between mask updates (default 50)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    cli.add_data(p)
+    p.set_defaults(handler=run_prune)
+
+
+def run_prune(args: Any) -> tuple[dict, str]:
+    import sys
+    import time
+    from pathlib import Path
+
+    from . import cli, lower, train
+
+    path = Path(args.model)
+    if not path.is_file():
+        raise cli.CliError(f"no such model file: {path}")
+    model, meta = nn.load(path)
+    if lower.is_xnor(model):
+        raise cli.CliError("XNOR models cannot be pruned (their weights are already binary)")
+    lower.linear_chain(model)  # ValueError unless a Linear/activation model
+    x_train, y_train, x_test, y_test = cli.load_data(args)
+    acc_before = train.evaluate(model, x_test, y_test)
+    t0 = time.perf_counter()
+    shift = int(meta.get("shift") or 0)
+    history = prune(model, x_train, y_train, args.sparsity, epochs=args.epochs,
+                    global_=args.global_, lr=args.lr, lr_end=args.lr / 10,
+                    batch_size=args.batch_size, update_every=args.update_every, seed=args.seed,
+                    shift=shift, progress=False if args.quiet else sys.stderr)
+    seconds = time.perf_counter() - t0
+    acc = train.evaluate(model, x_test, y_test)
+    rep = report(model)
+    info = {"sparsity": args.sparsity, "global": args.global_, "epochs": args.epochs,
+            "lr": args.lr, "shift": shift, "source": str(path),
+            "source_accuracy": acc_before, "layers": rep["layers"], "history": history}
+    meta = {**meta, "kind": "pruned", "test_accuracy": acc, "pruning": info}
+    out = nn.save(model, args.out, meta)
+    result = {"command": "prune", "out": str(out), "accuracy": acc,
+              "accuracy_before": acc_before, "n": len(y_test), "sparsity": rep["sparsity"],
+              "nnz": rep["nnz"], "weights": rep["weights"], "layers": rep["layers"],
+              "global": args.global_, "epochs": args.epochs, "seconds": round(seconds, 3)}
+    lines = [f"layer {r['layer']} {r['shape'][0]}x{r['shape'][1]}: {r['nnz']}/{r['weights']} "
+             f"weights kept, sparsity {100 * r['sparsity']:.1f}%" for r in rep["layers"]]
+    lines.append(f"total sparsity {100 * rep['sparsity']:.1f}% ({rep['nnz']} of {rep['weights']} "
+                 f"weights kept)")
+    lines.append(f"test accuracy {100 * acc:.2f}% (before pruning {100 * acc_before:.2f}%); "
+                 f"saved {out}")
+    return result, "\n".join(lines)

@@ -20,6 +20,8 @@ Quantization of a real value v with scale s and zero point z: `q = clamp(round(v
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from . import ir, nn
@@ -29,6 +31,7 @@ from .reference import requantize
 MODES = ("weights", "full")
 M_BITS = 15  # M in [2^14, 2^15)
 S2_MAX = 21
+DEFAULT_PERCENTILE = 99.99
 
 
 def quantize_rows(w: np.ndarray, shared_scale: bool = False
@@ -113,7 +116,7 @@ def _act_range(z: np.ndarray, act: str, percentile: float) -> tuple[float, int]:
 
 
 def quantize(model: nn.Sequential, meta: dict | None = None, mode: str = "full",
-             x_calib: np.ndarray | None = None, percentile: float = 99.99,
+             x_calib: np.ndarray | None = None, percentile: float = DEFAULT_PERCENTILE,
              bias_correction: bool = True) -> ir.DeviceModel:
     """Trained float (or pruned) model -> uint8 DeviceModel.
 
@@ -208,3 +211,62 @@ def _full(chain: list[Dense], meta: dict | None, x_calib: np.ndarray, percentile
                         {**_meta(meta), "quant": "full", "percentile": percentile})
     dm.check()
     return dm
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def add_parser(sub: Any) -> None:
+    """`piconn quantize MODEL --mode {weights,full} --out FILE.nnb`."""
+    from . import cli
+
+    p = sub.add_parser(
+        "quantize", help="quantize a float (or pruned) model to uint8 and write a .nnb",
+        description="uint8 quantization. weights: u8 weights, float activations (dense_q8w). "
+                    "full: integer-only inference (dense_q8 / sparse_q8), activation ranges "
+                    "calibrated on training images.")
+    cli.add_common(p)
+    p.add_argument("model", metavar="MODEL", help="float or pruned model (.npz)")
+    p.add_argument("--mode", choices=MODES, default="full", help="default full")
+    p.add_argument("--out", "-o", required=True, metavar="FILE", help="output model (.nnb)")
+    p.add_argument("--calib", type=cli.positive_int, default=5000,
+                   help="training images used to calibrate activations (default 5000)")
+    p.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
+                   help=f"activation range: this percentile of each ReLU output "
+                        f"(100 = max; default {DEFAULT_PERCENTILE})")
+    p.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
+                   help="do not correct the mean output shift of weight rounding")
+    p.add_argument("--seed", type=int, default=0, help="calibration sample")
+    cli.add_data(p)
+    p.set_defaults(handler=run_quantize)
+
+
+def run_quantize(args: Any) -> tuple[dict, str]:
+    from pathlib import Path
+
+    from . import cli, reference, train
+    from . import format as fmt
+
+    path = Path(args.model)
+    if not path.is_file():
+        raise cli.CliError(f"no such model file: {path}")
+    model, meta = nn.load(path)
+    x_train, _, x_test, y_test = cli.load_data(args)
+    x_cal = None
+    if args.mode == "full":
+        idx = np.random.default_rng(args.seed).permutation(len(x_train))[:args.calib]
+        x_cal = x_train[np.sort(idx)]
+    dm = quantize(model, meta, args.mode, x_cal, args.percentile, args.bias_correction)
+    blob = fmt.to_bytes(dm)
+    out = Path(args.out)
+    out.write_bytes(blob)
+    acc = float((reference.predict(dm, x_test) == y_test).mean())
+    acc_float = train.evaluate(model, x_test, y_test)
+    result = {"command": "quantize", "out": str(out), "mode": args.mode, "accuracy": acc,
+              "accuracy_float": acc_float, "n": len(y_test), **reference.stats(dm, blob),
+              "layers": [la.kind if getattr(la, "mask", None) is None
+                         else la.kind.replace("dense", "sparse") for la in dm.layers]}
+    text = (f"{args.mode} uint8: test accuracy {100 * acc:.2f}% (device arithmetic; float "
+            f"{100 * acc_float:.2f}%); {len(blob)} bytes; layers {', '.join(result['layers'])}; "
+            f"saved {out}")
+    return result, text

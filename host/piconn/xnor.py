@@ -231,16 +231,20 @@ def build(arch: str | tuple[int, ...] | list[int] = DEFAULT_ARCH,
 
 def fit(model: nn.Sequential, x: np.ndarray, y: np.ndarray, *, epochs: int = 30,
         lr: float = 1e-2, lr_end: float = 1e-4, batch_size: int = 100, seed: int = 0,
-        on_epoch: Callable[[int, dict], Any] | None = None,
+        shift: int = 0, on_epoch: Callable[[int, dict], Any] | None = None,
         progress: bool | TextIO | None = None) -> list[dict]:
-    """Train with Adam, learning rate decaying exponentially from lr to lr_end."""
-    from . import train
+    """Train with Adam, learning rate decaying exponentially from lr to lr_end.
+
+    `shift` > 0: random image shifts of up to that many pixels (augmentation).
+    """
+    from . import data, train
 
     opt = nn.Adam(model.params(), lr)
     decay = (lr_end / lr) ** (1 / max(epochs - 1, 1))
+    aug = (lambda xb, rng: data.random_shift(xb, rng, shift)) if shift else None
     return train.fit(model, x, y, loss="cross_entropy", optimizer=opt, epochs=epochs,
                      batch_size=batch_size, seed=seed, on_epoch=on_epoch, progress=progress,
-                     schedule=lambda e: lr * decay**e)
+                     schedule=lambda e: lr * decay**e, augment=aug)
 
 
 # --------------------------------------------------------------------------- lowering
@@ -342,3 +346,42 @@ def weight_bytes(dm: ir.DeviceModel) -> int:
     """Bytes of packed binary weights in a lowered model (32-bit word padding counted)."""
     return sum(4 * words(ir.n_in(la)) * ir.n_out(la) for la in dm.layers
                if isinstance(la, (ir.XnorDense, ir.XnorOut)))
+
+
+# ------------------------------------------------------------------------------ CLI
+
+TRAIN_DEFAULTS = {"arch": list(DEFAULT_ARCH), "epochs": 30, "batch_size": 100, "lr": 1e-2,
+                  "shift": 0}
+
+
+def _add_arguments(p: Any) -> None:
+    p.add_argument("--binarize-threshold", type=int, default=DEFAULT_THRESHOLD, metavar="T",
+                   help=f"xnor: input pixels >= T are +1, others -1 (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--xnor-dropout", type=float, default=0.0, metavar="P",
+                   help="xnor: dropout after each hidden sign activation (default 0)")
+
+
+def _train_kind(args: Any, x: np.ndarray, y: np.ndarray) -> tuple[nn.Sequential, list[dict], dict]:
+    """`piconn train mnist --kind xnor`: Adam, lr decaying 100x exponentially."""
+    model = build(args.arch, threshold=args.binarize_threshold, dropout=args.xnor_dropout,
+                  seed=args.seed)
+    lr_end = args.lr / 100
+    history = fit(model, x, y, epochs=args.epochs, lr=args.lr, lr_end=lr_end,
+                  batch_size=args.batch_size, seed=args.seed, shift=args.shift,
+                  progress=args.progress)
+    n_words = weight_words(args.arch)
+    return model, history, {"optimizer": "adam", "schedule": "exponential", "lr_end": lr_end,
+                             "threshold": args.binarize_threshold, "dropout": args.xnor_dropout,
+                             "shift": args.shift, "weight_words": n_words,
+                             "weight_bytes": 4 * n_words}
+
+
+def _register_cli() -> None:
+    from . import cli
+
+    cli.register_train_kind(cli.TrainKind(
+        "xnor", _train_kind, "binary MLP: binarized input, XNOR/popcount layers",
+        TRAIN_DEFAULTS, _add_arguments))
+
+
+_register_cli()
