@@ -1,0 +1,9 @@
+# piconn `_nn_c` user C module for make-based ports (unix):
+#   make -C ports/unix USER_C_MODULES=/path/to/piconn/device/c
+NN_C_MOD_DIR := $(USERMOD_DIR)
+
+# The binding is scanned for qstrs; the kernels have none (plain C, no MicroPython headers).
+SRC_USERMOD_C += $(NN_C_MOD_DIR)/mod_nn_c.c
+SRC_USERMOD_LIB_C += $(NN_C_MOD_DIR)/nn_kernels.c
+
+CFLAGS_USERMOD += -I$(NN_C_MOD_DIR)

@@ -1,0 +1,224 @@
+// MicroPython binding of the piconn C kernels: module `_nn_c` (docs/KERNELS.md).
+//
+// Thin: each function fetches its buffers and ints, checks what is O(1) to check
+// (buffer sizes against n_in/n_out, word alignment, small-int ranges) and calls the
+// kernel in nn_kernels.c. Nothing is allocated (except the exception on bad input),
+// so the functions run under micropython.heap_lock(). Contents are trusted: nn.load
+// has validated the model (sparse row indices, monotonic colptr).
+#include "py/runtime.h"
+
+#include "nn_kernels.h"
+
+#define NN_MAX_N (65535)
+
+// The buffer of `obj` with at least `need` bytes, `align`-byte aligned; ValueError naming
+// the argument otherwise (TypeError from MicroPython if it has no buffer, or is read-only
+// when `writable`).
+static void *nn_buf(mp_obj_t obj, uint64_t need, uint32_t align, bool writable, qstr name) {
+    mp_buffer_info_t bi;
+    mp_get_buffer_raise(obj, &bi, writable ? MP_BUFFER_WRITE : MP_BUFFER_READ);
+    if ((uint64_t)bi.len < need) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("%q: %u bytes, need %u"),
+            name, (unsigned)bi.len, (unsigned)need);
+    }
+    if ((uintptr_t)bi.buf & (align - 1)) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("%q must be %u-byte aligned"),
+            name, (unsigned)align);
+    }
+    return bi.buf;
+}
+
+#define NN_IN(obj, need, align, name) nn_buf((obj), (need), (align), false, MP_QSTR_##name)
+#define NN_OUT(obj, need, align, name) nn_buf((obj), (need), (align), true, MP_QSTR_##name)
+
+// An int in [lo, hi], else ValueError.
+static uint32_t nn_int(mp_obj_t obj, mp_int_t lo, mp_int_t hi, qstr name) {
+    mp_int_t v = mp_obj_get_int(obj);
+    if (v < lo || v > hi) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("%q must be %d..%d"),
+            name, (int)lo, (int)hi);
+    }
+    return (uint32_t)v;
+}
+
+#define NN_SIZE(obj, name) nn_int((obj), 1, NN_MAX_N, MP_QSTR_##name)
+#define NN_BYTE(obj, name) nn_int((obj), 0, 255, MP_QSTR_##name)
+
+static inline uint32_t nn_words(uint32_t n_bits) {
+    return (n_bits + 31) >> 5;
+}
+
+// dense_f32(x, x_u8, w, b, y, n_in, n_out)
+static mp_obj_t nn_c_dense_f32(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    uint32_t n_in = NN_SIZE(args[5], n_in), n_out = NN_SIZE(args[6], n_out);
+    int x_u8 = mp_obj_is_true(args[1]);
+    const void *x = x_u8 ? NN_IN(args[0], n_in, 1, x) : NN_IN(args[0], 4ull * n_in, 4, x);
+    const float *w = NN_IN(args[2], 4ull * n_in * n_out, 4, w);
+    const float *b = NN_IN(args[3], 4ull * n_out, 4, b);
+    float *y = NN_OUT(args[4], 4ull * n_out, 4, y);
+    nn_dense_f32(x, x_u8, w, b, y, n_in, n_out);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_dense_f32_obj, 7, 7, nn_c_dense_f32);
+
+// dense_q8w(x, x_u8, w, zw, scale, b, y, n_in, n_out)
+static mp_obj_t nn_c_dense_q8w(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    uint32_t n_in = NN_SIZE(args[7], n_in), n_out = NN_SIZE(args[8], n_out);
+    int x_u8 = mp_obj_is_true(args[1]);
+    const void *x = x_u8 ? NN_IN(args[0], n_in, 1, x) : NN_IN(args[0], 4ull * n_in, 4, x);
+    const uint8_t *w = NN_IN(args[2], (uint64_t)n_in * n_out, 1, w);
+    const uint8_t *zw = NN_IN(args[3], n_out, 1, zw);
+    const float *scale = NN_IN(args[4], 4ull * n_out, 4, scale);
+    const float *b = NN_IN(args[5], 4ull * n_out, 4, b);
+    float *y = NN_OUT(args[6], 4ull * n_out, 4, y);
+    nn_dense_q8w(x, x_u8, w, zw, scale, b, y, n_in, n_out);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_dense_q8w_obj, 9, 9, nn_c_dense_q8w);
+
+// dense_q8(x, w, zw, bias, rq, acc, y, n_in, n_out, zy)
+static mp_obj_t nn_c_dense_q8(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    uint32_t n_in = NN_SIZE(args[7], n_in), n_out = NN_SIZE(args[8], n_out);
+    uint32_t zy = NN_BYTE(args[9], zy);
+    const uint8_t *x = NN_IN(args[0], n_in, 1, x);
+    const uint8_t *w = NN_IN(args[1], (uint64_t)n_in * n_out, 1, w);
+    const uint8_t *zw = NN_IN(args[2], n_out, 1, zw);
+    const int32_t *bias = NN_IN(args[3], 4ull * n_out, 4, bias);
+    int32_t *acc = NN_OUT(args[5], 4ull * n_out, 4, acc);
+    const uint32_t *rq = NULL;
+    uint8_t *y = NULL;
+    if (args[4] != mp_const_none) {
+        rq = NN_IN(args[4], 4ull * n_out, 4, rq);
+        y = NN_OUT(args[6], n_out, 1, y);
+    }
+    nn_dense_q8(x, w, zw, bias, rq, acc, y, n_in, n_out, zy);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_dense_q8_obj, 10, 10, nn_c_dense_q8);
+
+// The CSC arrays of a sparse layer: colptr (u32[n_in+1]) and rows; returns nnz.
+static uint32_t nn_csc(mp_obj_t colptr_obj, mp_obj_t rows_obj, uint32_t index_bytes,
+    uint32_t n_in, const uint32_t **colptr, const void **rows) {
+    *colptr = NN_IN(colptr_obj, 4ull * (n_in + 1), 4, colptr);
+    uint32_t nnz = (*colptr)[n_in];
+    if ((*colptr)[0] != 0) {
+        mp_raise_ValueError(MP_ERROR_TEXT("colptr[0] must be 0"));
+    }
+    *rows = NN_IN(rows_obj, (uint64_t)nnz * index_bytes, index_bytes, rows);
+    return nnz;
+}
+
+// sparse_f32(x, x_u8, colptr, rows, index_bytes, vals, b, y, n_in, n_out)
+static mp_obj_t nn_c_sparse_f32(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    uint32_t n_in = NN_SIZE(args[8], n_in), n_out = NN_SIZE(args[9], n_out);
+    uint32_t index_bytes = nn_int(args[4], 1, 2, MP_QSTR_index_bytes);
+    int x_u8 = mp_obj_is_true(args[1]);
+    const void *x = x_u8 ? NN_IN(args[0], n_in, 1, x) : NN_IN(args[0], 4ull * n_in, 4, x);
+    const uint32_t *colptr;
+    const void *rows;
+    uint32_t nnz = nn_csc(args[2], args[3], index_bytes, n_in, &colptr, &rows);
+    const float *vals = NN_IN(args[5], 4ull * nnz, 4, vals);
+    const float *b = NN_IN(args[6], 4ull * n_out, 4, b);
+    float *y = NN_OUT(args[7], 4ull * n_out, 4, y);
+    nn_sparse_f32(x, x_u8, colptr, rows, index_bytes, vals, b, y, n_in, n_out);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_sparse_f32_obj, 10, 10, nn_c_sparse_f32);
+
+// sparse_q8(x, colptr, rows, index_bytes, vals, zw, bias, rq, acc, y, n_in, n_out, zy)
+static mp_obj_t nn_c_sparse_q8(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    uint32_t n_in = NN_SIZE(args[10], n_in), n_out = NN_SIZE(args[11], n_out);
+    uint32_t zy = NN_BYTE(args[12], zy);
+    uint32_t index_bytes = nn_int(args[3], 1, 2, MP_QSTR_index_bytes);
+    const uint8_t *x = NN_IN(args[0], n_in, 1, x);
+    const uint32_t *colptr;
+    const void *rows;
+    uint32_t nnz = nn_csc(args[1], args[2], index_bytes, n_in, &colptr, &rows);
+    const uint8_t *vals = NN_IN(args[4], nnz, 1, vals);
+    const uint8_t *zw = NN_IN(args[5], n_out, 1, zw);
+    const int32_t *bias = NN_IN(args[6], 4ull * n_out, 4, bias);
+    int32_t *acc = NN_OUT(args[8], 4ull * n_out, 4, acc);
+    const uint32_t *rq = NULL;
+    uint8_t *y = NULL;
+    if (args[7] != mp_const_none) {
+        rq = NN_IN(args[7], 4ull * n_out, 4, rq);
+        y = NN_OUT(args[9], n_out, 1, y);
+    }
+    nn_sparse_q8(x, colptr, rows, index_bytes, vals, zw, bias, rq, acc, y, n_in, n_out, zy);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_sparse_q8_obj, 13, 13, nn_c_sparse_q8);
+
+// binarize(x, threshold, y, n)
+static mp_obj_t nn_c_binarize(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    uint32_t n = NN_SIZE(args[3], n);
+    uint32_t threshold = NN_BYTE(args[1], threshold);
+    const uint8_t *x = NN_IN(args[0], n, 1, x);
+    uint32_t *y = NN_OUT(args[2], 4ull * nn_words(n), 4, y);
+    nn_binarize(x, threshold, y, n);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_binarize_obj, 4, 4, nn_c_binarize);
+
+// xnor_dense(x, w, thr, y, n_in, n_out)
+static mp_obj_t nn_c_xnor_dense(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    uint32_t n_in = NN_SIZE(args[4], n_in), n_out = NN_SIZE(args[5], n_out);
+    const uint32_t *x = NN_IN(args[0], 4ull * nn_words(n_in), 4, x);
+    const uint32_t *w = NN_IN(args[1], 4ull * nn_words(n_in) * n_out, 4, w);
+    const int32_t *thr = NN_IN(args[2], 4ull * n_out, 4, thr);
+    uint32_t *y = NN_OUT(args[3], 4ull * nn_words(n_out), 4, y);
+    nn_xnor_dense(x, w, thr, y, n_in, n_out);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_xnor_dense_obj, 6, 6, nn_c_xnor_dense);
+
+// xnor_out(x, w, a, b, y, n_in, n_out)
+static mp_obj_t nn_c_xnor_out(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    uint32_t n_in = NN_SIZE(args[5], n_in), n_out = NN_SIZE(args[6], n_out);
+    const uint32_t *x = NN_IN(args[0], 4ull * nn_words(n_in), 4, x);
+    const uint32_t *w = NN_IN(args[1], 4ull * nn_words(n_in) * n_out, 4, w);
+    const int32_t *a = NN_IN(args[2], 4ull * n_out, 4, a);
+    const int32_t *b = NN_IN(args[3], 4ull * n_out, 4, b);
+    int32_t *y = NN_OUT(args[4], 4ull * n_out, 4, y);
+    nn_xnor_out(x, w, a, b, y, n_in, n_out);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_xnor_out_obj, 7, 7, nn_c_xnor_out);
+
+// relu_f32(y, n)
+static mp_obj_t nn_c_relu_f32(mp_obj_t y_obj, mp_obj_t n_obj) {
+    uint32_t n = NN_SIZE(n_obj, n);
+    float *y = NN_OUT(y_obj, 4ull * n, 4, y);
+    nn_relu_f32(y, n);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(nn_c_relu_f32_obj, nn_c_relu_f32);
+
+static const mp_rom_map_elem_t nn_c_module_globals_table[] = {
+    { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__nn_c) },
+    { MP_ROM_QSTR(MP_QSTR_dense_f32), MP_ROM_PTR(&nn_c_dense_f32_obj) },
+    { MP_ROM_QSTR(MP_QSTR_dense_q8w), MP_ROM_PTR(&nn_c_dense_q8w_obj) },
+    { MP_ROM_QSTR(MP_QSTR_dense_q8), MP_ROM_PTR(&nn_c_dense_q8_obj) },
+    { MP_ROM_QSTR(MP_QSTR_sparse_f32), MP_ROM_PTR(&nn_c_sparse_f32_obj) },
+    { MP_ROM_QSTR(MP_QSTR_sparse_q8), MP_ROM_PTR(&nn_c_sparse_q8_obj) },
+    { MP_ROM_QSTR(MP_QSTR_binarize), MP_ROM_PTR(&nn_c_binarize_obj) },
+    { MP_ROM_QSTR(MP_QSTR_xnor_dense), MP_ROM_PTR(&nn_c_xnor_dense_obj) },
+    { MP_ROM_QSTR(MP_QSTR_xnor_out), MP_ROM_PTR(&nn_c_xnor_out_obj) },
+    { MP_ROM_QSTR(MP_QSTR_relu_f32), MP_ROM_PTR(&nn_c_relu_f32_obj) },
+};
+static MP_DEFINE_CONST_DICT(nn_c_module_globals, nn_c_module_globals_table);
+
+const mp_obj_module_t nn_c_user_cmodule = {
+    .base = { &mp_type_module },
+    .globals = (mp_obj_dict_t *)&nn_c_module_globals,
+};
+
+MP_REGISTER_MODULE(MP_QSTR__nn_c, nn_c_user_cmodule);

@@ -1,0 +1,621 @@
+// piconn layer kernels (see nn_kernels.h, docs/KERNELS.md, docs/FORMAT.md).
+//
+// Written for the RP2040's Cortex-M0+: no FPU, no popcount/clz, single-cycle 32x32
+// multiply, 2-cycle loads, 8 low registers. Weights are input-major, so each kernel
+// walks the inputs, skips the zero ones (most MNIST pixels, half of the ReLU outputs)
+// and adds x[i] * W[i][:] into a row of accumulators.
+#include "nn_kernels.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "piconn kernels assume a little-endian target (the model format is little-endian)"
+#endif
+
+// FORMAT.md's `>>` on a signed value is an arithmetic shift (floor). C leaves >> of a
+// negative value implementation-defined; GCC and Clang document it as arithmetic
+// (sign-extending), which this checks at compile time.
+_Static_assert((-5 >> 1) == -3 && (-1 >> 31) == -1, "signed >> must be arithmetic");
+
+// Kernels can be placed in RAM on the RP2040 (flash is executed through a 16 KB cache
+// that streamed weights keep evicting); micropython.cmake defines NN_KERNELS_IN_RAM.
+#if defined(NN_KERNELS_IN_RAM) && NN_KERNELS_IN_RAM
+#define NN_HOT __attribute__((section(".time_critical.nn_c")))
+#else
+#define NN_HOT
+#endif
+
+// Hand-scheduled Thumb-1 inner loops on ARMv6-M (the RP2040); portable C elsewhere
+// (the host tests, other ports). -DNN_NO_ASM forces the C loops everywhere.
+#if defined(__ARM_ARCH_6M__) && !defined(NN_NO_ASM)
+#define NN_ASM_M0 1
+#else
+#define NN_ASM_M0 0
+#endif
+#define NN_UNUSED __attribute__((unused))
+
+// A word read through a byte pointer (weights, inputs): may alias anything.
+typedef uint32_t nn_u32a __attribute__((may_alias));
+
+// One 32-bit slot of a float buffer used first as an integer accumulator.
+typedef union {
+    float f;
+    int32_t i;
+    uint32_t u;
+} nn_word;
+
+// ---------------------------------------------------------------------------
+// Input scanning
+
+// Index of the first nonzero byte of x[i..n), or n. Zero words on 4-byte boundaries
+// are skipped whole (MNIST borders).
+static inline uint32_t nz_next(const uint8_t *x, uint32_t i, uint32_t n) {
+    while (i < n) {
+        if (x[i]) {
+            return i;
+        }
+        i++;
+        if ((((uintptr_t)x + i) & 3) == 0) {
+            while (n - i >= 4 && *(const nn_u32a *)(x + i) == 0) {
+                i += 4;
+            }
+        }
+    }
+    return n;
+}
+
+// Float input i as a float, or 0 (and *skip = 1) when it is zero. u8 inputs are raw bytes.
+static inline int input_f32(const void *x, int x_u8, uint32_t i, float *xi) {
+    if (x_u8) {
+        uint32_t v = ((const uint8_t *)x)[i];
+        *xi = (float)v;
+        return v != 0;
+    }
+    // x == +-0.0 tested on the bits: no soft-float compare.
+    nn_word v = ((const nn_word *)x)[i];
+    *xi = v.f;
+    return (v.u << 1) != 0;
+}
+
+// ---------------------------------------------------------------------------
+// Integer row accumulation: acc[c] += xi * w[c] for c < n (mod 2^32).
+
+#if NN_ASM_M0
+// acc[4k+j] += xi * byte j of w4[k], k < n4 (n4 >= 1). 8 cycles per 4 MACs... see the
+// cycle count below: the four accumulators move with one LDM and one STM.
+//   r0-r3 accumulators, r4 weight word, r5 xi, r6 scratch, r7 acc pointer,
+//   r8 weight pointer, r9 acc end.
+// (naked: the arguments arrive in r0-r3 per the AAPCS; the body is assembly only)
+static NN_HOT __attribute__((naked, noinline)) void mac_row4(uint32_t *acc NN_UNUSED,
+    const nn_u32a *w4 NN_UNUSED, uint32_t xi NN_UNUSED, uint32_t n4 NN_UNUSED) {
+    __asm__ volatile (
+        ".syntax unified\n"
+        "push   {r4, r5, r6, r7, lr}\n"
+        "mov    r4, r8\n"
+        "mov    r5, r9\n"
+        "push   {r4, r5}\n"
+        "mov    r8, r1\n"
+        "lsls   r3, r3, #4\n"
+        "adds   r3, r0, r3\n"
+        "mov    r9, r3\n"
+        "movs   r7, r0\n"
+        "movs   r5, r2\n"
+        "1:\n"
+        "mov    r6, r8\n"               // 1
+        "ldmia  r6!, {r4}\n"            // 2  four weights
+        "mov    r8, r6\n"               // 1
+        "ldmia  r7!, {r0, r1, r2, r3}\n" // 5  four accumulators
+        "uxtb   r6, r4\n"               // 1
+        "muls   r6, r5\n"               // 1
+        "adds   r0, r0, r6\n"           // 1
+        "lsrs   r6, r4, #8\n"           // 1
+        "uxtb   r6, r6\n"               // 1
+        "muls   r6, r5\n"               // 1
+        "adds   r1, r1, r6\n"           // 1
+        "lsrs   r6, r4, #16\n"          // 1
+        "uxtb   r6, r6\n"               // 1
+        "muls   r6, r5\n"               // 1
+        "adds   r2, r2, r6\n"           // 1
+        "lsrs   r4, r4, #24\n"          // 1
+        "muls   r4, r5\n"               // 1
+        "adds   r3, r3, r4\n"           // 1
+        "subs   r7, #16\n"              // 1
+        "stmia  r7!, {r0, r1, r2, r3}\n" // 5
+        "cmp    r7, r9\n"               // 1
+        "bne    1b\n"                   // 2   = 32 cycles / 4 MACs
+        "pop    {r4, r5}\n"
+        "mov    r8, r4\n"
+        "mov    r9, r5\n"
+        "pop    {r4, r5, r6, r7, pc}\n"
+        );
+}
+#else
+static NN_HOT void mac_row4(uint32_t *acc, const nn_u32a *w4, uint32_t xi, uint32_t n4) {
+    uint32_t *end = acc + 4 * n4;
+    do {
+        uint32_t v = *w4++;
+        uint32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+        a0 += xi * (v & 0xff);
+        a1 += xi * ((v >> 8) & 0xff);
+        a2 += xi * ((v >> 16) & 0xff);
+        a3 += xi * (v >> 24);
+        acc[0] = a0;
+        acc[1] = a1;
+        acc[2] = a2;
+        acc[3] = a3;
+        acc += 4;
+    } while (acc != end);
+}
+#endif
+
+// Any alignment and length: a byte prologue until w is word-aligned (rows of a layer
+// whose n_out is not a multiple of 4), the 4-wide core, a byte tail.
+static NN_HOT void mac_row_u8(uint32_t *acc, const uint8_t *w, uint32_t xi, uint32_t n) {
+    while (n && ((uintptr_t)w & 3)) {
+        *acc++ += xi * *w++;
+        n--;
+    }
+    if (n >= 4) {
+        mac_row4(acc, (const nn_u32a *)w, xi, n >> 2);
+        acc += n & ~3u;
+        w += n & ~3u;
+    }
+    for (n &= 3; n; n--) {
+        *acc++ += xi * *w++;
+    }
+}
+
+// Sum over the nonzero inputs of x[i] * W[i][:] into acc (n_out words, not cleared);
+// returns sum x[i] (for the zero-point term).
+static NN_HOT uint32_t mac_dense_u8(uint32_t *acc, const uint8_t *x, const uint8_t *w,
+    uint32_t n_in, uint32_t n_out) {
+    uint32_t sx = 0;
+    for (uint32_t i = nz_next(x, 0, n_in); i < n_in; i = nz_next(x, i + 1, n_in)) {
+        uint32_t xi = x[i];
+        sx += xi;
+        mac_row_u8(acc, w + i * n_out, xi, n_out);
+    }
+    return sx;
+}
+
+// ---------------------------------------------------------------------------
+// Requantization (FORMAT.md dense_q8)
+
+NN_HOT uint8_t nn_requant(int32_t acc, uint32_t rq, uint32_t zy) {
+    uint32_t m = rq & 0xffff;
+    uint32_t s1 = (rq >> 16) & 31;
+    uint32_t s2 = (rq >> 24) & 31;
+    int32_t t = acc >> s1;
+    if (t < -32768) {
+        t = -32768;
+    } else if (t > 32767) {
+        t = 32767;
+    }
+    // |t*M| < 2^30 for a valid M (< 2^15); unsigned so an invalid one wraps, not UB.
+    int32_t p = (int32_t)((uint32_t)t * m + ((1u << s2) >> 1));
+    int32_t v = (int32_t)zy + (p >> s2);
+    return v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
+}
+
+// acc[c] = bias[c] + acc[c] - zw[c]*sx, then requantize into y unless rq is NULL.
+static NN_HOT void finish_q8(uint32_t *acc, const uint8_t *zw, const int32_t *bias, uint32_t sx,
+    const uint32_t *rq, uint8_t *y, uint32_t n_out, uint32_t zy) {
+    for (uint32_t c = 0; c < n_out; c++) {
+        uint32_t a = (uint32_t)bias[c] + acc[c] - zw[c] * sx;
+        acc[c] = a;
+        if (rq) {
+            y[c] = nn_requant((int32_t)a, rq[c], zy);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Dense layers
+
+NN_HOT void nn_dense_f32(const void *x, int x_u8, const float *w, const float *b, float *y,
+    uint32_t n_in, uint32_t n_out) {
+    memcpy(y, b, n_out * sizeof(float));
+    for (uint32_t i = 0; i < n_in; i++) {
+        float xi;
+        if (!input_f32(x, x_u8, i, &xi)) {
+            continue;
+        }
+        const float *wr = w + i * n_out;
+        for (uint32_t c = 0; c < n_out; c++) {
+            y[c] += xi * wr[c];
+        }
+    }
+}
+
+NN_HOT void nn_dense_q8w(const void *x, int x_u8, const uint8_t *w, const uint8_t *zw,
+    const float *scale, const float *b, float *y, uint32_t n_in, uint32_t n_out) {
+    nn_word *yw = (nn_word *)y;
+    if (x_u8) {
+        // Exact integer sum in y's words: sum x*W - zw*sum x, then scaled once.
+        memset(y, 0, n_out * sizeof(float));
+        uint32_t sx = mac_dense_u8((uint32_t *)y, (const uint8_t *)x, w, n_in, n_out);
+        for (uint32_t c = 0; c < n_out; c++) {
+            int32_t s = (int32_t)(yw[c].u - zw[c] * sx);
+            yw[c].f = scale[c] * (float)s + b[c];
+        }
+        return;
+    }
+    // Float input: sum x*(W - zw) term by term (no zw*sum x cancellation).
+    memset(y, 0, n_out * sizeof(float));
+    for (uint32_t i = 0; i < n_in; i++) {
+        float xi;
+        if (!input_f32(x, 0, i, &xi)) {
+            continue;
+        }
+        const uint8_t *wr = w + i * n_out;
+        for (uint32_t c = 0; c < n_out; c++) {
+            y[c] += xi * (float)((int32_t)wr[c] - (int32_t)zw[c]);
+        }
+    }
+    for (uint32_t c = 0; c < n_out; c++) {
+        y[c] = scale[c] * y[c] + b[c];
+    }
+}
+
+NN_HOT void nn_dense_q8(const uint8_t *x, const uint8_t *w, const uint8_t *zw, const int32_t *bias,
+    const uint32_t *rq, int32_t *acc, uint8_t *y, uint32_t n_in, uint32_t n_out, uint32_t zy) {
+    uint32_t *a = (uint32_t *)acc;
+    memset(a, 0, n_out * sizeof(uint32_t));
+    uint32_t sx = mac_dense_u8(a, x, w, n_in, n_out);
+    finish_q8(a, zw, bias, sx, rq, y, n_out, zy);
+}
+
+// ---------------------------------------------------------------------------
+// Sparse layers (CSC)
+
+NN_HOT void nn_sparse_f32(const void *x, int x_u8, const uint32_t *colptr, const void *rows,
+    uint32_t index_bytes, const float *vals, const float *b, float *y,
+    uint32_t n_in, uint32_t n_out) {
+    memcpy(y, b, n_out * sizeof(float));
+    for (uint32_t i = 0; i < n_in; i++) {
+        float xi;
+        if (!input_f32(x, x_u8, i, &xi)) {
+            continue;
+        }
+        uint32_t k = colptr[i], k1 = colptr[i + 1];
+        if (index_bytes == 1) {
+            const uint8_t *r = (const uint8_t *)rows;
+            for (; k < k1; k++) {
+                y[r[k]] += xi * vals[k];
+            }
+        } else {
+            const uint16_t *r = (const uint16_t *)rows;
+            for (; k < k1; k++) {
+                y[r[k]] += xi * vals[k];
+            }
+        }
+    }
+}
+
+// acc[r[k]] += xi * (vals[k] - zw[r[k]]) for k in [k, k1).
+static NN_HOT void mac_col_u8(uint32_t *acc, const uint8_t *r, const uint8_t *v,
+    const uint8_t *zw, uint32_t xi, uint32_t n) {
+    for (; n; n--) {
+        uint32_t c = *r++;
+        acc[c] += xi * (uint32_t)(*v++ - zw[c]);
+    }
+}
+
+static NN_HOT void mac_col_u16(uint32_t *acc, const uint16_t *r, const uint8_t *v,
+    const uint8_t *zw, uint32_t xi, uint32_t n) {
+    for (; n; n--) {
+        uint32_t c = *r++;
+        acc[c] += xi * (uint32_t)(*v++ - zw[c]);
+    }
+}
+
+NN_HOT void nn_sparse_q8(const uint8_t *x, const uint32_t *colptr, const void *rows,
+    uint32_t index_bytes, const uint8_t *vals, const uint8_t *zw, const int32_t *bias,
+    const uint32_t *rq, int32_t *acc, uint8_t *y, uint32_t n_in, uint32_t n_out, uint32_t zy) {
+    uint32_t *a = (uint32_t *)acc;
+    memset(a, 0, n_out * sizeof(uint32_t));
+    for (uint32_t i = nz_next(x, 0, n_in); i < n_in; i = nz_next(x, i + 1, n_in)) {
+        uint32_t k = colptr[i], n = colptr[i + 1] - k;
+        if (index_bytes == 1) {
+            mac_col_u8(a, (const uint8_t *)rows + k, vals + k, zw, x[i], n);
+        } else {
+            mac_col_u16(a, (const uint16_t *)rows + k, vals + k, zw, x[i], n);
+        }
+    }
+    // The zero points are subtracted per stored weight, so no zw*sum x term here.
+    finish_q8(a, zw, bias, 0, rq, y, n_out, zy);
+}
+
+// ---------------------------------------------------------------------------
+// Binary layers
+
+NN_HOT void nn_binarize(const uint8_t *x, uint32_t threshold, uint32_t *y, uint32_t n) {
+    for (uint32_t j = 0; j < n; j += 32) {
+        uint32_t m = n - j < 32 ? n - j : 32;
+        const uint8_t *xj = x + j;
+        uint32_t word = 0;
+        // From the last element down, so each bit is shifted into place.
+        while (m--) {
+            word = (word << 1) | (xj[m] >= threshold);
+        }
+        *y++ = word;
+    }
+}
+
+#if NN_ASM_M0
+// m[r] = popcount(x ^ w[r]) for n_rows rows of nw words (w rows contiguous).
+// SWAR popcount with deferred reductions: per word 7 ALU ops to nibble counts (<= 4);
+// groups of 3 words add their nibble counts (<= 12) before one fold to byte counts;
+// byte counts of up to 9 groups and the last 1-2 words (29 words, <= 232) before a
+// fold to 16-bit lanes.
+//   r0 x pointer, r1 w pointer, r2 r3 scratch, r4 0x55555555, r5 0x33333333,
+//   r6 nibble sums, r7 byte sums, r8 0x0f0f0f0f, r9 x, r10 x + 12*(nw/3) (end of the
+//   groups), r11 16-bit lanes, r12 end of the current block's groups, lr m pointer,
+//   [sp] x + 4*nw, [sp+4] m + n_rows.
+static NN_HOT __attribute__((naked, noinline)) void popcount_rows(const uint32_t *x NN_UNUSED,
+    const uint32_t *w NN_UNUSED, uint32_t nw NN_UNUSED, uint32_t n_rows NN_UNUSED,
+    uint32_t *m NN_UNUSED) {
+    __asm__ volatile (
+        ".syntax unified\n"
+        "push   {r4, r5, r6, r7, lr}\n"
+        "mov    r4, r8\n"
+        "mov    r5, r9\n"
+        "mov    r6, r10\n"
+        "mov    r7, r11\n"
+        "push   {r4, r5, r6, r7}\n"
+        "sub    sp, #8\n"
+        "ldr    r4, [sp, #44]\n"        // m (5th argument)
+        "cmp    r3, #0\n"
+        "bne    0f\n"
+        "b      9f\n"                   // (conditional branches reach only 256 bytes)
+        "0:\n"
+        "lsls   r3, r3, #2\n"
+        "adds   r3, r4, r3\n"
+        "str    r3, [sp, #4]\n"         // m end
+        "mov    lr, r4\n"
+        "mov    r9, r0\n"
+        "lsls   r3, r2, #2\n"
+        "adds   r3, r0, r3\n"
+        "str    r3, [sp, #0]\n"         // x end
+        "movs   r3, #11\n"              // nw / 3 = (nw * 11) >> 5 for nw < 30 ...
+        "cmp    r2, #30\n"
+        "bhs    8f\n"
+        "muls   r3, r2\n"
+        "lsrs   r3, r3, #5\n"
+        "b      7f\n"
+        "8:\n"                          // ... and by subtraction above (once per call)
+        "movs   r3, #0\n"
+        "6:\n"
+        "adds   r3, #1\n"
+        "subs   r2, #3\n"
+        "cmp    r2, #3\n"
+        "bhs    6b\n"
+        "7:\n"
+        "lsls   r2, r3, #3\n"
+        "lsls   r3, r3, #2\n"
+        "adds   r3, r3, r2\n"           // 12 * groups
+        "adds   r3, r0, r3\n"
+        "mov    r10, r3\n"              // end of the groups
+        "ldr    r4, =0x0f0f0f0f\n"
+        "mov    r8, r4\n"
+        "ldr    r4, =0x55555555\n"
+        "ldr    r5, =0x33333333\n"
+        // ---- row
+        "1:\n"
+        "mov    r0, r9\n"
+        "movs   r7, #0\n"
+        "mov    r11, r7\n"
+        // ---- block of up to 10 groups, then the remainder words if it is the last
+        "2:\n"
+        "movs   r7, #0\n"
+        "movs   r3, r0\n"
+        "adds   r3, #108\n"
+        "cmp    r3, r10\n"
+        "bls    3f\n"
+        "mov    r3, r10\n"
+        "3:\n"
+        "mov    r12, r3\n"
+        "cmp    r0, r3\n"
+        "beq    5f\n"
+        "4:\n"                          // group of 3 words
+        "ldmia  r0!, {r2}\n"            // 2
+        "ldmia  r1!, {r3}\n"            // 2
+        "eors   r2, r3\n"               // 1
+        "lsrs   r3, r2, #1\n"           // 1
+        "ands   r3, r4\n"               // 1
+        "subs   r2, r2, r3\n"           // 1  2-bit counts
+        "lsrs   r3, r2, #2\n"           // 1
+        "ands   r2, r5\n"               // 1
+        "ands   r3, r5\n"               // 1
+        "adds   r6, r2, r3\n"           // 1  nibble counts       = 12
+        "ldmia  r0!, {r2}\n"
+        "ldmia  r1!, {r3}\n"
+        "eors   r2, r3\n"
+        "lsrs   r3, r2, #1\n"
+        "ands   r3, r4\n"
+        "subs   r2, r2, r3\n"
+        "lsrs   r3, r2, #2\n"
+        "ands   r2, r5\n"
+        "ands   r3, r5\n"
+        "adds   r6, r6, r2\n"
+        "adds   r6, r6, r3\n"           //                        = 13
+        "ldmia  r0!, {r2}\n"
+        "ldmia  r1!, {r3}\n"
+        "eors   r2, r3\n"
+        "lsrs   r3, r2, #1\n"
+        "ands   r3, r4\n"
+        "subs   r2, r2, r3\n"
+        "lsrs   r3, r2, #2\n"
+        "ands   r2, r5\n"
+        "ands   r3, r5\n"
+        "adds   r6, r6, r2\n"
+        "adds   r6, r6, r3\n"           //                        = 13
+        "mov    r2, r8\n"               // nibbles -> bytes
+        "lsrs   r3, r6, #4\n"
+        "ands   r6, r2\n"
+        "ands   r3, r2\n"
+        "adds   r7, r7, r6\n"
+        "adds   r7, r7, r3\n"           //                        = 6
+        "cmp    r0, r12\n"
+        "bne    4b\n"                   //                        = 3: 47 / 3 words
+        "5:\n"
+        "cmp    r0, r10\n"              // not at the end of the groups: next block
+        "bne    7f\n"
+        "ldr    r3, [sp, #0]\n"
+        "cmp    r0, r3\n"
+        "beq    7f\n"
+        "ldmia  r0!, {r2}\n"            // 1 or 2 remaining words
+        "ldmia  r1!, {r3}\n"
+        "eors   r2, r3\n"
+        "lsrs   r3, r2, #1\n"
+        "ands   r3, r4\n"
+        "subs   r2, r2, r3\n"
+        "lsrs   r3, r2, #2\n"
+        "ands   r2, r5\n"
+        "ands   r3, r5\n"
+        "adds   r6, r2, r3\n"
+        "ldr    r3, [sp, #0]\n"
+        "cmp    r0, r3\n"
+        "beq    6f\n"
+        "ldmia  r0!, {r2}\n"
+        "ldmia  r1!, {r3}\n"
+        "eors   r2, r3\n"
+        "lsrs   r3, r2, #1\n"
+        "ands   r3, r4\n"
+        "subs   r2, r2, r3\n"
+        "lsrs   r3, r2, #2\n"
+        "ands   r2, r5\n"
+        "ands   r3, r5\n"
+        "adds   r6, r6, r2\n"
+        "adds   r6, r6, r3\n"
+        "6:\n"
+        "mov    r2, r8\n"
+        "lsrs   r3, r6, #4\n"
+        "ands   r6, r2\n"
+        "ands   r3, r2\n"
+        "adds   r7, r7, r6\n"
+        "adds   r7, r7, r3\n"
+        "7:\n"                          // bytes -> 16-bit lanes
+        "ldr    r2, =0x00ff00ff\n"
+        "lsrs   r3, r7, #8\n"
+        "ands   r3, r2\n"
+        "ands   r7, r2\n"
+        "adds   r7, r7, r3\n"
+        "add    r11, r7\n"
+        "ldr    r3, [sp, #0]\n"
+        "cmp    r0, r3\n"
+        "bne    2b\n"
+        "mov    r2, r11\n"              // lanes -> count, store m[row]
+        "lsrs   r3, r2, #16\n"
+        "uxth   r2, r2\n"
+        "adds   r2, r2, r3\n"
+        "mov    r3, lr\n"
+        "stmia  r3!, {r2}\n"
+        "mov    lr, r3\n"
+        "ldr    r2, [sp, #4]\n"
+        "cmp    r3, r2\n"
+        "beq    9f\n"
+        "b      1b\n"
+        "9:\n"
+        "add    sp, #8\n"
+        "pop    {r4, r5, r6, r7}\n"
+        "mov    r8, r4\n"
+        "mov    r9, r5\n"
+        "mov    r10, r6\n"
+        "mov    r11, r7\n"
+        "pop    {r4, r5, r6, r7, pc}\n"
+        ".ltorg\n"
+        );
+}
+#else
+// Per-nibble popcounts of v (each nibble 0..4).
+static inline uint32_t pop_nibbles(uint32_t v) {
+    v = v - ((v >> 1) & 0x55555555u);
+    return (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
+}
+
+// Bytes of s (nibble counts <= 15) folded to byte counts.
+static inline uint32_t nibbles_to_bytes(uint32_t s) {
+    return (s & 0x0f0f0f0fu) + ((s >> 4) & 0x0f0f0f0fu);
+}
+
+// Same algorithm as the Thumb version above.
+static NN_HOT void popcount_rows(
+    const uint32_t *x, const uint32_t *w, uint32_t nw, uint32_t n_rows, uint32_t *m) {
+    const uint32_t *x_end = x + nw;
+    uint32_t groups = 0;
+    for (uint32_t n = nw; n >= 3; n -= 3) {
+        groups++;
+    }
+    const uint32_t *g_end = x + 3 * groups;
+    for (; n_rows; n_rows--) {
+        const uint32_t *px = x;
+        uint32_t lanes = 0;  // two 16-bit lanes; each <= the row's popcount <= 65535
+        do {
+            const uint32_t *stop = g_end - px > 27 ? px + 27 : g_end;
+            uint32_t bytes = 0;
+            while (px != stop) {
+                uint32_t s = pop_nibbles(px[0] ^ w[0]);
+                s += pop_nibbles(px[1] ^ w[1]);
+                s += pop_nibbles(px[2] ^ w[2]);
+                px += 3;
+                w += 3;
+                bytes += nibbles_to_bytes(s);
+            }
+            if (px == g_end && px != x_end) {
+                uint32_t s = 0;
+                while (px != x_end) {
+                    s += pop_nibbles(*px++ ^ *w++);
+                }
+                bytes += nibbles_to_bytes(s);
+            }
+            lanes += (bytes & 0x00ff00ffu) + ((bytes >> 8) & 0x00ff00ffu);
+        } while (px != x_end);
+        *m++ = (lanes & 0xffff) + (lanes >> 16);
+    }
+}
+#endif
+
+NN_HOT uint32_t nn_popcount_xor(const uint32_t *x, const uint32_t *w, uint32_t n_words) {
+    uint32_t m;
+    popcount_rows(x, w, n_words, 1, &m);
+    return m;
+}
+
+NN_HOT void nn_xnor_dense(const uint32_t *x, const uint32_t *w, const int32_t *thr, uint32_t *y,
+    uint32_t n_in, uint32_t n_out) {
+    uint32_t nw = (n_in + 31) >> 5;
+    uint32_t m[32];  // the counts of one output word's neurons
+    for (uint32_t c = 0; c < n_out; c += 32) {
+        uint32_t k = n_out - c < 32 ? n_out - c : 32;
+        popcount_rows(x, w, nw, k, m);
+        w += k * nw;
+        uint32_t word = 0;
+        while (k--) {
+            word = (word << 1) | ((int32_t)m[k] <= thr[c + k]);
+        }
+        *y++ = word;
+    }
+}
+
+NN_HOT void nn_xnor_out(const uint32_t *x, const uint32_t *w, const int32_t *a, const int32_t *b,
+    int32_t *y, uint32_t n_in, uint32_t n_out) {
+    uint32_t *m = (uint32_t *)y;  // counts first, in place
+    popcount_rows(x, w, (n_in + 31) >> 5, n_out, m);
+    for (uint32_t c = 0; c < n_out; c++) {
+        y[c] = (int32_t)((uint32_t)a[c] * (n_in - 2 * m[c]) + (uint32_t)b[c]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+NN_HOT void nn_relu_f32(float *y, uint32_t n) {
+    nn_word *yw = (nn_word *)y;
+    for (uint32_t c = 0; c < n; c++) {
+        // Negative numbers are 0x80000001..0xff800000 (-inf); -0.0 and NaNs are kept.
+        if (yw[c].u - 0x80000001u < 0x7f800000u) {
+            yw[c].u = 0;
+        }
+    }
+}

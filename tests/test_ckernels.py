@@ -1,0 +1,363 @@
+"""The C kernels (device/c/nn_c/nn_kernels.c) against the arithmetic of docs/FORMAT.md.
+
+Each test runs on three builds of the same source:
+- host: compiled with the host gcc (-Wall -Wextra -Werror) and called through ctypes;
+- m0: compiled with arm-none-eabi-gcc for the Cortex-M0+ (-O2, hand-written Thumb
+  loops) and executed on the rp2040py emulated core;
+- m0-c: the same target with the portable C loops (-Os -DNN_NO_ASM).
+Integer kinds must match numpy bit for bit; float kinds to 1e-5 of the magnitude of
+their terms.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import ckernels_m0
+from ckernels_host import SOURCES, At, HostKernels
+
+SRC_DIR = ROOT / "device" / "c" / "nn_c"
+
+
+@pytest.fixture(scope="module", params=["host", "m0", "m0-c"])
+def k(request):
+    if request.param == "host":
+        if not (shutil.which("gcc") or shutil.which("cc")):
+            pytest.skip("no host C compiler")
+        return HostKernels()
+    if not ckernels_m0.have_toolchain():
+        pytest.skip("arm-none-eabi-gcc is not installed (make installs it)")
+    pytest.importorskip("rp2040py", reason="rp2040py (the emulated RP2040) is not installed")
+    if request.param == "m0":
+        return ckernels_m0.M0Kernels("-O2", asm=True)
+    return ckernels_m0.M0Kernels("-Os", asm=False)
+
+
+# ---------------------------------------------------------------------------
+# numpy statements of FORMAT.md
+
+
+def requant_ref(acc, rq, zy):
+    acc = np.asarray(acc, dtype=np.int64)
+    rq = np.asarray(rq, dtype=np.int64)
+    m, s1, s2 = rq & 0xFFFF, (rq >> 16) & 0xFF, rq >> 24
+    t = np.clip(acc >> s1, -32768, 32767)
+    return np.clip(zy + ((t * m + (np.int64(1) << (s2 - 1))) >> s2), 0, 255).astype(np.uint8)
+
+
+def rand_rq(rng, n):
+    m = rng.integers(0, 32768, n, dtype=np.int64)
+    s1 = rng.integers(0, 32, n, dtype=np.int64)
+    s2 = rng.integers(1, 31, n, dtype=np.int64)
+    return (m | s1 << 16 | s2 << 24).astype(np.uint32)
+
+
+def realistic_rq(rng, n):
+    """Multipliers like the exporter's: M in [2^14, 2^15), small shifts."""
+    m = rng.integers(1 << 14, 1 << 15, n, dtype=np.int64)
+    s1 = rng.integers(0, 10, n, dtype=np.int64)
+    s2 = rng.integers(10, 22, n, dtype=np.int64)
+    return (m | s1 << 16 | s2 << 24).astype(np.uint32)
+
+
+def sparse_input(rng, n, frac_nonzero=0.3):
+    x = rng.integers(1, 256, n).astype(np.uint8)
+    x[rng.random(n) >= frac_nonzero] = 0
+    return x
+
+
+def popcount(a):
+    a = np.ascontiguousarray(a, dtype=np.uint32)
+    return np.unpackbits(a.view(np.uint8)).reshape(a.shape + (32,)).sum(axis=-1)
+
+
+def pack(bits):
+    """bool [rows, n] -> u32 [rows, words], bit j of the row at bit j%32 of word j//32."""
+    bits = np.atleast_2d(bits)
+    rows, n = bits.shape
+    nw = (n + 31) // 32
+    padded = np.zeros((rows, nw * 32), dtype=np.uint8)
+    padded[:, :n] = bits
+    return np.packbits(padded, axis=1, bitorder="little").view("<u4").reshape(rows, nw)
+
+
+def csc(mask):
+    """mask [n_in, n_out] -> colptr u32 [n_in+1], rows [nnz] (column = input)."""
+    colptr = np.zeros(mask.shape[0] + 1, dtype=np.uint32)
+    colptr[1:] = np.cumsum(mask.sum(axis=1))
+    ii, cc = np.nonzero(mask)
+    return colptr, ii, cc
+
+
+def assert_close_terms(y, ref, scale):
+    """|y - ref| <= 1e-5 * (magnitude of the summed terms) + a denormal floor."""
+    err = np.abs(y.astype(np.float64) - ref)
+    tol = 1e-5 * scale + 1e-30
+    assert np.all(err <= tol), f"max error {err.max()} vs tolerance {tol[np.argmax(err - tol)]}"
+
+
+# ---------------------------------------------------------------------------
+# integer kernels
+
+
+def test_requant_matches_format(k):
+    rng = np.random.default_rng(1)
+    n = 3000
+    acc = rng.integers(-(2**31), 2**31, n, dtype=np.int64)
+    acc[:200] = rng.integers(-70000, 70000, 200)
+    acc[200:210] = [0, -1, 1, 2**31 - 1, -(2**31), 32767, -32768, 32768, -32769, 65535]
+    rq = rand_rq(rng, n)
+    rq[:500] = realistic_rq(rng, 500)
+    rq[500:510] = [32767 | 31 << 16 | 30 << 24, 32767 | 1 << 24, 0 | 5 << 16 | 3 << 24,
+                   16384 | 0 << 16 | 1 << 24] * 2 + [1 | 1 << 24, 32767 | 30 << 24]
+    zy = rng.integers(0, 256, n)
+    got = np.array([k.call("nn_requant", int(a), int(r), int(z))
+                    for a, r, z in zip(acc[:600] if not isinstance(k, HostKernels) else acc,
+                                       rq, zy)])
+    ref = requant_ref(acc[:got.size], rq[:got.size], zy[:got.size])
+    assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("n_in,n_out", [(784, 128), (128, 10), (37, 5), (9, 1), (64, 3),
+                                        (300, 33)])
+@pytest.mark.parametrize("out", ["u8", "i32"])
+def test_dense_q8(k, n_in, n_out, out):
+    rng = np.random.default_rng(n_in * 1000 + n_out)
+    x = sparse_input(rng, n_in)
+    x[:4] = [255, 0, 1, 0][: min(4, n_in)]
+    w = rng.integers(0, 256, (n_in, n_out), dtype=np.uint8)
+    w[0] = 255
+    zw = rng.integers(0, 256, n_out).astype(np.uint8)
+    bias = rng.integers(-(2**20), 2**20, n_out).astype(np.int32)
+    rq = realistic_rq(rng, n_out) if out == "u8" else None
+    zy = int(rng.integers(0, 256)) if out == "u8" else 0
+    acc = np.full(n_out, 12345, np.int32)  # scratch: must be overwritten, not accumulated
+    y = np.full(n_out, 7, np.uint8)
+    k.call("nn_dense_q8", x, w, zw, bias, rq, acc, y, n_in, n_out, zy)
+    ref = bias.astype(np.int64) + x.astype(np.int64) @ (w.astype(np.int64) - zw)
+    assert np.array_equal(acc, ref.astype(np.int32))
+    if out == "u8":
+        assert np.array_equal(y, requant_ref(ref, rq, zy))
+    else:
+        assert np.all(y == 7)  # y untouched without rq
+
+
+@pytest.mark.parametrize("mis", [1, 2, 3])
+def test_dense_q8_unaligned_buffers(k, mis):
+    """Weights, inputs and zero points at odd addresses (rows not word aligned)."""
+    rng = np.random.default_rng(mis)
+    n_in, n_out = 50, 13
+    x = sparse_input(rng, n_in, 0.5)
+    w = rng.integers(0, 256, (n_in, n_out), dtype=np.uint8)
+    zw = rng.integers(0, 256, n_out).astype(np.uint8)
+    bias = rng.integers(-1000, 1000, n_out).astype(np.int32)
+    rq = realistic_rq(rng, n_out)
+    acc = np.zeros(n_out, np.int32)
+    y = np.zeros(n_out, np.uint8)
+    k.call("nn_dense_q8", At(x, mis), At(w, mis), At(zw, 3 - mis), bias, rq, acc, At(y, mis),
+           n_in, n_out, 3)
+    ref = bias + x.astype(np.int64) @ (w.astype(np.int64) - zw)
+    assert np.array_equal(acc, ref)
+    assert np.array_equal(y, requant_ref(ref, rq, 3))
+
+
+def test_dense_q8_all_zero_input(k):
+    rng = np.random.default_rng(5)
+    w = rng.integers(0, 256, (40, 8), dtype=np.uint8)
+    zw = rng.integers(0, 256, 8).astype(np.uint8)
+    bias = rng.integers(-1000, 1000, 8).astype(np.int32)
+    acc = np.ones(8, np.int32)
+    k.call("nn_dense_q8", np.zeros(40, np.uint8), w, zw, bias, None, acc, acc, 40, 8, 0)
+    assert np.array_equal(acc, bias)
+
+
+@pytest.mark.parametrize("index_bytes,n_in,n_out", [(1, 784, 128), (1, 60, 7), (2, 100, 300),
+                                                    (2, 33, 5)])
+@pytest.mark.parametrize("out", ["u8", "i32"])
+def test_sparse_q8(k, index_bytes, n_in, n_out, out):
+    rng = np.random.default_rng(index_bytes * 7 + n_out)
+    x = sparse_input(rng, n_in)
+    mask = rng.random((n_in, n_out)) < 0.15
+    mask[1] = True  # a full column
+    mask[2] = False  # an empty one
+    colptr, ii, cc = csc(mask)
+    rows = cc.astype(np.uint8 if index_bytes == 1 else np.uint16)
+    vals = rng.integers(0, 256, ii.size).astype(np.uint8)
+    zw = rng.integers(0, 256, n_out).astype(np.uint8)
+    bias = rng.integers(-(2**20), 2**20, n_out).astype(np.int32)
+    rq = realistic_rq(rng, n_out) if out == "u8" else None
+    zy = int(rng.integers(0, 256)) if out == "u8" else 0
+    acc = np.full(n_out, -5, np.int32)
+    y = np.zeros(n_out, np.uint8)
+    k.call("nn_sparse_q8", x, colptr, rows, index_bytes, vals, zw, bias, rq, acc, y,
+           n_in, n_out, zy)
+    wz = np.zeros((n_in, n_out), np.int64)
+    wz[ii, cc] = vals.astype(np.int64) - zw[cc]
+    ref = bias + x.astype(np.int64) @ wz
+    assert np.array_equal(acc, ref)
+    if out == "u8":
+        assert np.array_equal(y, requant_ref(ref, rq, zy))
+
+
+@pytest.mark.parametrize("n", [1, 5, 31, 32, 33, 64, 100, 784])
+def test_binarize(k, n):
+    rng = np.random.default_rng(n)
+    x = rng.integers(0, 256, n).astype(np.uint8)
+    x[: min(n, 3)] = [0, 255, 128][: min(n, 3)]
+    for thr in (0, 1, 128, 255, int(rng.integers(0, 256))):
+        y = np.full((n + 31) // 32, 0xFFFFFFFF, np.uint32)
+        k.call("nn_binarize", x, thr, y, n)
+        assert np.array_equal(y, pack(x >= thr)[0]), thr
+
+
+@pytest.mark.parametrize("n_words", list(range(12)) + [26, 27, 28, 29, 30, 31, 32, 57, 62,
+                                                         63, 64, 100])
+def test_popcount_xor(k, n_words):
+    rng = np.random.default_rng(n_words)
+    x = rng.integers(0, 2**32, max(n_words, 1), dtype=np.uint64).astype(np.uint32)
+    for w in (rng.integers(0, 2**32, max(n_words, 1), dtype=np.uint64).astype(np.uint32),
+              ~x, x.copy()):  # random, all bits differ (counts up to 32*n), none differ
+        got = k.call("nn_popcount_xor", x, w, n_words)
+        assert got == int(popcount(x[:n_words] ^ w[:n_words]).sum())
+
+
+def test_popcount_xor_long_row(k):
+    """Longest rows (n_in = 65535): the byte and 16-bit lane sums must not overflow."""
+    nw = 2048
+    x = np.zeros(nw, np.uint32)
+    w = np.full(nw, 0xFFFFFFFF, np.uint32)
+    w[-1] = 0x7FFFFFFF
+    assert k.call("nn_popcount_xor", x, w, nw) == 65535
+
+
+@pytest.mark.parametrize("n_in,n_out", [(784, 256), (256, 256), (1, 1), (31, 33), (33, 31),
+                                        (96, 64), (1000, 40), (1300, 3), (2017, 2)])
+def test_xnor_dense(k, n_in, n_out):
+    rng = np.random.default_rng(n_in + 7 * n_out)
+    xbits = rng.random(n_in) < 0.3
+    wbits = rng.random((n_out, n_in)) < 0.5
+    m = (xbits[None, :] != wbits).sum(axis=1)
+    thr = (m + rng.integers(-2, 3, n_out)).astype(np.int32)  # decisions near the threshold
+    thr[:2] = [-1, n_in][: min(2, n_out)]
+    y = np.full((n_out + 31) // 32, 0xFFFFFFFF, np.uint32)
+    k.call("nn_xnor_dense", pack(xbits)[0], pack(wbits), thr, y, n_in, n_out)
+    assert np.array_equal(y, pack(m <= thr)[0])
+
+
+@pytest.mark.parametrize("n_in,n_out", [(256, 10), (33, 3), (784, 1), (2000, 5)])
+def test_xnor_out(k, n_in, n_out):
+    rng = np.random.default_rng(n_in * 3 + n_out)
+    xbits = rng.random(n_in) < 0.5
+    wbits = rng.random((n_out, n_in)) < 0.5
+    a = rng.integers(-30000, 30000, n_out).astype(np.int32)
+    b = rng.integers(-(2**24), 2**24, n_out).astype(np.int32)
+    y = np.zeros(n_out, np.int32)
+    k.call("nn_xnor_out", pack(xbits)[0], pack(wbits), a, b, y, n_in, n_out)
+    m = (xbits[None, :] != wbits).sum(axis=1)
+    assert np.array_equal(y, a.astype(np.int64) * (n_in - 2 * m) + b)
+
+
+# ---------------------------------------------------------------------------
+# float kernels
+
+
+@pytest.mark.parametrize("x_u8", [1, 0])
+@pytest.mark.parametrize("n_in,n_out", [(60, 17), (16, 4), (7, 1)])
+def test_dense_f32(k, x_u8, n_in, n_out):
+    rng = np.random.default_rng(n_in + x_u8)
+    if x_u8:
+        x = sparse_input(rng, n_in, 0.5)
+    else:
+        x = rng.standard_normal(n_in).astype(np.float32)
+        x[rng.random(n_in) < 0.4] = 0.0
+        x[0] = -0.0
+    w = rng.standard_normal((n_in, n_out)).astype(np.float32)
+    b = rng.standard_normal(n_out).astype(np.float32)
+    y = np.full(n_out, np.nan, np.float32)
+    k.call("nn_dense_f32", x, x_u8, w, b, y, n_in, n_out)
+    xd = x.astype(np.float64)
+    ref = b + xd @ w.astype(np.float64)
+    assert_close_terms(y, ref, np.abs(b) + np.abs(xd) @ np.abs(w.astype(np.float64)))
+
+
+@pytest.mark.parametrize("x_u8", [1, 0])
+def test_dense_q8w(k, x_u8):
+    rng = np.random.default_rng(10 + x_u8)
+    n_in, n_out = 45, 11
+    x = sparse_input(rng, n_in, 0.5) if x_u8 else rng.standard_normal(n_in).astype(np.float32)
+    w = rng.integers(0, 256, (n_in, n_out), dtype=np.uint8)
+    zw = rng.integers(0, 256, n_out).astype(np.uint8)
+    scale = (rng.random(n_out) * 0.01).astype(np.float32)
+    b = rng.standard_normal(n_out).astype(np.float32)
+    y = np.zeros(n_out, np.float32)
+    k.call("nn_dense_q8w", x, x_u8, w, zw, scale, b, y, n_in, n_out)
+    wz = w.astype(np.float64) - zw
+    s = x.astype(np.float64) @ wz
+    ref = scale.astype(np.float64) * s + b
+    if x_u8:
+        # the exact integer sum, then two float32 operations
+        exact = (scale * s.astype(np.float32) + b).astype(np.float32)
+        assert np.allclose(y, exact, rtol=1e-6, atol=0)
+    mag = scale * (np.abs(x.astype(np.float64)) @ np.abs(wz)) + np.abs(b)
+    assert_close_terms(y, ref, mag)
+
+
+@pytest.mark.parametrize("index_bytes", [1, 2])
+@pytest.mark.parametrize("x_u8", [1, 0])
+def test_sparse_f32(k, index_bytes, x_u8):
+    rng = np.random.default_rng(index_bytes + 2 * x_u8)
+    n_in, n_out = 70, (20 if index_bytes == 1 else 260)
+    x = sparse_input(rng, n_in, 0.5) if x_u8 else rng.standard_normal(n_in).astype(np.float32)
+    mask = rng.random((n_in, n_out)) < 0.2
+    colptr, ii, cc = csc(mask)
+    rows = cc.astype(np.uint8 if index_bytes == 1 else np.uint16)
+    vals = rng.standard_normal(ii.size).astype(np.float32)
+    b = rng.standard_normal(n_out).astype(np.float32)
+    y = np.zeros(n_out, np.float32)
+    k.call("nn_sparse_f32", x, x_u8, colptr, rows, index_bytes, vals, b, y, n_in, n_out)
+    wd = np.zeros((n_in, n_out))
+    wd[ii, cc] = vals
+    xd = x.astype(np.float64)
+    assert_close_terms(y, b + xd @ wd, np.abs(b) + np.abs(xd) @ np.abs(wd))
+
+
+def test_relu_f32(k):
+    vals = np.array([1.5, -1.5, 0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e-45, -1e-45,
+                     -3.4e38, 3.4e38], dtype=np.float32)
+    y = vals.copy()
+    k.call("nn_relu_f32", y, y.size)
+    ref = vals.copy()
+    ref[ref < 0] = 0  # "if y < 0: y = 0" keeps -0.0 and NaN
+    assert np.array_equal(y.view(np.uint32), ref.view(np.uint32))
+
+
+# ---------------------------------------------------------------------------
+# builds
+
+
+@pytest.mark.parametrize("flags", [["-Os"], ["-O2"], ["-Os", "-DNN_NO_ASM"],
+                                   ["-O2", "-DNN_KERNELS_IN_RAM=1"]])
+def test_compiles_for_cortex_m0plus(flags, tmp_path):
+    if not ckernels_m0.have_toolchain():
+        pytest.skip("arm-none-eabi-gcc is not installed (make installs it)")
+    cmd = ["arm-none-eabi-gcc", "-mcpu=cortex-m0plus", "-mthumb", *flags, "-Wall", "-Wextra",
+           "-Werror", "-c", str(SOURCES[0]), "-o", str(tmp_path / "k.o")]
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    # no division or 64-bit helpers, and floats only where float kernels need them
+    nm = subprocess.run(["arm-none-eabi-nm", "-u", str(tmp_path / "k.o")], capture_output=True,
+                        text=True, check=True).stdout
+    undefined = {line.split()[-1] for line in nm.splitlines() if line.strip()}
+    assert not {s for s in undefined if "div" in s or "mod" in s or "lmul" in s}, undefined
+    assert undefined <= {"memcpy", "memset", "__aeabi_fadd", "__aeabi_fmul", "__aeabi_ui2f",
+                         "__aeabi_i2f", "__aeabi_memcpy", "__aeabi_memset", "__aeabi_memclr",
+                         "__aeabi_memcpy4", "__aeabi_memclr4", "__aeabi_memset4"}, undefined
