@@ -97,6 +97,11 @@ def test_missing_data_is_a_clear_error(small_model, tmp_path, capsys):
         assert code == 1 and "error" in json.loads(out)
 
 
+def test_train_refuses_missing_output_folder_before_training(tmp_path, capsys):
+    code, out, err = run(["train", "mnist", "--out", str(tmp_path / "no" / "m.npz")], capsys)
+    assert code == 1 and "output folder does not exist" in err and out == ""
+
+
 def test_eval_of_missing_or_bad_model_file(tmp_path, capsys):
     code, _, err = run(["eval", str(tmp_path / "none.npz")], capsys)
     assert code == 1 and "no such model file" in err

@@ -236,6 +236,9 @@ def run_train(args: argparse.Namespace) -> tuple[dict, str]:
     if args.arch[0] != 784 or args.arch[-1] != 10:
         args.parser.error(f"--arch for mnist must start with 784 and end with 10, "
                           f"got {'-'.join(map(str, args.arch))}")
+    out_dir = Path(args.out).parent
+    if not out_dir.is_dir():
+        raise CliError(f"output folder does not exist: {out_dir}")
     args.progress = False if args.quiet else sys.stderr
     x_train, y_train, x_test, y_test = load_data(args)
     t0 = time.perf_counter()

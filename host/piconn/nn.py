@@ -253,13 +253,17 @@ def register(cls: type[Module]) -> type[Module]:
     return cls
 
 
-def _need_cache(module: Module, value: Any) -> Any:
+def need_cache(module: Module, value: Any) -> Any:
+    """`value` (what forward cached for backward), or a clear RuntimeError if it is None."""
     if value is None:
         raise RuntimeError(
             f"{type(module).__name__}.backward without a training-mode forward "
             "(call model.train() and run the forward pass first)"
         )
     return value
+
+
+_need_cache = need_cache  # old name, used by other modules
 
 
 # ------------------------------------------------------------------------- layers
@@ -330,7 +334,7 @@ class Linear(Module):
         return y
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray:
-        x = _need_cache(self, self._x)
+        x = need_cache(self, self._x)
         g2 = grad_y.reshape(-1, self.n_out)
         gw = g2.T @ x.reshape(-1, self.n_in)
         if self.mask is not None:
@@ -351,7 +355,7 @@ class ReLU(Module):
         return y
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray:
-        return grad_y * _need_cache(self, getattr(self, "_pos", None))
+        return grad_y * need_cache(self, getattr(self, "_pos", None))
 
 
 @register
@@ -363,7 +367,7 @@ class Sigmoid(Module):
         return y
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray:
-        y = _need_cache(self, getattr(self, "_y", None))
+        y = need_cache(self, getattr(self, "_y", None))
         return grad_y * y * (1 - y)
 
 
@@ -375,7 +379,7 @@ class Tanh(Module):
         return y
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray:
-        y = _need_cache(self, getattr(self, "_y", None))
+        y = need_cache(self, getattr(self, "_y", None))
         return grad_y * (1 - y * y)
 
 
@@ -394,7 +398,7 @@ class Softmax(Module):
         return y
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray:
-        y = _need_cache(self, getattr(self, "_y", None))
+        y = need_cache(self, getattr(self, "_y", None))
         return y * (grad_y - (grad_y * y).sum(axis=-1, keepdims=True))
 
 
@@ -407,7 +411,7 @@ class Flatten(Module):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray:
-        return grad_y.reshape(_need_cache(self, getattr(self, "_shape", None)))
+        return grad_y.reshape(need_cache(self, getattr(self, "_shape", None)))
 
 
 @register
@@ -439,7 +443,7 @@ class Dropout(Module):
     def backward(self, grad_y: np.ndarray) -> np.ndarray:
         if self.p == 0.0:
             return grad_y
-        return grad_y * _need_cache(self, self._keep)
+        return grad_y * need_cache(self, self._keep)
 
 
 @register
