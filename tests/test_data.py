@@ -8,6 +8,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+
 from piconn import data
 
 SHARED = data.repo_root().parent / "shared" / "data" / "mnist"

@@ -300,9 +300,9 @@ def _family(layers: list[ir.Layer]) -> str:
 
 
 def _build_layer(kind, arrays, act, dt_in, dt_out, n_i, n_o, zy, ib, thr) -> ir.Layer:
-    f32 = lambda b: np.frombuffer(b, "<f4").astype(np.float32)  # noqa: E731
-    i32 = lambda b: np.frombuffer(b, "<i4").astype(np.int32)  # noqa: E731
-    u8 = lambda b: np.frombuffer(b, np.uint8).copy()  # noqa: E731
+    f32 = lambda b: np.frombuffer(b, "<f4").astype(np.float32)
+    i32 = lambda b: np.frombuffer(b, "<i4").astype(np.int32)
+    u8 = lambda b: np.frombuffer(b, np.uint8).copy()
     if kind == "dense_f32":
         return ir.DenseF32(f32(arrays[0]).reshape(n_i, n_o).T.copy(), f32(arrays[1]), act, dt_in)
     if kind == "dense_q8w":
