@@ -330,8 +330,132 @@ NN_HOT void nn_sparse_q8(const uint8_t *x, const uint32_t *colptr, const void *r
 // ---------------------------------------------------------------------------
 // Binary layers
 
+#if NN_ASM_M0
+// y[k] for k < n_words: 32 pixels per word, from the last one down, each shifted in
+// by CMP (carry = x >= threshold) and ADCS (word = 2 * word + carry): 4 cycles a pixel.
+static NN_HOT __attribute__((naked, noinline)) void binarize_words(const uint8_t *x NN_UNUSED,
+    uint32_t threshold NN_UNUSED, uint32_t *y NN_UNUSED, uint32_t n_words NN_UNUSED) {
+    __asm__ volatile (
+        ".syntax unified\n"
+        "push   {r4, r5}\n"
+        "1:\n"
+        "movs   r4, #0\n"
+        "ldrb   r5, [r0, #31]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #30]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #29]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #28]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #27]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #26]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #25]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #24]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #23]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #22]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #21]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #20]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #19]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #18]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #17]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #16]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #15]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #14]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #13]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #12]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #11]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #10]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #9]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #8]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #7]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #6]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #5]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #4]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #3]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #2]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #1]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "ldrb   r5, [r0, #0]\n"
+        "cmp    r5, r1\n"
+        "adcs   r4, r4\n"
+        "adds   r0, #32\n"
+        "stmia  r2!, {r4}\n"
+        "subs   r3, #1\n"
+        "bne    1b\n"
+        "pop    {r4, r5}\n"
+        "bx     lr\n"
+        );
+}
+#endif
+
 NN_HOT void nn_binarize(const uint8_t *x, uint32_t threshold, uint32_t *y, uint32_t n) {
-    for (uint32_t j = 0; j < n; j += 32) {
+    uint32_t j = 0;
+#if NN_ASM_M0
+    if (n >= 32) {
+        binarize_words(x, threshold, y, n >> 5);
+        j = n & ~31u;
+        y += n >> 5;
+    }
+#endif
+    for (; j < n; j += 32) {
         uint32_t m = n - j < 32 ? n - j : 32;
         const uint8_t *xj = x + j;
         uint32_t word = 0;
@@ -343,82 +467,99 @@ NN_HOT void nn_binarize(const uint8_t *x, uint32_t threshold, uint32_t *y, uint3
     }
 }
 
+// Per-nibble popcounts of v (each nibble 0..4).
+static inline uint32_t pop_nibbles(uint32_t v) {
+    v = v - ((v >> 1) & 0x55555555u);
+    return (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
+}
+
+// Bytes of s (nibble counts <= 15) folded to byte counts.
+static inline uint32_t nibbles_to_bytes(uint32_t s) {
+    return (s & 0x0f0f0f0fu) + ((s >> 4) & 0x0f0f0f0fu);
+}
+
+// m[r] = popcount(x ^ w[r]) for n_rows rows of nw words (the rows of w contiguous).
+// SWAR popcount with deferred reductions: 7 ALU ops per word give nibble counts
+// (<= 4); groups of 3 words add theirs (<= 12) before one fold to byte counts; byte
+// counts of up to 9 groups and 2 more words (<= 232) before a fold to 16-bit lanes.
+static NN_HOT void popcount_rows_c(
+    const uint32_t *x, const uint32_t *w, uint32_t nw, uint32_t n_rows, uint32_t *m) {
+    const uint32_t *x_end = x + nw;
+    uint32_t groups = 0;
+    for (uint32_t n = nw; n >= 3; n -= 3) {
+        groups++;
+    }
+    const uint32_t *g_end = x + 3 * groups;
+    for (; n_rows; n_rows--) {
+        const uint32_t *px = x;
+        uint32_t lanes = 0;  // two 16-bit lanes; each <= the row's popcount <= 65535
+        do {
+            const uint32_t *stop = g_end - px > 27 ? px + 27 : g_end;
+            uint32_t bytes = 0;
+            while (px != stop) {
+                uint32_t s = pop_nibbles(px[0] ^ w[0]);
+                s += pop_nibbles(px[1] ^ w[1]);
+                s += pop_nibbles(px[2] ^ w[2]);
+                px += 3;
+                w += 3;
+                bytes += nibbles_to_bytes(s);
+            }
+            if (px == g_end && px != x_end) {
+                uint32_t s = 0;
+                while (px != x_end) {
+                    s += pop_nibbles(*px++ ^ *w++);
+                }
+                bytes += nibbles_to_bytes(s);
+            }
+            lanes += (bytes & 0x00ff00ffu) + ((bytes >> 8) & 0x00ff00ffu);
+        } while (px != x_end);
+        *m++ = (lanes & 0xffff) + (lanes >> 16);
+    }
+}
+
 #if NN_ASM_M0
-// m[r] = popcount(x ^ w[r]) for n_rows rows of nw words (w rows contiguous).
-// SWAR popcount with deferred reductions: per word 7 ALU ops to nibble counts (<= 4);
-// groups of 3 words add their nibble counts (<= 12) before one fold to byte counts;
-// byte counts of up to 9 groups and the last 1-2 words (29 words, <= 232) before a
-// fold to 16-bit lanes.
+// The same for rows of 3..29 words (n_in 65..928 bits: one block of byte counts),
+// n_rows >= 1. The whole layer in one call: per word 13 cycles plus 6 per group of 3
+// for the fold and 3 for the loop (47 cycles / 3 words), about 20 cycles per row.
 //   r0 x pointer, r1 w pointer, r2 r3 scratch, r4 0x55555555, r5 0x33333333,
 //   r6 nibble sums, r7 byte sums, r8 0x0f0f0f0f, r9 x, r10 x + 12*(nw/3) (end of the
-//   groups), r11 16-bit lanes, r12 end of the current block's groups, lr m pointer,
-//   [sp] x + 4*nw, [sp+4] m + n_rows.
-static NN_HOT __attribute__((naked, noinline)) void popcount_rows(const uint32_t *x NN_UNUSED,
-    const uint32_t *w NN_UNUSED, uint32_t nw NN_UNUSED, uint32_t n_rows NN_UNUSED,
-    uint32_t *m NN_UNUSED) {
+//   groups), r12 x + 4*nw, lr m pointer, [sp] m + n_rows.
+static NN_HOT __attribute__((naked, noinline)) void popcount_rows_short(
+    const uint32_t *x NN_UNUSED, const uint32_t *w NN_UNUSED, uint32_t nw NN_UNUSED,
+    uint32_t n_rows NN_UNUSED, uint32_t *m NN_UNUSED) {
     __asm__ volatile (
         ".syntax unified\n"
         "push   {r4, r5, r6, r7, lr}\n"
         "mov    r4, r8\n"
         "mov    r5, r9\n"
         "mov    r6, r10\n"
-        "mov    r7, r11\n"
-        "push   {r4, r5, r6, r7}\n"
-        "sub    sp, #8\n"
-        "ldr    r4, [sp, #44]\n"        // m (5th argument)
-        "cmp    r3, #0\n"
-        "bne    0f\n"
-        "b      9f\n"                   // (conditional branches reach only 256 bytes)
-        "0:\n"
+        "push   {r4, r5, r6}\n"
+        "sub    sp, #4\n"
+        "ldr    r4, [sp, #36]\n"        // m (5th argument)
+        "mov    lr, r4\n"
         "lsls   r3, r3, #2\n"
         "adds   r3, r4, r3\n"
-        "str    r3, [sp, #4]\n"         // m end
-        "mov    lr, r4\n"
+        "str    r3, [sp, #0]\n"         // m end
         "mov    r9, r0\n"
         "lsls   r3, r2, #2\n"
         "adds   r3, r0, r3\n"
-        "str    r3, [sp, #0]\n"         // x end
-        "movs   r3, #11\n"              // nw / 3 = (nw * 11) >> 5 for nw < 30 ...
-        "cmp    r2, #30\n"
-        "bhs    8f\n"
+        "mov    r12, r3\n"              // x end
+        "movs   r3, #11\n"              // groups = nw / 3 = (nw * 11) >> 5 for nw < 30
         "muls   r3, r2\n"
         "lsrs   r3, r3, #5\n"
-        "b      7f\n"
-        "8:\n"                          // ... and by subtraction above (once per call)
-        "movs   r3, #0\n"
-        "6:\n"
-        "adds   r3, #1\n"
-        "subs   r2, #3\n"
-        "cmp    r2, #3\n"
-        "bhs    6b\n"
-        "7:\n"
         "lsls   r2, r3, #3\n"
         "lsls   r3, r3, #2\n"
-        "adds   r3, r3, r2\n"           // 12 * groups
+        "adds   r3, r3, r2\n"
         "adds   r3, r0, r3\n"
         "mov    r10, r3\n"              // end of the groups
         "ldr    r4, =0x0f0f0f0f\n"
         "mov    r8, r4\n"
         "ldr    r4, =0x55555555\n"
         "ldr    r5, =0x33333333\n"
-        // ---- row
-        "1:\n"
+        "1:\n"                          // ---- row
         "mov    r0, r9\n"
         "movs   r7, #0\n"
-        "mov    r11, r7\n"
-        // ---- block of up to 10 groups, then the remainder words if it is the last
-        "2:\n"
-        "movs   r7, #0\n"
-        "movs   r3, r0\n"
-        "adds   r3, #108\n"
-        "cmp    r3, r10\n"
-        "bls    3f\n"
-        "mov    r3, r10\n"
-        "3:\n"
-        "mov    r12, r3\n"
-        "cmp    r0, r3\n"
-        "beq    5f\n"
-        "4:\n"                          // group of 3 words
+        "2:\n"                          // group of 3 words
         "ldmia  r0!, {r2}\n"            // 2
         "ldmia  r1!, {r3}\n"            // 2
         "eors   r2, r3\n"               // 1
@@ -457,15 +598,11 @@ static NN_HOT __attribute__((naked, noinline)) void popcount_rows(const uint32_t
         "ands   r3, r2\n"
         "adds   r7, r7, r6\n"
         "adds   r7, r7, r3\n"           //                        = 6
-        "cmp    r0, r12\n"
-        "bne    4b\n"                   //                        = 3: 47 / 3 words
-        "5:\n"
-        "cmp    r0, r10\n"              // not at the end of the groups: next block
-        "bne    7f\n"
-        "ldr    r3, [sp, #0]\n"
-        "cmp    r0, r3\n"
-        "beq    7f\n"
-        "ldmia  r0!, {r2}\n"            // 1 or 2 remaining words
+        "cmp    r0, r10\n"
+        "bne    2b\n"                   //                        = 3: 47 / 3 words
+        "cmp    r0, r12\n"              // 0, 1 or 2 words left
+        "beq    4f\n"
+        "ldmia  r0!, {r2}\n"
         "ldmia  r1!, {r3}\n"
         "eors   r2, r3\n"
         "lsrs   r3, r2, #1\n"
@@ -475,9 +612,8 @@ static NN_HOT __attribute__((naked, noinline)) void popcount_rows(const uint32_t
         "ands   r2, r5\n"
         "ands   r3, r5\n"
         "adds   r6, r2, r3\n"
-        "ldr    r3, [sp, #0]\n"
-        "cmp    r0, r3\n"
-        "beq    6f\n"
+        "cmp    r0, r12\n"
+        "beq    3f\n"
         "ldmia  r0!, {r2}\n"
         "ldmia  r1!, {r3}\n"
         "eors   r2, r3\n"
@@ -489,92 +625,61 @@ static NN_HOT __attribute__((naked, noinline)) void popcount_rows(const uint32_t
         "ands   r3, r5\n"
         "adds   r6, r6, r2\n"
         "adds   r6, r6, r3\n"
-        "6:\n"
+        "3:\n"
         "mov    r2, r8\n"
         "lsrs   r3, r6, #4\n"
         "ands   r6, r2\n"
         "ands   r3, r2\n"
         "adds   r7, r7, r6\n"
         "adds   r7, r7, r3\n"
-        "7:\n"                          // bytes -> 16-bit lanes
+        "4:\n"                          // byte counts -> count, store m[row]
         "ldr    r2, =0x00ff00ff\n"
         "lsrs   r3, r7, #8\n"
         "ands   r3, r2\n"
         "ands   r7, r2\n"
         "adds   r7, r7, r3\n"
-        "add    r11, r7\n"
-        "ldr    r3, [sp, #0]\n"
-        "cmp    r0, r3\n"
-        "bne    2b\n"
-        "mov    r2, r11\n"              // lanes -> count, store m[row]
-        "lsrs   r3, r2, #16\n"
-        "uxth   r2, r2\n"
-        "adds   r2, r2, r3\n"
+        "lsrs   r3, r7, #16\n"
+        "uxth   r7, r7\n"
+        "adds   r7, r7, r3\n"
         "mov    r3, lr\n"
-        "stmia  r3!, {r2}\n"
+        "stmia  r3!, {r7}\n"
         "mov    lr, r3\n"
-        "ldr    r2, [sp, #4]\n"
+        "ldr    r2, [sp, #0]\n"
         "cmp    r3, r2\n"
-        "beq    9f\n"
-        "b      1b\n"
-        "9:\n"
-        "add    sp, #8\n"
-        "pop    {r4, r5, r6, r7}\n"
+        "beq    5f\n"
+        "b      1b\n"                   // (conditional branches reach only 256 bytes)
+        "5:\n"
+        "add    sp, #4\n"
+        "pop    {r4, r5, r6}\n"
         "mov    r8, r4\n"
         "mov    r9, r5\n"
         "mov    r10, r6\n"
-        "mov    r11, r7\n"
         "pop    {r4, r5, r6, r7, pc}\n"
         ".ltorg\n"
         );
 }
-#else
-// Per-nibble popcounts of v (each nibble 0..4).
-static inline uint32_t pop_nibbles(uint32_t v) {
-    v = v - ((v >> 1) & 0x55555555u);
-    return (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
-}
 
-// Bytes of s (nibble counts <= 15) folded to byte counts.
-static inline uint32_t nibbles_to_bytes(uint32_t s) {
-    return (s & 0x0f0f0f0fu) + ((s >> 4) & 0x0f0f0f0fu);
-}
-
-// Same algorithm as the Thumb version above.
+// Rows of 3..29 words in one call; longer rows in chunks of 27 words; short rows in C.
 static NN_HOT void popcount_rows(
     const uint32_t *x, const uint32_t *w, uint32_t nw, uint32_t n_rows, uint32_t *m) {
-    const uint32_t *x_end = x + nw;
-    uint32_t groups = 0;
-    for (uint32_t n = nw; n >= 3; n -= 3) {
-        groups++;
-    }
-    const uint32_t *g_end = x + 3 * groups;
-    for (; n_rows; n_rows--) {
-        const uint32_t *px = x;
-        uint32_t lanes = 0;  // two 16-bit lanes; each <= the row's popcount <= 65535
-        do {
-            const uint32_t *stop = g_end - px > 27 ? px + 27 : g_end;
-            uint32_t bytes = 0;
-            while (px != stop) {
-                uint32_t s = pop_nibbles(px[0] ^ w[0]);
-                s += pop_nibbles(px[1] ^ w[1]);
-                s += pop_nibbles(px[2] ^ w[2]);
-                px += 3;
-                w += 3;
-                bytes += nibbles_to_bytes(s);
+    if (nw < 3) {
+        popcount_rows_c(x, w, nw, n_rows, m);
+    } else if (nw <= 29) {
+        popcount_rows_short(x, w, nw, n_rows, m);
+    } else {
+        for (; n_rows; n_rows--, w += nw) {
+            uint32_t total = 0, k = 0, part;
+            for (; nw - k > 29; k += 27) {
+                popcount_rows_short(x + k, w + k, 27, 1, &part);
+                total += part;
             }
-            if (px == g_end && px != x_end) {
-                uint32_t s = 0;
-                while (px != x_end) {
-                    s += pop_nibbles(*px++ ^ *w++);
-                }
-                bytes += nibbles_to_bytes(s);
-            }
-            lanes += (bytes & 0x00ff00ffu) + ((bytes >> 8) & 0x00ff00ffu);
-        } while (px != x_end);
-        *m++ = (lanes & 0xffff) + (lanes >> 16);
+            popcount_rows_short(x + k, w + k, nw - k, 1, &part);
+            *m++ = total + part;
+        }
     }
 }
+#else
+#define popcount_rows popcount_rows_c
 #endif
 
 NN_HOT uint32_t nn_popcount_xor(const uint32_t *x, const uint32_t *w, uint32_t n_words) {
