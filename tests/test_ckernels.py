@@ -361,3 +361,86 @@ def test_compiles_for_cortex_m0plus(flags, tmp_path):
     assert undefined <= {"memcpy", "memset", "__aeabi_fadd", "__aeabi_fmul", "__aeabi_ui2f",
                          "__aeabi_i2f", "__aeabi_memcpy", "__aeabi_memset", "__aeabi_memclr",
                          "__aeabi_memcpy4", "__aeabi_memclr4", "__aeabi_memset4"}, undefined
+
+
+# ---------------------------------------------------------------------------
+# whole exported models against the numpy reference of FORMAT.md
+
+
+def _q8_layer(rng, n_in, n_out, out_dtype, mask=None):
+    from piconn import ir
+
+    w = rng.integers(0, 256, (n_out, n_in)).astype(np.uint8)
+    zw = rng.integers(100, 156, n_out).astype(np.uint8)
+    bias = rng.integers(-20000, 20000, n_out).astype(np.int32)
+    if out_dtype == "i32":
+        return ir.DenseQ8(w, zw, bias, out_dtype="i32", mask=mask)
+    mult = rng.integers(1 << 14, 1 << 15, n_out).astype(np.int32)
+    s1 = rng.integers(0, 6, n_out).astype(np.int32)
+    s2 = rng.integers(12, 21, n_out).astype(np.int32)
+    return ir.DenseQ8(w, zw, bias, mult, s1, s2, zy=int(rng.integers(0, 40)), mask=mask)
+
+
+def _models(rng):
+    """Small random models of every layer kind: (name, DeviceModel, inputs)."""
+    from piconn import ir
+
+    def f32(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    u8_in = np.stack([sparse_input(rng, 100, 0.3) for _ in range(3)])
+    mask = rng.random((40, 100)) < 0.2
+    mask2 = rng.random((300, 40)) < 0.1
+    out = [
+        ("float", ir.DeviceModel([ir.DenseF32(f32(40, 100), f32(40), "relu", "u8"),
+                                  ir.DenseF32(f32(10, 40), f32(10), "none", "f32")], "float"),
+         u8_in),
+        ("sparse_f32", ir.DeviceModel([
+            ir.DenseF32(f32(40, 100) * 0.3, f32(40), "relu", "u8", mask=mask),
+            ir.DenseF32(f32(300, 40), f32(300), "none", "f32", mask=mask2)], "sparse"), u8_in),
+        ("q8w", ir.DeviceModel([
+            ir.DenseQ8W(rng.integers(0, 256, (40, 100)).astype(np.uint8),
+                        rng.integers(100, 156, 40).astype(np.uint8),
+                        (rng.random(40) * 1e-4).astype(np.float32), f32(40), "relu", "u8"),
+            ir.DenseQ8W(rng.integers(0, 256, (10, 40)).astype(np.uint8),
+                        rng.integers(100, 156, 10).astype(np.uint8),
+                        (rng.random(10) * 1e-2).astype(np.float32), f32(10), "none", "f32")],
+            "uint8"), u8_in),
+        ("uint8", ir.DeviceModel([_q8_layer(rng, 100, 40, "u8"), _q8_layer(rng, 40, 10, "i32")],
+                                 "uint8", output_scale=0.01), u8_in),
+        ("sparse_q8", ir.DeviceModel([_q8_layer(rng, 100, 40, "u8", mask),
+                                      _q8_layer(rng, 40, 300, "u8", mask2),
+                                      _q8_layer(rng, 300, 10, "i32",
+                                                rng.random((10, 300)) < 0.3)],
+                                     "sparse"), u8_in),
+    ]
+    n = [100, 70, 33, 10]
+    xnor = [ir.Binarize(n[0], 128)]
+    xnor.append(ir.XnorDense(rng.random((n[1], n[0])) < 0.5, rng.integers(40, 60, n[1])))
+    xnor.append(ir.XnorDense(rng.random((n[2], n[1])) < 0.5, rng.integers(30, 40, n[2])))
+    xnor.append(ir.XnorOut(rng.random((n[3], n[2])) < 0.5,
+                           rng.integers(1, 500, n[3]).astype(np.int32),
+                           rng.integers(-1000, 1000, n[3]).astype(np.int32)))
+    out.append(("xnor", ir.DeviceModel(xnor, "xnor"), u8_in))
+    return out
+
+
+@pytest.mark.parametrize("family", ["float", "sparse_f32", "q8w", "uint8", "sparse_q8", "xnor"])
+def test_exported_model_matches_reference(k, family):
+    """Export a model (piconn.format), run it layer by layer through the kernels with the
+    arrays read in place from the blob, compare with piconn.reference.run."""
+    from ckernels_host import run_model
+
+    from piconn import format as fmt
+    from piconn import reference
+
+    rng = np.random.default_rng(99)
+    name, dm, xs = next(m for m in _models(rng) if m[0] == family)
+    blob = fmt.to_bytes(dm)
+    ref = reference.run(dm, xs)
+    for x, r in zip(xs, ref):
+        y = run_model(k, blob, x)
+        if r.dtype == np.float32:
+            assert np.allclose(y, r, rtol=1e-5, atol=1e-5 * float(np.abs(r).max())), name
+        else:
+            assert y.dtype == r.dtype and np.array_equal(y, r), name

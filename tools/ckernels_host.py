@@ -136,3 +136,89 @@ class HostKernels:
         for arr, view in placed:
             arr.view(np.uint8).reshape(-1)[:] = view
         return r
+
+
+# ---------------------------------------------------------------------------
+# A whole model through the kernels, as the device's C tier runs it
+
+
+def _layer_views(blob: bytes):
+    """Parse a .nnb blob (docs/FORMAT.md): per layer (kind, act, fields, [arrays])."""
+    from piconn import format as fmt
+
+    mv = np.frombuffer(blob, dtype=np.uint8)
+    n_layers = int.from_bytes(blob[16:18], "little")
+    out = []
+    for k in range(n_layers):
+        rec = fmt._RECORD.unpack_from(blob, fmt.HEADER_SIZE + k * fmt.RECORD_SIZE)
+        kind = fmt.KIND_NAMES[rec[0]]
+        act = fmt.ir.ACTS[rec[1]]
+        n_in, n_out, nnz, zy, ib, thr = rec[4], rec[5], rec[6], rec[7], rec[8], rec[9]
+        arrays = []
+        for slot, off in enumerate(rec[11:]):
+            n = fmt._array_bytes(kind, slot, n_in, n_out, nnz, ib)
+            arrays.append(mv[off:off + n] if off else None)
+        out.append((kind, act, fmt.DTYPE_NAMES[rec[3]],
+                    {"n_in": n_in, "n_out": n_out, "zy": zy, "ib": ib, "thr": thr}, arrays))
+    return out
+
+
+def _act(y: np.ndarray, act: str, k) -> np.ndarray:
+    if act == "relu":
+        k.call("nn_relu_f32", y, y.size)
+    elif act == "sigmoid":
+        y = (np.float32(1) / (np.float32(1) + np.exp(-y))).astype(np.float32)
+    elif act == "tanh":
+        y = np.tanh(y).astype(np.float32)
+    elif act == "softmax":
+        e = np.exp(y - y.max())
+        y = (e / e.sum()).astype(np.float32)
+    return y
+
+
+def run_model(k, blob: bytes, x: np.ndarray) -> np.ndarray:
+    """Raw output of a .nnb model for one input, every layer through kernel backend `k`
+    (HostKernels or ckernels_m0.M0Kernels) with the arguments of docs/KERNELS.md."""
+
+    def as_(a, dt):
+        return None if a is None else a.view(dt)
+
+    for kind, act, out_dt, f, arr in _layer_views(blob):
+        n_in, n_out = f["n_in"], f["n_out"]
+        x_u8 = int(x.dtype == np.uint8)
+        if kind == "dense_f32":
+            y = np.zeros(n_out, np.float32)
+            k.call("nn_dense_f32", x, x_u8, as_(arr[0], "<f4"), as_(arr[1], "<f4"), y, n_in, n_out)
+        elif kind == "dense_q8w":
+            y = np.zeros(n_out, np.float32)
+            k.call("nn_dense_q8w", x, x_u8, arr[0], arr[1], as_(arr[2], "<f4"), as_(arr[3], "<f4"),
+                   y, n_in, n_out)
+        elif kind == "sparse_f32":
+            y = np.zeros(n_out, np.float32)
+            k.call("nn_sparse_f32", x, x_u8, as_(arr[0], "<u4"), arr[1], f["ib"],
+                   as_(arr[2], "<f4"), as_(arr[3], "<f4"), y, n_in, n_out)
+        elif kind in ("dense_q8", "sparse_q8"):
+            acc = np.zeros(n_out, np.int32)
+            y = np.zeros(n_out, np.uint8)
+            if kind == "dense_q8":
+                k.call("nn_dense_q8", x, arr[0], arr[1], as_(arr[2], "<i4"), as_(arr[3], "<u4"),
+                       acc, y if out_dt == "u8" else acc, n_in, n_out, f["zy"])
+            else:
+                k.call("nn_sparse_q8", x, as_(arr[0], "<u4"), arr[1], f["ib"], arr[2], arr[3],
+                       as_(arr[4], "<i4"), as_(arr[5], "<u4"), acc,
+                       y if out_dt == "u8" else acc, n_in, n_out, f["zy"])
+            y = y if out_dt == "u8" else acc
+        elif kind == "binarize":
+            y = np.zeros((n_out + 31) // 32, np.uint32)
+            k.call("nn_binarize", x, f["thr"], y, n_in)
+        elif kind == "xnor_dense":
+            y = np.zeros((n_out + 31) // 32, np.uint32)
+            k.call("nn_xnor_dense", x, as_(arr[0], "<u4"), as_(arr[1], "<i4"), y, n_in, n_out)
+        elif kind == "xnor_out":
+            y = np.zeros(n_out, np.int32)
+            k.call("nn_xnor_out", x, as_(arr[0], "<u4"), as_(arr[1], "<i4"), as_(arr[2], "<i4"),
+                   y, n_in, n_out)
+        else:
+            raise ValueError(f"unknown layer kind {kind}")
+        x = _act(y, act, k) if y.dtype == np.float32 else y
+    return x
