@@ -444,3 +444,153 @@ def test_exported_model_matches_reference(k, family):
             assert np.allclose(y, r, rtol=1e-5, atol=1e-5 * float(np.abs(r).max())), name
         else:
             assert y.dtype == r.dtype and np.array_equal(y, r), name
+
+
+# ---------------------------------------------------------------------------
+# the MicroPython binding (`_nn_c`) on the unix port
+
+
+def _unix_micropython() -> str:
+    """build/UNIX/micropython (make firmware BOARD=UNIX), or $PICONN_MICROPYTHON."""
+    import os
+
+    exe = os.environ.get("PICONN_MICROPYTHON") or str(ROOT / "build" / "UNIX" / "micropython")
+    if not Path(exe).exists():
+        pytest.skip(f"no unix MicroPython at {exe} (make firmware BOARD=UNIX builds it)")
+    r = subprocess.run([exe, "-c", "import _nn_c"], capture_output=True, text=True, check=False)
+    if r.returncode:
+        pytest.skip(f"{exe} has no _nn_c module (built before device/c existed?)")
+    return exe
+
+
+def _run_mp(exe: str, code: str) -> str:
+    r = subprocess.run([exe, "-c", code], capture_output=True, text=True, check=False,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+_MP_PRELUDE = """
+import _nn_c, array, micropython
+from binascii import a2b_base64 as b64
+"""
+
+
+def _b64(a: np.ndarray) -> str:
+    import base64
+
+    return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode()
+
+
+def test_binding_matches_host_build_without_allocating():
+    """Every _nn_c function under heap_lock() gives the bytes the host build gives."""
+    exe = _unix_micropython()
+    host = HostKernels()
+    rng = np.random.default_rng(3)
+    n_in, n_out = 70, 13
+    x = sparse_input(rng, n_in, 0.4)
+    xf = rng.standard_normal(n_in).astype(np.float32)
+    w = rng.integers(0, 256, (n_in, n_out), dtype=np.uint8)
+    wf = rng.standard_normal((n_in, n_out)).astype(np.float32)
+    zw = rng.integers(0, 256, n_out).astype(np.uint8)
+    bias = rng.integers(-5000, 5000, n_out).astype(np.int32)
+    bf = rng.standard_normal(n_out).astype(np.float32)
+    sc = rng.random(n_out).astype(np.float32)
+    rq = realistic_rq(rng, n_out)
+    mask = rng.random((n_in, n_out)) < 0.3
+    colptr, ii, cc = csc(mask)
+    rows8, rows16 = cc.astype(np.uint8), cc.astype(np.uint16)
+    vals8, valsf = rng.integers(0, 256, ii.size).astype(np.uint8), rng.standard_normal(
+        ii.size).astype(np.float32)
+    xb = pack(rng.random(n_in) < 0.5)[0]
+    wb = pack(rng.random((n_out, n_in)) < 0.5)
+    thr = rng.integers(30, 40, n_out).astype(np.int32)
+    a32 = rng.integers(-100, 100, n_out).astype(np.int32)
+    arrays = {"x": (x, None), "xf": (xf, "f"), "w": (w, None), "wf": (wf, "f"), "zw": (zw, None),
+              "bias": (bias, "i"), "bf": (bf, "f"), "sc": (sc, "f"), "rq": (rq, "I"),
+              "cp": (colptr, "I"), "r8": (rows8, None), "r16": (rows16, "H"), "v8": (vals8, None),
+              "vf": (valsf, "f"), "xb": (xb, "I"), "wb": (wb, "I"), "thr": (thr, "i"),
+              "a32": (a32, "i")}
+    lines = [_MP_PRELUDE]
+    for name, (a, tc) in arrays.items():
+        lines.append(f"{name} = array.array('{tc}', b64('{_b64(a)}'))" if tc
+                     else f"{name} = b64('{_b64(a)}')")
+    N, M = n_in, n_out
+    calls = [  # (name, output kind, C args with outputs as strings)
+        ("dense_f32", "f", ["x", 1, "wf", "bf", "Y", N, M]),
+        ("dense_f32", "f", ["xf", 0, "wf", "bf", "Y", N, M]),
+        ("dense_q8w", "f", ["x", 1, "w", "zw", "sc", "bf", "Y", N, M]),
+        ("dense_q8w", "f", ["xf", 0, "w", "zw", "sc", "bf", "Y", N, M]),
+        ("dense_q8", "i", ["x", "w", "zw", "bias", None, "Y", "Y", N, M, 0]),
+        ("dense_q8", "B", ["x", "w", "zw", "bias", "rq", "ACC", "Y", N, M, 5]),
+        ("sparse_f32", "f", ["x", 1, "cp", "r8", 1, "vf", "bf", "Y", N, M]),
+        ("sparse_f32", "f", ["xf", 0, "cp", "r16", 2, "vf", "bf", "Y", N, M]),
+        ("sparse_q8", "B", ["x", "cp", "r8", 1, "v8", "zw", "bias", "rq", "ACC", "Y", N, M, 9]),
+        ("sparse_q8", "i", ["x", "cp", "r16", 2, "v8", "zw", "bias", None, "Y", "Y", N, M, 0]),
+        ("binarize", "I", ["x", 100, "Y", N]),
+        ("xnor_dense", "I", ["xb", "wb", "thr", "Y", N, M]),
+        ("xnor_out", "i", ["xb", "wb", "a32", "bias", "Y", N, M]),
+        ("relu_f32", "f", ["bf_copy", M]),
+    ]
+    sizes = {"f": M, "i": M, "B": M, "I": (max(N, M) + 31) // 32}
+    expected = []
+    for k, (fn, kind, args) in enumerate(calls):
+        n = sizes[kind]
+        lines.append(f"Y = array.array('{kind}', bytes({n * np.dtype(kind).itemsize}))")
+        lines.append(f"ACC = array.array('i', bytes({4 * M})); bf_copy = array.array('f', bf)")
+        dev_args = ", ".join("None" if a is None else str(a) for a in args)
+        # direct calls: f(*args) itself would allocate under the lock
+        lines.append(f"micropython.heap_lock(); _nn_c.{fn}({dev_args}); micropython.heap_unlock()")
+        out_var = "bf_copy" if fn == "relu_f32" else "Y"
+        lines.append(f"print({k}, bytes({out_var}).hex())")
+        y = np.zeros(n, dtype=kind)
+        acc = np.zeros(M, np.int32)
+        bf_copy = bf.copy()
+        env = {name: a for name, (a, _) in arrays.items()}
+        env.update(Y=y, ACC=acc, bf_copy=bf_copy)
+        host.call("nn_" + fn, *(env[a] if isinstance(a, str) else a for a in args))
+        expected.append((bf_copy if fn == "relu_f32" else y).tobytes())
+    out = _run_mp(exe, "\n".join(lines))
+    got = dict(line.split() for line in out.split("\n") if line.strip())
+    for k, (fn, kind, _) in enumerate(calls):
+        g = bytes.fromhex(got[str(k)])
+        if kind == "f":  # the same C code, but compiler and flags may differ
+            assert np.allclose(np.frombuffer(g, np.float32), np.frombuffer(expected[k], np.float32),
+                               rtol=1e-6, atol=1e-6), fn
+        else:
+            assert g == expected[k], fn
+
+
+@pytest.mark.parametrize("call,error,message", [
+    ("_nn_c.dense_q8(b'12', w, zw, bias, None, acc, acc, 4, 3, 0)", "ValueError", "x: 2 bytes"),
+    ("_nn_c.dense_q8(x, w[:11], zw, bias, None, acc, acc, 4, 3, 0)", "ValueError", "w: 11"),
+    ("_nn_c.dense_q8(x, w, zw, bias, None, acc, acc, 0, 3, 0)", "ValueError", "n_in must be"),
+    ("_nn_c.dense_q8(x, w, zw, bias, None, acc, acc, 70000, 3, 0)", "ValueError", "n_in must"),
+    ("_nn_c.dense_q8(x, w, zw, bias, None, acc, acc, 4, 3, 256)", "ValueError", "zy must be"),
+    ("_nn_c.dense_q8(x, w, zw, bias, None, b'x' * 12, acc, 4, 3, 0)", "TypeError", ""),
+    ("_nn_c.dense_q8(x, w, zw, bias, rq, acc, bytearray(2), 4, 3, 0)", "ValueError", "y: 2"),
+    ("_nn_c.dense_q8(x, w, zw, bias, None, acc, acc, 4.0, 3, 0)", "TypeError", ""),
+    ("_nn_c.dense_q8(x, w, zw, 5, None, acc, acc, 4, 3, 0)", "TypeError", ""),
+    ("_nn_c.relu_f32(memoryview(bytearray(20))[1:], 2)", "ValueError", "4-byte aligned"),
+    ("_nn_c.sparse_q8(x, cp, r, 3, r, zw, bias, None, acc, acc, 4, 3, 0)", "ValueError",
+     "index_bytes must be"),
+    ("_nn_c.sparse_q8(x, cpbad, r, 1, r, zw, bias, None, acc, acc, 4, 3, 0)", "ValueError",
+     "colptr[0]"),
+    ("_nn_c.sparse_q8(x, cp, r[:1], 1, r, zw, bias, None, acc, acc, 4, 3, 0)", "ValueError",
+     "rows: 1"),
+    ("_nn_c.xnor_dense(xb, wb, thr, bytearray(3), 4, 3)", "ValueError", "y: 3"),
+    ("_nn_c.binarize(x, 300, bytearray(4), 4)", "ValueError", "threshold must be"),
+    ("_nn_c.dense_q8(x, w, zw, bias, None, acc, acc, 4, 3)", "TypeError", ""),
+])
+def test_binding_rejects_bad_arguments(call, error, message):
+    exe = _unix_micropython()
+    setup = ("import _nn_c, array\n"
+             "x = bytes(4); w = bytes(12); zw = bytes(3); bias = array.array('i', [0] * 3)\n"
+             "rq = array.array('I', [1 << 24] * 3); acc = array.array('i', [0] * 3)\n"
+             "cp = array.array('I', [0, 1, 2, 3, 3]); cpbad = array.array('I', [1, 1, 2, 3, 3])\n"
+             "r = bytes(3); xb = array.array('I', [0]); wb = array.array('I', [0] * 3)\n"
+             "thr = array.array('i', [0] * 3)\n")
+    out = _run_mp(exe, setup + f"try:\n    {call}\n    print('no error')\n"
+                  "except Exception as e:\n    print(type(e).__name__, e)\n")
+    assert out.startswith(error), out
+    assert message in out, out
