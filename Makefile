@@ -23,8 +23,213 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-test: venv
+test: venv test-builds
 	$(PY) -m pytest
 
 lint: venv
 	$(VENV)/bin/ruff check host tests tools
+
+# ---------------------------------------------------------------------------
+# Models, firmware, virtual Pico.
+#   make models                  train + export the MNIST models into build/models (only what's missing)
+#   make firmware [BOARD=PICO]   build/PICO/firmware.uf2 (BOARD=PICO2: build/PICO2, BOARD=UNIX: build/UNIX/micropython)
+#   make emulate [PORT=2040]     boot build/PICO/firmware.uf2 in the virtual Pico, console on 127.0.0.1:PORT
+#   make deploy [BOARD=PICO]     copy the UF2 to a Pico in BOOTSEL mode
+# MicroPython $(MICROPY_VERSION) is taken from MICROPY_DIR (cloned there when missing).
+
+MICROPY_VERSION := v1.28.0
+MICROPY_DIR ?= $(HOME)/.cache/piconn/micropython-$(MICROPY_VERSION)
+MICROPY_GIT ?= https://github.com/micropython/micropython.git
+MICROPY_SUBMODULES := lib/pico-sdk lib/tinyusb lib/mbedtls lib/micropython-lib
+# Files whose presence shows a usable tree (the rp2 build needs the four submodules).
+MICROPY_TREE_FILES := py/mpconfig.h mpy-cross/Makefile ports/unix/Makefile ports/rp2/CMakeLists.txt \
+  lib/pico-sdk/README.md lib/tinyusb/src/tusb.h lib/mbedtls/library/aes.c lib/micropython-lib/README.md
+BOARD ?= PICO
+PORT ?= 2040
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+ARM_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib
+HOST_PACKAGES := build-essential cmake git
+
+# Per-board settings: UF2 family, flash size, extra UF2 flags.
+PICO_FAMILY := rp2040
+PICO_FLASH := 2097152
+PICO_UF2_FLAGS :=
+PICO2_FAMILY := rp2350-arm-s
+PICO2_FLASH := 4194304
+# picotool adds this block for RP2350 (erratum RP2350-E10); so do we.
+PICO2_UF2_FLAGS := --abs-block
+
+# The C user module (device/c): used as soon as its build files exist.
+NN_C_CMAKE := $(firstword $(wildcard device/c/micropython.cmake) $(wildcard device/c/*/micropython.cmake))
+NN_C_MK_ROOT := $(if $(wildcard device/c/micropython.mk),$(abspath device),$(if $(wildcard device/c/*/micropython.mk),$(abspath device/c)))
+FROZEN_MANIFEST := $(abspath boards/manifest.py)
+rp2_cmake_args = -DPICO_BUILD_DOCS=0 -DPICO_NO_PICOTOOL=1 -DMICROPY_BOARD=$(1) \
+  -DMICROPY_BOARD_DIR=$(abspath boards/$(1)) -DMICROPY_FROZEN_MANIFEST=$(FROZEN_MANIFEST) \
+  $(if $(NN_C_CMAKE),-DUSER_C_MODULES=$(abspath $(NN_C_CMAKE)))
+UNIX_MAKE_ARGS = BUILD=$(abspath build/UNIX/obj) MICROPY_PY_FFI=0 MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 \
+  FROZEN_MANIFEST=$(FROZEN_MANIFEST) $(if $(NN_C_MK_ROOT),USER_C_MODULES=$(NN_C_MK_ROOT))
+
+# --- models (each file is made only when missing) ---------------------------
+MODELS := build/models
+PICONN := $(PY) -m piconn
+TRAIN_F32 = $(PICONN) train mnist --arch 784-128-10 --out $@
+TRAIN_XNOR = $(PICONN) train mnist --kind xnor --out $@
+PRUNE = $(PICONN) prune $(MODELS)/mnist_f32.npz --sparsity 0.9 --out $@
+QUANTIZE = $(PICONN) quantize $(QSRC) --mode full --out $@
+EXPORT = $(PICONN) export $(XSRC) --name $(basename $(notdir $@)) --out $(MODELS) --samples 100
+MODEL_NAMES := mnist_f32 mnist_sparse mnist_q8 mnist_sparse_q8 mnist_xnor
+MODEL_MODULES := $(MODEL_NAMES:%=$(MODELS)/%.py)
+# A failed step leaves no half-written file behind.
+.DELETE_ON_ERROR:
+
+.PHONY: models models-or-warn models-clean firmware firmware-PICO firmware-PICO2 firmware-UNIX \
+  firmware-clean mp-tree arm-toolchain host-tools mpy-cross emulate deploy test-builds
+
+models: $(MODEL_MODULES)
+
+$(MODELS)/mnist_f32.npz: | $(VENV)/.installed
+	@mkdir -p $(@D)
+	$(TRAIN_F32)
+$(MODELS)/mnist_xnor.npz: | $(VENV)/.installed
+	@mkdir -p $(@D)
+	$(TRAIN_XNOR)
+$(MODELS)/mnist_pruned.npz: | $(MODELS)/mnist_f32.npz
+	$(PRUNE)
+$(MODELS)/mnist_q8.nnb: private QSRC = $(MODELS)/mnist_f32.npz
+$(MODELS)/mnist_q8.nnb: | $(MODELS)/mnist_f32.npz
+$(MODELS)/mnist_sparse_q8.nnb: private QSRC = $(MODELS)/mnist_pruned.npz
+$(MODELS)/mnist_sparse_q8.nnb: | $(MODELS)/mnist_pruned.npz
+$(MODELS)/mnist_q8.nnb $(MODELS)/mnist_sparse_q8.nnb:
+	$(QUANTIZE)
+$(MODELS)/mnist_f32.py: private XSRC = $(MODELS)/mnist_f32.npz
+$(MODELS)/mnist_f32.py: | $(MODELS)/mnist_f32.npz
+$(MODELS)/mnist_sparse.py: private XSRC = $(MODELS)/mnist_pruned.npz
+$(MODELS)/mnist_sparse.py: | $(MODELS)/mnist_pruned.npz
+$(MODELS)/mnist_q8.py: private XSRC = $(MODELS)/mnist_q8.nnb
+$(MODELS)/mnist_q8.py: | $(MODELS)/mnist_q8.nnb
+$(MODELS)/mnist_sparse_q8.py: private XSRC = $(MODELS)/mnist_sparse_q8.nnb
+$(MODELS)/mnist_sparse_q8.py: | $(MODELS)/mnist_sparse_q8.nnb
+$(MODELS)/mnist_xnor.py: private XSRC = $(MODELS)/mnist_xnor.npz
+$(MODELS)/mnist_xnor.py: | $(MODELS)/mnist_xnor.npz
+$(MODEL_MODULES):
+	$(EXPORT)
+
+# The firmware freezes whatever models exist: a model step that fails is a
+# warning here (STRICT_MODELS=1 makes it an error); `make models` shows it.
+models-or-warn: venv
+	@$(MAKE) --no-print-directory -k models || { \
+	  if [ "$(STRICT_MODELS)" = 1 ]; then exit 1; fi; \
+	  echo "warning: some models could not be made (see above); the firmware freezes the" \
+	       "$$(ls $(MODELS)/*.py 2>/dev/null | wc -l) model module(s) in $(MODELS)"; }
+
+models-clean:
+	rm -rf $(MODELS)
+
+# --- the MicroPython tree and the toolchains --------------------------------
+mp-tree:
+	@missing() { for f in $(MICROPY_TREE_FILES); do [ -e "$(MICROPY_DIR)/$$f" ] || echo "$$f"; done; }; \
+	if [ -n "$$(missing)" ]; then \
+	  if [ ! -e "$(MICROPY_DIR)" ]; then \
+	    echo "Cloning MicroPython $(MICROPY_VERSION) into $(MICROPY_DIR)"; \
+	    GIT_TERMINAL_PROMPT=0 git clone --depth 1 --branch $(MICROPY_VERSION) $(MICROPY_GIT) "$(MICROPY_DIR)" \
+	      || rm -rf "$(MICROPY_DIR)"; \
+	  fi; \
+	  if [ -d "$(MICROPY_DIR)/.git" ]; then \
+	    GIT_TERMINAL_PROMPT=0 git -C "$(MICROPY_DIR)" submodule update --init --depth 1 $(MICROPY_SUBMODULES) \
+	      || GIT_TERMINAL_PROMPT=0 git -C "$(MICROPY_DIR)" submodule update --init $(MICROPY_SUBMODULES); \
+	  fi; \
+	fi; \
+	if [ -n "$$(missing)" ]; then \
+	  echo "error: no usable MicroPython $(MICROPY_VERSION) tree at MICROPY_DIR=$(MICROPY_DIR)"; \
+	  echo "  missing: $$(missing | tr '\n' ' ')"; \
+	  echo "  Provide one (needs internet once), then pass its path if it is elsewhere:"; \
+	  echo "    git clone --depth 1 --branch $(MICROPY_VERSION) $(MICROPY_GIT) DIR"; \
+	  echo "    git -C DIR submodule update --init --depth 1 $(MICROPY_SUBMODULES)"; \
+	  echo "    make firmware MICROPY_DIR=DIR"; \
+	  exit 1; \
+	fi; \
+	grep -q "define MICROPY_VERSION_MINOR $(word 2,$(subst ., ,$(MICROPY_VERSION)))$$" "$(MICROPY_DIR)/py/mpconfig.h" || { \
+	  echo "error: $(MICROPY_DIR) is not MicroPython $(MICROPY_VERSION):" \
+	       "$$(grep -h 'define MICROPY_VERSION_M' $(MICROPY_DIR)/py/mpconfig.h | tr -s ' \n' ' ')"; exit 1; }
+
+# Installs Debian's packages when missing (as root), else says what to install.
+define ensure_packages
+	@if ! { $(1); }; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing $(2) with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	  fi; \
+	  $(1) || { echo "error: missing build tools; install them: sudo apt-get install $(2)"; exit 1; }; \
+	fi
+endef
+
+host-tools:
+	$(call ensure_packages,command -v cc >/dev/null && command -v cmake >/dev/null && command -v git >/dev/null,$(HOST_PACKAGES))
+
+arm-toolchain: host-tools
+	$(call ensure_packages,command -v arm-none-eabi-gcc >/dev/null && [ "$$(arm-none-eabi-gcc -print-file-name=libc.a)" != libc.a ] && [ "$$(arm-none-eabi-g++ -print-file-name=libstdc++.a 2>/dev/null)" != libstdc++.a ],$(ARM_PACKAGES))
+
+mpy-cross: mp-tree host-tools
+	@$(MAKE) --no-print-directory -s -C $(MICROPY_DIR)/mpy-cross -j$(JOBS)
+
+# --- firmware ---------------------------------------------------------------
+firmware: firmware-$(BOARD)
+
+# rp2 boards through CMake, configured afresh (clean build) whenever the
+# configuration changes, e.g. when device/c gains its build files.
+firmware-PICO firmware-PICO2: firmware-%: venv mp-tree arm-toolchain mpy-cross models-or-warn
+	@args='$(strip $(call rp2_cmake_args,$*))'; \
+	if [ "$$(cat build/$*/config.txt 2>/dev/null)" != "$$args" ]; then \
+	  rm -rf build/$*/cmake; mkdir -p build/$*; printf '%s\n' "$$args" > build/$*/config.txt; fi; \
+	[ -f build/$*/cmake/Makefile ] || cmake -S $(MICROPY_DIR)/ports/rp2 -B build/$*/cmake $$args
+	cmake --build build/$*/cmake -j $(JOBS) -- --no-print-directory
+	@cp build/$*/cmake/firmware.bin build/$*/cmake/firmware.elf build/$*/cmake/firmware.elf.map build/$*/
+	@$(PY) tools/uf2.py build/$*/firmware.bin build/$*/firmware.uf2 --family $($*_FAMILY) $($*_UF2_FLAGS)
+	@$(PY) tools/fwinfo.py --build-dir build/$*/cmake --image build/$*/firmware.bin --models $(MODELS) \
+	  --size-tool arm-none-eabi-size --board-h boards/$*/mpconfigboard.h --flash-bytes $($*_FLASH)
+
+firmware-UNIX: venv mp-tree host-tools mpy-cross models-or-warn
+	@args='$(strip $(UNIX_MAKE_ARGS))'; \
+	if [ "$$(cat build/UNIX/config.txt 2>/dev/null)" != "$$args" ]; then \
+	  rm -rf build/UNIX/obj; mkdir -p build/UNIX; printf '%s\n' "$$args" > build/UNIX/config.txt; fi
+	$(MAKE) --no-print-directory -C $(MICROPY_DIR)/ports/unix -j$(JOBS) $(UNIX_MAKE_ARGS)
+	@cp build/UNIX/obj/micropython build/UNIX/micropython
+	@$(PY) tools/fwinfo.py --build-dir build/UNIX/obj --image build/UNIX/micropython --models $(MODELS)
+
+firmware-clean:
+	rm -rf build/$(BOARD)
+
+# --- virtual Pico, real Pico ------------------------------------------------
+emulate: venv
+	@[ -f build/PICO/firmware.uf2 ] || $(MAKE) --no-print-directory firmware BOARD=PICO
+	$(PY) tools/vpico.py serve build/PICO/firmware.uf2 --port $(PORT)
+
+# The bootloader's drive is RPI-RP2 (RP2040) or RP2350; we copy the UF2 there.
+deploy:
+	@uf2=build/$(BOARD)/firmware.uf2; label=$$([ "$(BOARD)" = PICO2 ] && echo RP2350 || echo RPI-RP2); \
+	[ -f "$$uf2" ] || { echo "error: no $$uf2: run make firmware BOARD=$(BOARD) first"; exit 1; }; \
+	mnt=$$(findmnt -rn -S LABEL=$$label -o TARGET 2>/dev/null | head -n1); \
+	for d in /media/*/$$label /media/$$label /run/media/*/$$label /mnt/$$label /Volumes/$$label; do \
+	  [ -z "$$mnt" ] && [ -f "$$d/INFO_UF2.TXT" ] && mnt=$$d; done; \
+	if [ -n "$$mnt" ]; then \
+	  echo "Copying $$uf2 to $$mnt"; cp "$$uf2" "$$mnt/" && sync; \
+	  echo "Done: the Pico reboots into the new firmware."; \
+	elif [ -e /dev/disk/by-label/$$label ]; then \
+	  echo "A Pico in BOOTSEL mode is attached but not mounted: udisksctl mount -b /dev/disk/by-label/$$label," \
+	       "then make deploy BOARD=$(BOARD)"; exit 1; \
+	else \
+	  echo "No Pico in BOOTSEL mode found (no drive labelled $$label)."; \
+	  echo "  Hold BOOTSEL while plugging the Pico in (or, if it runs MicroPython: $(VENV)/bin/mpremote bootloader),"; \
+	  echo "  wait for the $$label drive to be mounted, then run: make deploy BOARD=$(BOARD)"; \
+	  echo "  Or copy $$uf2 onto the drive yourself."; exit 1; \
+	fi
+
+# What the tests need, built when possible; when the tree or the toolchain is
+# missing the reason is printed and the tests that need them skip.
+test-builds: venv
+	@if $(MAKE) --no-print-directory mp-tree; then \
+	  $(MAKE) --no-print-directory firmware-UNIX || exit 1; \
+	  if $(MAKE) --no-print-directory arm-toolchain; then \
+	    $(MAKE) --no-print-directory firmware-PICO || exit 1; \
+	  else echo "note: no Arm toolchain: build/PICO/firmware.uf2 not built, its tests will skip"; fi; \
+	else echo "note: no MicroPython tree: firmware not built, the firmware tests will skip"; fi
