@@ -1,0 +1,236 @@
+"""tools/bench.py host logic: flash-bytes accounting, UF2 segments, digit counts, tables.
+
+Speed is never asserted here; the benchmark itself runs with `make bench`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import bench
+import uf2
+
+from piconn import format as fmt
+from piconn import ir, reference
+
+
+def _dense_model(rng: np.random.Generator, sizes: list[int], sparse: float = 0.0
+                 ) -> ir.DeviceModel:
+    """A float model taking u8 input; `sparse` > 0 prunes that fraction of each layer."""
+    layers = []
+    for k in range(len(sizes) - 1):
+        w = rng.normal(size=(sizes[k + 1], sizes[k])).astype(np.float32)
+        mask = rng.random(w.shape) >= sparse if sparse else None
+        if mask is not None:
+            w = w * mask
+        layers.append(ir.DenseF32(w, rng.normal(size=sizes[k + 1]).astype(np.float32),
+                                  "relu" if k < len(sizes) - 2 else "none",
+                                  "u8" if k == 0 else "f32", mask))
+    dm = ir.DeviceModel(layers, "sparse" if sparse else "float")
+    dm.check()
+    return dm
+
+
+def _q8_model(rng: np.random.Generator, n_in: int, n_hid: int, n_out: int) -> ir.DeviceModel:
+    def q8(n_o: int, n_i: int, out: str) -> ir.DenseQ8:
+        kw = {}
+        if out == "u8":
+            kw = {"mult": np.full(n_o, 1 << 14, np.int32), "s1": np.full(n_o, 4, np.int32),
+                  "s2": np.full(n_o, 10, np.int32)}
+        return ir.DenseQ8(rng.integers(0, 256, (n_o, n_i), dtype=np.uint8),
+                          rng.integers(100, 156, n_o, dtype=np.uint8),
+                          rng.integers(-1000, 1000, n_o, dtype=np.int32), out_dtype=out, **kw)
+
+    dm = ir.DeviceModel([q8(n_hid, n_in, "u8"), q8(n_out, n_hid, "i32")], "uint8", 0.01)
+    dm.check()
+    return dm
+
+
+def _param_bytes(dm: ir.DeviceModel) -> int:
+    blob = fmt.to_bytes(dm)
+    return len(blob) - fmt.HEADER_SIZE - fmt.RECORD_SIZE * len(dm.layers)
+
+
+def _inputs(rng: np.random.Generator, n: int, size: int, zero_frac: float) -> np.ndarray:
+    x = rng.integers(1, 256, (n, size), dtype=np.uint8)
+    x[rng.random((n, size)) < zero_frac] = 0
+    return x
+
+
+def test_dense_all_nonzero_reads_every_parameter(rng: np.random.Generator) -> None:
+    dm = _dense_model(rng, [12, 8, 4])
+    x = rng.integers(1, 256, (3, 12), dtype=np.uint8)
+    # Large positive biases keep every hidden unit (ReLU) nonzero.
+    dm.layers[0].b[:] = 1e6
+    est = bench.flash_bytes_estimate(dm, x)
+    assert np.all(est == _param_bytes(dm))
+
+
+def test_dense_reads_only_rows_of_nonzero_inputs(rng: np.random.Generator) -> None:
+    dm = _dense_model(rng, [20, 6, 3])
+    x = _inputs(rng, 5, 20, 0.7)
+    est = bench.flash_bytes_estimate(dm, x)
+    hidden = reference.run(ir.DeviceModel(dm.layers[:1], "float"), x)
+    for row in range(len(x)):
+        expect = 0
+        for i in range(20):  # layer 1: one f32 row of 6 outputs per nonzero pixel
+            if x[row, i]:
+                expect += 6 * 4
+        for i in range(6):
+            if hidden[row, i] != 0:
+                expect += 3 * 4
+        expect += 4 * 6 + 4 * 3  # the biases
+        assert est[row] == expect
+    zero = bench.flash_bytes_estimate(dm, np.zeros((1, 20), np.uint8))
+    assert zero[0] < est.min()
+
+
+def test_sparse_reads_stored_weights_of_nonzero_inputs(rng: np.random.Generator) -> None:
+    dm = _dense_model(rng, [30, 10], sparse=0.8)
+    x = _inputs(rng, 4, 30, 0.5)
+    est = bench.flash_bytes_estimate(dm, x)
+    colptr, _rows, _ = fmt.csc(dm.layers[0].w, dm.layers[0].mask)
+    for r in range(len(x)):
+        stored = sum(int(colptr[i + 1] - colptr[i]) for i in range(30) if x[r, i])
+        nz = int(np.count_nonzero(x[r]))
+        assert est[r] == stored * (1 + 4) + 8 * nz + 4 * 10  # u8 row index + f32 value
+
+
+def test_q8_layers_count_bytes_and_requant_words(rng: np.random.Generator) -> None:
+    dm = _q8_model(rng, 16, 8, 4)
+    full = bench.flash_bytes_estimate(dm, rng.integers(1, 256, (1, 16), dtype=np.uint8))
+    hidden = reference.run(ir.DeviceModel(dm.layers[:1], "uint8"), np.full((1, 16), 1, np.uint8))
+    assert full[0] <= _param_bytes(dm)
+    none = bench.flash_bytes_estimate(dm, np.zeros((1, 16), np.uint8))
+    # No nonzero pixel: only the per-output vectors of layer 1 (zw, bias, rq) plus layer 2.
+    assert none[0] >= 8 + 4 * 8 + 4 * 8
+    assert none[0] < full[0]
+    assert hidden.dtype == np.uint8
+
+
+def test_xnor_reads_every_weight_word(rng: np.random.Generator) -> None:
+    w1 = rng.random((40, 70)) < 0.5
+    w2 = rng.random((10, 40)) < 0.5
+    dm = ir.DeviceModel([ir.Binarize(70, 128),
+                         ir.XnorDense(w1, rng.integers(0, 70, 40, dtype=np.int32)),
+                         ir.XnorOut(w2, np.ones(10, np.int32), np.zeros(10, np.int32))], "xnor")
+    dm.check()
+    x = _inputs(rng, 3, 70, 0.5)
+    est = bench.flash_bytes_estimate(dm, x)
+    assert np.all(est == _param_bytes(dm))
+
+
+def test_miss_bound_is_zero_for_models_that_stay_cached() -> None:
+    assert bench.miss_bound_us(4000, 4000) == 0.0
+    big = bench.miss_bound_us(80_000, 400_000)
+    assert big == pytest.approx(80_000 / 8 * 0.4)
+    assert bench.miss_bound_us(None, 1000) is None
+
+
+def test_uf2_segments_land_at_their_addresses(rng: np.random.Generator) -> None:
+    fw = rng.integers(0, 256, 3 * 256 + 10, dtype=np.uint8).tobytes()
+    seg = rng.integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    out = bench.uf2_with_segments(uf2.bin_to_uf2(fw), [(bench.LADDER_BASE, seg)])
+    blocks = uf2.parse_uf2(out)
+    assert [b.block_no for b in blocks] == list(range(len(blocks)))
+    assert {b.num_blocks for b in blocks} == {len(blocks)}
+    base, image = uf2.uf2_to_bin(out)
+    assert base == uf2.FLASH_BASE
+    assert image[:len(fw)] == fw
+    off = bench.LADDER_BASE - base
+    assert image[off:off + len(seg)] == seg
+    assert set(image[len(fw) + 246:off]) <= {0xFF}  # the gap is not written
+
+
+def test_uf2_segments_refuse_overlap_and_misalignment() -> None:
+    fw = uf2.bin_to_uf2(b"\1" * 600)
+    with pytest.raises(ValueError, match="overlaps"):
+        bench.uf2_with_segments(fw, [(uf2.FLASH_BASE + 512, b"x")])
+    with pytest.raises(ValueError, match="page"):
+        bench.uf2_with_segments(fw, [(bench.LADDER_BASE + 10, b"x")])
+    with pytest.raises(ValueError, match="overlaps"):
+        bench.uf2_with_segments(fw, [(bench.LADDER_BASE, b"x" * 300),
+                                     (bench.LADDER_BASE + 256, b"y")])
+
+
+def test_ladder_layout_is_aligned_and_disjoint() -> None:
+    blobs = [b"a" * 5000, b"b" * 10, b"c" * 4096]
+    lay = bench.ladder_layout(blobs)
+    assert lay[0][0] == bench.LADDER_BASE
+    for (addr, n), blob in zip(lay, blobs):
+        assert addr % 4096 == 0 and n == len(blob)
+    for (a0, n0), (a1, _) in itertools.pairwise(lay):
+        assert a0 + n0 <= a1
+
+
+def test_digits_per_cell_fits_budget_within_bounds() -> None:
+    assert bench.digits_per_cell(1_000_000, "python", 1_000_000) == bench.MIN_DIGITS
+    assert bench.digits_per_cell(100, "c", 1_000_000) == bench.MAX_DIGITS["c"]
+    mid = bench.digits_per_cell(200_000, "viper", 1_000_000)
+    assert mid == 5 and bench.MIN_DIGITS <= mid <= bench.MAX_DIGITS["viper"]
+
+
+def _fake_dev(dm: ir.DeviceModel, x: np.ndarray, n: int, blob: bytes) -> dict:
+    out = reference.run(dm, x[:n])
+    return {"digits": n, "us": [1000 + 10 * i for i in range(n)],
+            "pred": [int(v) for v in np.argmax(out, axis=1)],
+            "out": out.astype(np.float64).tolist(), "flash_total": 1234 * n,
+            "heap": 512, "heap_after_first": 600, "alloc_free": True, "backend": "c",
+            "crc": struct.unpack_from("<I", blob, 12)[0], "layers": None}
+
+
+def test_cell_row_and_tables(rng: np.random.Generator) -> None:
+    dm = _q8_model(rng, 16, 8, 4)
+    blob = fmt.to_bytes(dm)
+    x = rng.integers(0, 256, (6, 16), dtype=np.uint8)
+    base = bench.host_row("variants", "mnist_q8", "uint8", "uint8 full integer", "c", dm, blob,
+                          0.9, x[:3])
+    assert base["bar_us"] == bench.BARS_US[("mnist_q8", "c")]
+    row = bench.cell_row(base, dm, blob, x, _fake_dev(dm, x, 4, blob), "measured")
+    assert row["us"] == pytest.approx(1015.0)
+    assert row["flash_bytes_read"] == 1234
+    assert row["flash_method"] == "measured"
+    assert row["meets_bar"] is True and row["pred_match"] and row["out_exact"] and row["crc_match"]
+    slow = bench.cell_row(dict(base, bar_us=500), dm, blob, x, _fake_dev(dm, x, 4, blob),
+                          "measured")
+    assert slow["meets_bar"] is False
+    bad = _fake_dev(dm, x, 4, blob)
+    bad["out"][0][0] += 1
+    assert bench.cell_row(base, dm, blob, x, bad, "measured")["out_exact"] is False
+
+    lad = bench.host_row("ladder", "784-200-10", "float", "float32", "c", dm, blob, 0.97, x[:3])
+    lad.update(us=42_000.0, digits=5)
+    rows = [row, slow, lad, *bench.seed_rows()]
+    md = bench.markdown(rows, {"summary": "test run"})
+    assert "flash cache misses" in md and "16 KB" in md
+    assert "≤ 5 ms: yes" in md and "**no**" in md
+    assert "90.20%" in md and "92.97%" in md  # the seeds' figures
+    assert "| 784-200-10 | 97.00% |" in md and "| 42 (5) |" in md
+    assert "measured: the emulator counted" in md
+    assert json.loads(json.dumps(rows))  # rows are JSON-able
+
+
+def test_write_outputs(tmp_path: Path, rng: np.random.Generator) -> None:
+    dm = _dense_model(rng, [10, 4])
+    blob = fmt.to_bytes(dm)
+    x = rng.integers(0, 256, (3, 10), dtype=np.uint8)
+    row = bench.host_row("variants", "mnist_f32", "float", "float32", "c", dm, blob, 0.5, x)
+    md = bench.write_outputs([row, *bench.seed_rows()], {}, tmp_path)
+    assert json.loads((tmp_path / "bench.json").read_text())[0]["model"] == "mnist_f32"
+    assert (tmp_path / "bench.md").read_text() == md
+    assert "(est.)" in md
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        pytest.skip("matplotlib not installed (the bench extra): no chart to check")
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
