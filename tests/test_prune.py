@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+
 from piconn import cli, lower, nn, prune, reference, train
 from piconn import format as fmt
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from piconn import data, nn, prune, quant, reference, train
 from piconn import format as fmt
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from piconn import format as fmt
 from piconn import ir, reference
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from piconn import data, ir, nn, reference, train, xnor
 from piconn import format as fmt
 

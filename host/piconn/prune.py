@@ -99,7 +99,7 @@ def cubic_schedule(step: int, final: float, begin: int, end: int, initial: float
 
 
 def prune(model: nn.Sequential, x: np.ndarray, y: np.ndarray, sparsity: float, *,
-          epochs: int = 10, global_: bool = False, lr: float = 1e-3, lr_end: float = 1e-4,
+          epochs: int = 20, global_: bool = True, lr: float = 2e-3, lr_end: float = 2e-4,
           batch_size: int = 128, update_every: int = 50, prune_frac: float = 0.6,
           seed: int = 0, shift: int = 0, on_epoch: Callable[[int, dict], Any] | None = None,
           progress: bool | TextIO | None = None) -> list[dict]:
@@ -163,12 +163,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--sparsity", type=_sparsity_arg, default=0.9,
                    help="fraction of weights removed, in [0, 1) (default 0.9)")
     p.add_argument("--out", "-o", required=True, metavar="FILE", help="pruned model (.npz)")
-    p.add_argument("--epochs", type=cli.nonneg_int, default=10,
-                   help="fine-tuning epochs; 0 = prune once, no fine-tuning (default 10)")
-    p.add_argument("--global", dest="global_", action="store_true",
-                   help="one magnitude threshold over all layers (default: per layer)")
-    p.add_argument("--lr", type=cli.positive_float, default=1e-3,
-                   help="initial fine-tuning learning rate (default 1e-3, decays 10x)")
+    p.add_argument("--epochs", type=cli.nonneg_int, default=20,
+                   help="fine-tuning epochs; 0 = prune once, no fine-tuning (default 20)")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--global", dest="global_", action="store_true", default=True,
+                       help="one magnitude threshold over all layers (the default: the small "
+                            "output layer keeps more of its weights)")
+    scope.add_argument("--per-layer", dest="global_", action="store_false",
+                       help="every Linear layer pruned to the same sparsity")
+    p.add_argument("--lr", type=cli.positive_float, default=2e-3,
+                   help="initial fine-tuning learning rate (default 2e-3, decays 10x)")
     p.add_argument("--batch-size", type=cli.positive_int, default=128)
     p.add_argument("--update-every", type=cli.positive_int, default=50,
                    help="steps between mask updates (default 50)")
