@@ -200,8 +200,10 @@ firmware-clean:
 	rm -rf build/$(BOARD)
 
 # --- virtual Pico, real Pico ------------------------------------------------
+# Brings the PICO firmware up to date first (a few seconds when nothing changed).
 emulate: venv
-	@[ -f build/PICO/firmware.uf2 ] || $(MAKE) --no-print-directory firmware BOARD=PICO
+	@$(MAKE) --no-print-directory firmware-PICO || { [ -f build/PICO/firmware.uf2 ] \
+	  && echo "warning: could not rebuild the firmware; emulating the existing build/PICO/firmware.uf2"; }
 	$(PY) tools/vpico.py serve build/PICO/firmware.uf2 --port $(PORT)
 
 # The bootloader's drive is RPI-RP2 (RP2040) or RP2350; we copy the UF2 there.
