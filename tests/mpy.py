@@ -61,7 +61,7 @@ class Runner:
             with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
                 f.write(code)
             try:
-                p = subprocess.run([str(UNIX_BINARY), "-X", f"heapsize={self.heap}", f.name],
+                p = subprocess.run([str(UNIX_BINARY), "-X", f"heapsize={self.heap}", f.name], check=False,
                                    capture_output=True, text=True, timeout=timeout, env=env)
             except subprocess.TimeoutExpired as e:
                 raise MpError(self.name, _text(e.stdout), _text(e.stderr),
@@ -73,7 +73,7 @@ class Runner:
             argv = ["node", str(NODE_DIR / "run.mjs"), "--heap", str(self.heap), str(DEVICE)]
             argv += [str(Path(d).resolve()) for d in dirs]
             try:
-                p = subprocess.run(argv, input=prelude + code, capture_output=True, text=True,
+                p = subprocess.run(argv, input=prelude + code, capture_output=True, text=True, check=False,
                                    timeout=timeout)
             except subprocess.TimeoutExpired as e:
                 raise MpError(self.name, _text(e.stdout), _text(e.stderr),

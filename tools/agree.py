@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "host"))
 
-import mpy  # noqa: E402
+import mpy
 
-from piconn import data, export, reference  # noqa: E402
+from piconn import data, export, reference
 
 # kind -> model files to try, in order
 KINDS = {
