@@ -5,19 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from piconn import data, nn, prune, quant, reference, train
+from piconn import nn, prune, quant, reference, train
 from piconn import format as fmt
 
 META = {"input_scale": 1 / 255}
 
 
 @pytest.fixture(scope="module")
-def mnist_small():
+def mnist_small(mnist):
     """A small float MLP trained on an MNIST subset, with held-out data."""
-    try:
-        xtr, ytr, xte, yte = data.load_mnist(download=False)
-    except FileNotFoundError as e:
-        pytest.skip(f"MNIST not available: {e}")
+    xtr, ytr, xte, yte = mnist
     model = nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10)).init(0)
     train.fit(model, xtr[:8000], ytr[:8000], optimizer=nn.Adam(model.params(), 2e-3),
               epochs=3, batch_size=64, seed=0, progress=False)

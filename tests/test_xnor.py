@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from piconn import data, ir, nn, reference, train, xnor
+from piconn import cli, ir, nn, reference, train, xnor
 from piconn import format as fmt
 
 
@@ -142,11 +144,8 @@ def test_save_load_and_budget(tmp_path) -> None:
         xnor.InputBinarize(300)
 
 
-def test_small_xnor_learns_mnist_subset() -> None:
-    try:
-        xtr, ytr, xte, yte = data.load_mnist(download=False)
-    except FileNotFoundError as e:
-        pytest.skip(f"MNIST not available: {e}")
+def test_small_xnor_learns_mnist_subset(mnist) -> None:
+    xtr, ytr, xte, yte = mnist
     model = xnor.build((784, 128, 10), seed=0)
     xnor.fit(model, xtr[:6000], ytr[:6000], epochs=2, lr=1e-2, lr_end=3e-3, progress=False)
     dm = xnor.lower(model, {})
@@ -154,3 +153,23 @@ def test_small_xnor_learns_mnist_subset() -> None:
     acc_float = train.evaluate(model, xte[:2000], yte[:2000])
     assert acc_dev > 0.8, acc_dev
     assert abs(acc_dev - acc_float) < 0.01
+
+
+def test_cli_train_xnor_kind(make_idx_set, tmp_path, capsys) -> None:
+    make_idx_set(tmp_path / "d", n_train=50, n_test=20)
+    out = tmp_path / "x.npz"
+    assert cli.main(["train", "mnist", "--kind", "xnor", "--arch", "784-40-10", "--epochs", "1",
+                     "--binarize-threshold", "100", "--data", str(tmp_path / "d"),
+                     "--out", str(out), "-q", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["kind"] == "xnor" and res["n"] == 20
+    model, meta = nn.load(out)
+    assert meta["threshold"] == 100 and meta["weight_words"] == 25 * 40 + 2 * 10
+    dm = xnor.lower(model, meta)
+    assert dm.layers[0].threshold == 100 and xnor.weight_bytes(dm) == 4 * meta["weight_words"]
+    assert cli.main(["eval", str(out), "--data", str(tmp_path / "d"), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["reference"] is True and ev["kind"] == "xnor"
+    assert cli.main(["train", "mnist", "--kind", "xnor", "--binarize-threshold", "256",
+                     "--data", str(tmp_path / "d"), "--out", str(out), "-q"]) == 1
+    assert "threshold" in capsys.readouterr().err
