@@ -192,6 +192,20 @@ def check_name(name: str) -> str:
     return name
 
 
+def export_bytes(blob: bytes, dm: ir.DeviceModel, name: str, out: str | Path,
+                 classes: tuple[str, ...] | None = None, source: str = "a DeviceModel"
+                 ) -> tuple[Path, Path]:
+    """Write OUT/NAME.py and OUT/NAME.nnb for model bytes `blob`; returns both paths."""
+    check_name(name)
+    device_check(blob)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    mod_path, nnb_path = out / f"{name}.py", out / f"{name}.nnb"
+    _write(nnb_path, blob)
+    _write(mod_path, module_source(name, blob, dm, classes or _classes(dm, {}), source))
+    return mod_path, nnb_path
+
+
 def export(model: str | Path, name: str, out: str | Path, samples: int = 0,
            data_path: str | None = None) -> dict:
     """Export one model; returns what was written (paths, sizes, CRC)."""
@@ -201,8 +215,6 @@ def export(model: str | Path, name: str, out: str | Path, samples: int = 0,
     blob, dm, meta = load_model(model)
     device_check(blob)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    mod_path, nnb_path = out / f"{name}.py", out / f"{name}.nnb"
     samples_path = None
     if samples:
         from . import data
@@ -214,8 +226,7 @@ def export(model: str | Path, name: str, out: str | Path, samples: int = 0,
             raise ValueError(f"--samples: the model takes {dm.input_size} inputs, "
                              f"MNIST digits have {x_test.shape[1]}")
         samples_path = out / f"{SAMPLES_MODULE}.py"
-    _write(nnb_path, blob)
-    _write(mod_path, module_source(name, blob, dm, _classes(dm, meta), Path(model).name))
+    mod_path, nnb_path = export_bytes(blob, dm, name, out, _classes(dm, meta), Path(model).name)
     if samples_path is not None:
         _write(samples_path, samples_source(x_test[:samples], y_test[:samples]))
     return {
