@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from piconn import nn, prune, quant, reference, train
 from piconn import format as fmt
+from piconn import nn, prune, quant, reference, train
 
 META = {"input_scale": 1 / 255}
 
