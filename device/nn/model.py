@@ -585,7 +585,7 @@ class Model:
             lines.append("  %-2d %-11s %-8s %-11s %-11s %-9d %s" % (
                 i, KINDS[L[0]], ACTS[L[1]], "%d %s" % (L[2], DTYPES[L[17]]),
                 "%d %s" % (L[3], DTYPES[L[18]]), pb, tiers[i]))
-        lines.append("  model %d B (%s), parameters %d B read in place; RAM %d B "
+        lines.append("  model %d B (%s), parameters %d B read in place; RAM buffers %d B "
                      "(activations and scratch %d B, aligned copies %d B)" % (
                          self.model_bytes, self._where, self.param_bytes - self.copies,
                          self.ram, self.ram - self.copies, self.copies))
