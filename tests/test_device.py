@@ -428,6 +428,14 @@ def bad_models(device_models) -> list[tuple[str, bytes, str]]:
         off = struct.unpack_from("<I", b, _rec(3) + 16 + 4)[0]
         struct.pack_into("<i", b, off, 2**30)
     mut(xn, "xnor_out overflow", "int32", xnor_a)
+
+    def nan_weight(b: bytearray) -> None:
+        off = struct.unpack_from("<I", b, _rec(0) + 16)[0]
+        struct.pack_into("<f", b, off + 40, float("nan"))
+    mut(device_models["float"][1], "NaN weight", "NaN", nan_weight)
+    mut(device_models["sparse_f32"][1], "infinite bias", "infinity",
+        lambda b: struct.pack_into("<f", b, struct.unpack_from("<I", b, _rec(1) + 16 + 12)[0],
+                                   float("-inf")))
     return cases
 
 

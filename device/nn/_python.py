@@ -306,3 +306,13 @@ def check_csc(colptr, rows, index_bytes, n_in, n_out, nnz):
             last = r
             k += 1
     return 0
+
+
+def check_f32(m, n):
+    """0 if the n f32 values of byte buffer m are finite, else 1 + the first bad index."""
+    o = 2
+    for k in range(n):
+        if m[o] & 0x80 and m[o + 1] & 0x7F == 0x7F:  # exponent bits all ones
+            return k + 1
+        o += 4
+    return 0

@@ -394,3 +394,17 @@ def check_csc(colptr, rows, index_bytes: int, n_in: int, n_out: int, nnz: int) -
             k += 1
         i += 1
     return 0
+
+
+@micropython.viper
+def check_f32(m, n: int) -> int:
+    """0 if the n f32 values (word-aligned) are finite, else 1 + the first bad index."""
+    p = ptr32(m)
+    e = 0x7F80
+    e <<= 16
+    k = 0
+    while k < n:
+        if (p[k] & e) == e:
+            return k + 1
+        k += 1
+    return 0

@@ -40,10 +40,11 @@ _RELU = const(9)
 _ARGMAX_I32 = const(10)
 _ARGMAX_F32 = const(11)
 _CHECK_CSC = const(12)
+_CHECK_F32 = const(13)
 
 KINDS = (None, "dense_f32", "dense_q8w", "dense_q8", "sparse_f32", "sparse_q8",
          "binarize", "xnor_dense", "xnor_out")
-_FUNCS = KINDS + ("relu_f32", "argmax_i32", "argmax_f32", "check_csc")
+_FUNCS = KINDS + ("relu_f32", "argmax_i32", "argmax_f32", "check_csc", "check_f32")
 DTYPES = ("u8", "f32", "bits", "i32")
 ACTS = ("none", "relu", "sigmoid", "tanh", "softmax")
 _U8 = const(0)
@@ -53,6 +54,8 @@ _I32 = const(3)
 
 # (allowed in dtypes, allowed out dtypes) as bit masks over dtype codes, per kind
 _KIND_DT = (None, (3, 2), (3, 2), (1, 9), (3, 2), (1, 9), (1, 4), (4, 4), (4, 8))
+# f32 parameter slots (checked finite at load), per kind
+_F32_SLOTS = (0, 0b11, 0b1100, 0, 0b1100, 0, 0, 0, 0)
 # parameter slots that must be word-aligned for the viper/C tiers, per kind
 _WORD_SLOTS = (0, 0b11, 0b1100, 0b1100, 0b1101, 0b110001, 0, 0b11, 0b111)
 _I32_MAX = const(0x7FFFFFFF)
@@ -423,6 +426,11 @@ class Model:
 
     def _check_layer(self, k, kind, p, n_i, n_o, nnz, ib, dt_in, dt_out, pyonly):
         # content checks (FORMAT.md), after all sizes are known to be in bounds
+        f32 = _F32_SLOTS[kind]
+        for slot in range(4):
+            if (f32 >> slot) & 1 and len(p[slot]):
+                if (_tbl_py if pyonly else _tbl)[_CHECK_F32](p[slot], len(p[slot]) >> 2):
+                    raise ValueError("layer %d: parameter %d holds NaN or infinity" % (k, slot))
         if kind == SPARSE_F32 or kind == SPARSE_Q8:
             bad = (_tbl_py if pyonly else _tbl)[_CHECK_CSC](p[0], p[1], ib, n_i, n_o, nnz)
             if bad:
@@ -632,24 +640,36 @@ def _is_flash(addr):
 
 
 def _activate(y, n, a):
-    # sigmoid / tanh / softmax in place (float outputs; allocates boxed floats)
+    # sigmoid / tanh / softmax in place (float outputs; allocates boxed floats).
+    # MicroPython's math raises where a result overflows: never call exp(>0).
     import math
 
     if a == 2:
         for c in range(n):
-            y[c] = 1.0 / (1.0 + math.exp(-y[c]))
+            v = y[c]
+            if v >= 0:
+                y[c] = 1.0 / (1.0 + math.exp(-v))
+            elif v < 0:
+                e = math.exp(v)
+                y[c] = e / (1.0 + e)
+            # NaN stays NaN
     elif a == 3:
         for c in range(n):
             y[c] = math.tanh(y[c])
     else:
         m = y[0]
-        for c in range(1, n):
-            if y[c] > m:
-                m = y[c]
+        for c in range(n):
+            v = y[c]
+            if v != v:
+                m = v  # NaN anywhere: every output NaN (as numpy)
+                break
+            if v > m:
+                m = v
         s = 0.0
         for c in range(n):
-            e = math.exp(y[c] - m)
+            d = y[c] - m  # <= 0, or NaN
+            e = math.exp(d) if d == d else d
             y[c] = e
             s += e
         for c in range(n):
-            y[c] = y[c] / s
+            y[c] = y[c] / s if s else math.nan

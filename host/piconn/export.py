@@ -38,6 +38,8 @@ SAMPLES_MODULE = "mnist_samples"
 _LINE_BYTES = 48  # bytes per source line of a bytes literal
 _INT32_MAX = 2**31 - 1
 _MAC_MAX = 255 * 255
+# the f32 parameter slots of each kind
+F32_SLOTS = {"dense_f32": (0, 1), "dense_q8w": (2, 3), "sparse_f32": (2, 3)}
 
 
 # ------------------------------------------------------------------ device rules
@@ -51,8 +53,9 @@ def device_check(blob: bytes) -> None:
     output dtype f32/i32 (FORMAT.md), sparse row indices strictly increasing
     within each column (the writer's order; a duplicate would be summed by the
     kernels but collapsed by the reader), padding bits of binary weight rows
-    clear (the kernels count them), and accumulators that cannot leave int32
-    for any input (|bias| + 255*255*n_in, |a|*n_in + |b|).
+    clear (the kernels count them), accumulators that cannot leave int32 for any
+    input (|bias| + 255*255*n_in, |a|*n_in + |b|), and finite f32 parameters (the
+    kernels skip zero inputs, which must not change a result: 0*inf is NaN).
     """
     dm = fmt.from_bytes(blob)  # everything the host checks first
     if dm.input_dtype not in ("u8", "f32"):
@@ -65,6 +68,10 @@ def device_check(blob: bytes) -> None:
         code, _act, dt_in, _dt_out, n_i, n_o, nnz, _zy, ib = rec[:9]
         offs = rec[11:]
         kind = fmt.KIND_NAMES[code]
+        for slot in F32_SLOTS.get(kind, ()):
+            size = fmt._array_bytes(kind, slot, n_i, n_o, nnz, ib)
+            if not np.all(np.isfinite(np.frombuffer(blob, "<f4", size // 4, offs[slot]))):
+                raise ValueError(f"layer {k}: parameter {slot} holds NaN or infinity")
         if kind in ("sparse_f32", "sparse_q8"):
             colptr = np.frombuffer(blob, "<u4", n_i + 1, offs[0]).astype(np.int64)
             rows = np.frombuffer(blob, "<u1" if ib == 1 else "<u2", nnz,
