@@ -52,7 +52,7 @@ def evaluate(m, images, labels, count, size):
 
 def main():
     try:
-        import mnist_samples as s
+        import mnist_samples as s  # type: ignore[import-not-found]  # made by piconn export
     except ImportError:
         print("no mnist_samples module: export a model with --samples N (make models)")
         return
@@ -90,12 +90,12 @@ def main():
     for name, mod, m, heap in models:
         gc.collect()
         correct, n, total = evaluate(m, s.IMAGES, s.LABELS, count, size)
-        tiers = []
+        used = []  # type: list[str]
         for t in m.tiers():
-            if t not in tiers:
-                tiers.append(t)
-        tiers = "+".join(tiers)
-        where = "flash" if m.in_flash else "ram" if m._where == "ram" else "in place"
+            if t not in used:
+                used.append(t)
+        tiers = "+".join(used)
+        where = m.where
         print("%-16s %-7s %-13s %5.1f%% %s %10d %9d %7d%s" % (
             name, m.family, tiers, 100.0 * correct / n, "   " if n == count else "*", total // n,
             len(mod.MODEL), heap, "" if where == "flash" else " (%s)" % where))

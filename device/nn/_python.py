@@ -17,7 +17,7 @@ from micropython import const
 try:
     import uctypes
 except ImportError:  # pragma: no cover - every port we ship has uctypes
-    uctypes = None
+    uctypes = None  # type: ignore[assignment]
 import struct
 
 _I32_SIGN = const(0x80)

@@ -23,7 +23,12 @@
 # and its float scaling through the python tier's f32 views.
 # Every non-u8 array passed in must be word-aligned (nn.load guarantees it).
 import micropython
+
 from nn import _python
+
+_TYPING = False  # True for type checkers only (mypy --always-true=_TYPING)
+if _TYPING:
+    from nn._viper_types import ptr8, ptr16, ptr32
 
 
 # --------------------------------------------------------------- u8 x u8 -> i32
@@ -130,7 +135,7 @@ def dense_q8w(x, x_u8, w, zw, scale, b, y, n_in, n_out):
     Y = _python.uctypes.struct(_python.uctypes.addressof(y),
                                (_python.uctypes.ARRAY | 0, _python.uctypes.INT32 | n_out))
     for c in range(n_out):
-        y[c] = S[c] * Y[c] + B[c]
+        y[c] = S[c] * Y[c] + B[c]  # type: ignore[index]
 
 
 @micropython.viper

@@ -15,11 +15,11 @@ from nn import _python
 try:
     import uctypes
 except ImportError:  # pragma: no cover
-    uctypes = None
+    uctypes = None  # type: ignore[assignment]
 try:
     from binascii import crc32 as _crc32
 except ImportError:  # pragma: no cover - ports without binascii.crc32
-    _crc32 = None
+    _crc32 = None  # type: ignore[assignment]
 
 MAGIC = b"PCNN"
 VERSION = const(1)
@@ -42,7 +42,7 @@ _ARGMAX_F32 = const(11)
 _CHECK_CSC = const(12)
 _CHECK_F32 = const(13)
 
-KINDS = (None, "dense_f32", "dense_q8w", "dense_q8", "sparse_f32", "sparse_q8",
+KINDS = ("", "dense_f32", "dense_q8w", "dense_q8", "sparse_f32", "sparse_q8",
          "binarize", "xnor_dense", "xnor_out")
 _FUNCS = KINDS + ("relu_f32", "argmax_i32", "argmax_f32", "check_csc", "check_f32")
 DTYPES = ("u8", "f32", "bits", "i32")
@@ -53,7 +53,7 @@ _BITS = const(2)
 _I32 = const(3)
 
 # (allowed in dtypes, allowed out dtypes) as bit masks over dtype codes, per kind
-_KIND_DT = (None, (3, 2), (3, 2), (1, 9), (3, 2), (1, 9), (1, 4), (4, 4), (4, 8))
+_KIND_DT = ((0, 0), (3, 2), (3, 2), (1, 9), (3, 2), (1, 9), (1, 4), (4, 4), (4, 8))
 # f32 parameter slots (checked finite at load), per kind
 _F32_SLOTS = (0, 0b11, 0b1100, 0, 0b1100, 0, 0, 0, 0)
 # parameter slots that must be word-aligned for the viper/C tiers, per kind
@@ -64,13 +64,13 @@ _MAC_MAX = const(65025)  # 255 * 255: the largest |x * (w - zw)| of a u8 layer
 # ------------------------------------------------------------------ tiers
 
 try:
-    import _nn_c
+    import _nn_c  # type: ignore[import-not-found]  # the C module (firmware builds)
 except ImportError:
     _nn_c = None
 try:
     from nn import _viper
 except (ImportError, SyntaxError, NameError, AttributeError):
-    _viper = None
+    _viper = None  # type: ignore[assignment]
 
 _TIERS = []
 if _nn_c is not None:
@@ -80,9 +80,10 @@ if _viper is not None:
 _TIERS.append(("python", _python))
 
 _cur = 0  # index into _TIERS of the tier in use
-_tbl = [None] * len(_FUNCS)  # kernel per slot: from the tier in use, else the next one down
-_tbl_tier = [None] * len(_FUNCS)
-_tbl_py = [None if f is None else getattr(_python, f) for f in _FUNCS]
+# kernel per slot: from the tier in use, else the next one down
+_tbl = [None] * len(_FUNCS)  # type: list
+_tbl_tier = [None] * len(_FUNCS)  # type: list
+_tbl_py = [getattr(_python, f) if f else None for f in _FUNCS]  # type: list
 
 
 def _rebuild():
@@ -157,6 +158,7 @@ def _crc32_py(data):
 
 def _array_bytes(kind, slot, n_i, n_o, nnz, ib):
     # byte length of parameter array `slot` of a layer (before padding); 0 = unused
+    sizes = ()  # type: tuple
     if kind == DENSE_F32:
         sizes = (4 * n_i * n_o, 4 * n_o)
     elif kind == DENSE_Q8W:
@@ -171,8 +173,6 @@ def _array_bytes(kind, slot, n_i, n_o, nnz, ib):
         sizes = (((n_i + 31) >> 5) * 4 * n_o, 4 * n_o)
     elif kind == XNOR_OUT:
         sizes = (((n_i + 31) >> 5) * 4 * n_o, 4 * n_o, 4 * n_o)
-    else:
-        sizes = ()
     return sizes[slot] if slot < len(sizes) else 0
 
 
@@ -305,7 +305,7 @@ class Model:
         base = _address(buf)
         self.aligned = base is None or base & 3 == 0
         self.in_flash = where is None and base is not None and _is_flash(base)
-        self._where = where or ("flash" if self.in_flash else "in place")
+        self.where = where or ("flash" if self.in_flash else "in place")
         ram = n if where == "ram" and type(self._owner) is not bytearray else 0
         copies = 0
         plan = []
@@ -342,7 +342,7 @@ class Model:
                     raise ValueError("layer %d: bad stored-weight count %d" % (k, nnz))
             if kind == BINARIZE and n_i != n_o:
                 raise ValueError("layer %d: binarize must keep its size" % k)
-            p = [None] * 6
+            p = [None] * 6  # type: list
             words = _WORD_SLOTS[kind] | (0b10 if sparse and ib == 2 else 0)
             pyonly = False
             for slot in range(8):
@@ -406,7 +406,7 @@ class Model:
         self._b0 = array("B")
         self._i0 = array("i")
         self._l0 = array("l")
-        self._xf = None
+        self._xf = None  # type: array | None
         if not self._in_u8:
             self._xf = array("f", bytes(4 * in_size))
             ram += 4 * in_size
@@ -489,11 +489,13 @@ class Model:
         if len(x) != n:
             raise ValueError("this model takes %d floats, got %d" % (n, len(x)))
         _int_typed(self, x)
+        xf = self._xf
+        assert xf is not None
         try:
-            self._xf[0:n] = x  # copies; refuses elements that are not 4 bytes wide
+            xf[0:n] = x  # copies; refuses elements that are not 4 bytes wide
         except Exception:
             raise TypeError("this model takes array('f'), not an array of 8-byte floats")
-        return self._xf
+        return xf
 
     def forward(self, x, out=None):
         """Run the model on one input; returns the output buffer.
@@ -595,7 +597,7 @@ class Model:
                 "%d %s" % (L[3], DTYPES[L[18]]), pb, tiers[i]))
         lines.append("  model %d B (%s), parameters %d B read in place; RAM buffers %d B "
                      "(activations and scratch %d B, aligned copies %d B)" % (
-                         self.model_bytes, self._where, self.param_bytes - self.copies,
+                         self.model_bytes, self.where, self.param_bytes - self.copies,
                          self.ram, self.ram - self.copies, self.copies))
         return "\n".join(lines)
 

@@ -1,0 +1,53 @@
+# Type stubs of the device package `nn` (docs/KERNELS.md, docs/FORMAT.md).
+from array import array
+from types import ModuleType
+from typing import Any, Literal
+
+__version__: str
+__all__: tuple[str, ...]
+
+Buffer = bytes | bytearray | memoryview
+Tier = Literal["c", "viper", "python"]
+
+def load(src: Buffer | ModuleType | str, name: str | None = None) -> Model:
+    """Load and validate a model (bytes used in place, a module with MODEL, or a path).
+
+    ValueError/TypeError with a message on any bad input; RAM: activation buffers only.
+    """
+
+def backends() -> tuple[str, ...]:
+    """Kernel tiers present, fastest first."""
+
+def backend() -> str:
+    """The tier in use ('c', 'viper' or 'python')."""
+
+def use_backend(name: str) -> str:
+    """Force a tier (ValueError if absent); returns the previous one."""
+
+class Model:
+    name: str | None
+    family: str  # 'float', 'sparse', 'uint8', 'xnor'
+    input_size: int
+    input_dtype: str  # 'u8' (raw bytes) or 'f32' (array('f'))
+    output_size: int
+    output_dtype: str  # 'f32' or 'i32'
+    output_scale: float  # raw i32 output * output_scale = logits
+    n_layers: int
+    param_bytes: int  # parameter arrays, read in place
+    model_bytes: int
+    ram: int  # bytes of buffers this model allocated (activations, scratch, copies)
+    copies: int  # bytes of misaligned word arrays copied to RAM
+    aligned: bool
+    in_flash: bool
+    where: str  # 'flash', 'romfs', 'ram' (read from a file or a bytearray) or 'in place'
+    integer: bool  # no float layers: allocation-free in every tier
+    def __init__(self, buf: memoryview, owner: Any = None, name: str | None = None,
+                 where: str | None = None) -> None: ...
+    def forward(self, x: Buffer | array, out: array | None = None) -> array:
+        """Raw output buffer (array('f') or array('i')); allocates nothing."""
+    def predict(self, x: Buffer | array) -> int:
+        """Class index: first maximum of forward(x)."""
+    def tiers(self) -> list[str]:
+        """The tier running each layer."""
+    def summary(self) -> str:
+        """Layers, kinds, tiers, parameter bytes, RAM."""
