@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv test lint
+.PHONY: venv test lint node-deps
 
 # The venv is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -23,11 +23,19 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-test: venv test-builds
+test: venv test-builds node-deps
 	$(PY) -m pytest
 
 lint: venv
 	$(VENV)/bin/ruff check host tests tools
+
+# npm packages for the tests (tools/node/package.json): MicroPython's webassembly
+# port runs the plain-Python tier of `nn` where no unix-port build exists.
+NODE_STAMP := tools/node/node_modules/.package-lock.json
+node-deps: $(NODE_STAMP)
+$(NODE_STAMP): tools/node/package.json tools/node/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix tools/node --no-audit --no-fund --loglevel=error; \
+	else echo "note: no npm: the tests that use the webassembly MicroPython will skip"; fi
 
 # ---------------------------------------------------------------------------
 # Models, firmware, virtual Pico.
