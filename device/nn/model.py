@@ -60,6 +60,7 @@ _F32_SLOTS = (0, 0b11, 0b1100, 0, 0b1100, 0, 0, 0, 0)
 _WORD_SLOTS = (0, 0b11, 0b1100, 0b1100, 0b1101, 0b110001, 0, 0b11, 0b111)
 _I32_MAX = const(0x7FFFFFFF)
 _MAC_MAX = const(65025)  # 255 * 255: the largest |x * (w - zw)| of a u8 layer
+_NAN = float("nan")  # not math.nan: mpy-cross would freeze a NaN literal (invalid C)
 
 # ------------------------------------------------------------------ tiers
 
@@ -674,4 +675,4 @@ def _activate(y, n, a):
             y[c] = e
             s += e
         for c in range(n):
-            y[c] = y[c] / s if s else math.nan
+            y[c] = y[c] / s if s else _NAN
