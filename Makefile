@@ -74,8 +74,10 @@ FROZEN_MANIFEST := $(abspath boards/manifest.py)
 rp2_cmake_args = -DPICO_BUILD_DOCS=0 -DPICO_NO_PICOTOOL=1 -DMICROPY_BOARD=$(1) \
   -DMICROPY_BOARD_DIR=$(abspath boards/$(1)) -DMICROPY_FROZEN_MANIFEST=$(FROZEN_MANIFEST) \
   $(if $(NN_C_CMAKE),-DUSER_C_MODULES=$(abspath $(NN_C_CMAKE)))
+# -march=host: frozen viper/native code for the machine that builds (and runs) the unix port.
 UNIX_MAKE_ARGS = BUILD=$(abspath build/UNIX/obj) MICROPY_PY_FFI=0 MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 \
-  FROZEN_MANIFEST=$(FROZEN_MANIFEST) $(if $(NN_C_MK_ROOT),USER_C_MODULES=$(NN_C_MK_ROOT))
+  MPY_CROSS_FLAGS=-march=host FROZEN_MANIFEST=$(FROZEN_MANIFEST) \
+  $(if $(NN_C_MK_ROOT),USER_C_MODULES=$(NN_C_MK_ROOT))
 
 # --- models (each file is made only when missing) ---------------------------
 MODELS := build/models
@@ -200,7 +202,8 @@ firmware-UNIX: venv mp-tree host-tools mpy-cross models-or-warn
 	@args='$(strip $(UNIX_MAKE_ARGS))'; \
 	if [ "$$(cat build/UNIX/config.txt 2>/dev/null)" != "$$args" ]; then \
 	  rm -rf build/UNIX/obj; mkdir -p build/UNIX; printf '%s\n' "$$args" > build/UNIX/config.txt; fi
-	$(MAKE) --no-print-directory -C $(MICROPY_DIR)/ports/unix -j$(JOBS) $(UNIX_MAKE_ARGS)
+	$(MAKE) --no-print-directory -C $(MICROPY_DIR)/ports/unix -f Makefile -f $(abspath boards/UNIX/piconn.mk) \
+	  -j$(JOBS) $(UNIX_MAKE_ARGS)
 	@cp build/UNIX/obj/micropython build/UNIX/micropython
 	@$(PY) tools/fwinfo.py --build-dir build/UNIX/obj --image build/UNIX/micropython --models $(MODELS)
 
