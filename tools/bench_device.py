@@ -1,33 +1,59 @@
 # Benchmark driver that runs ON the Pico (virtual or real) under MicroPython.
 #
 # tools/bench.py copies it to the device filesystem (compiled: /bench_device.mpy)
-# next to /bench_digits.bin (MNIST test digits, raw bytes, input_size each), then
-# for every (model, tier) cell runs, after a soft reset:
-#     import bench_device as B; B.setup(SRC, TIER, N)
-#     B.run(N)
+# and runs probe() once; then for every (model, tier) cell, after a soft reset:
+#     import bench_device as B; B.setup(SRC, TIER, N_MAX, DIGITS)
+#     B.run(0, 1, True)     digit 0 under heap_lock (does inference allocate?)
+#     B.run(1, K)           (the host counts flash reads over digits 0..K-1)
+#     B.run(K, N)           the rest, without counting
 # SRC is a frozen model module's name (its MODEL bytes stay in flash) or
 # (address, length) of model bytes placed in flash by a UF2 (read in place
-# through uctypes.bytearray_at). Each call prints one JSON line.
+# through uctypes.bytearray_at). DIGITS is "mnist_samples" (the frozen test
+# digits of `piconn export --samples`) or a file of raw digits (input_size
+# bytes each) that bench.py wrote. Each call prints one JSON line.
 #
 # Nothing here allocates inside the timed region: the input buffer, the digits
 # and the model are made in setup(); run() only copies a digit and times
 # model.forward(x) with time.ticks_us() (emulated cycles on the virtual Pico).
+# The first timed inference is the first after load (there is no warm-up: nn
+# allocates its buffers in load and has no caches).
 import gc
 import json
 import time
+from binascii import crc32
 
 import micropython
 import nn
 import uctypes
 
-DIGITS = "/bench_digits.bin"
 _S = {}
 
 
 def _buffer(src):
     if isinstance(src, str):
         return __import__(src).MODEL
-    return uctypes.bytearray_at(src[0], src[1])
+    return memoryview(uctypes.bytearray_at(src[0], src[1]))
+
+
+def probe(names, n_bytes):
+    """Which model modules are frozen (their length and CRC field) and the CRC-32
+    of the first n_bytes of the frozen digits, if any."""
+    out = {"models": {}, "samples": None}
+    for name in names:
+        try:
+            b = __import__(name).MODEL
+            out["models"][name] = [len(b), _u32(b, 12)]
+        except (ImportError, AttributeError):
+            pass
+    try:
+        import mnist_samples
+
+        im = mnist_samples.IMAGES
+        if len(im) >= n_bytes:
+            out["samples"] = crc32(memoryview(im)[:n_bytes])
+    except ImportError:
+        pass
+    print(json.dumps(out))
 
 
 def _u32(b, off):
@@ -47,68 +73,68 @@ def _digit(i):
     _S["x"][:] = _S["mv"][i * size:(i + 1) * size]
 
 
-def setup(src, tier, n):
-    """Load the model with `tier` forced; measure heap; run digit 0 once (warm-up)."""
+def setup(src, tier, n, digits):
+    """Load the model with `tier` forced (no inference yet); measure its heap."""
     nn.use_backend(tier)
     buf = _buffer(src)
     size = _u32(buf, 20)
-    digits = bytearray(n * size)
-    with open(DIGITS, "rb") as f:
-        got = f.readinto(digits)
-    if got != len(digits):
-        raise ValueError("bench_digits.bin holds " + str(got) + " bytes, need " + str(len(digits)))
+    if digits == "mnist_samples":
+        import mnist_samples
+
+        mv = memoryview(mnist_samples.IMAGES)
+    else:
+        data = bytearray(n * size)
+        with open(digits, "rb") as f:
+            got = f.readinto(data)
+        if got != len(data):
+            raise ValueError(digits + " holds " + str(got) + " bytes, need " + str(len(data)))
+        mv = memoryview(data)
     x = bytearray(size)
-    _S.update(size=size, x=x, mv=memoryview(digits))
+    _S.update(size=size, x=x, mv=mv)
     gc.collect()
     a0 = gc.mem_alloc()
     m = nn.load(buf)
     gc.collect()
     heap = gc.mem_alloc() - a0
-    _S["m"] = m
-    _digit(0)
+    _S.update(m=m, a0=a0)
     # The empty timing pair, for reference.
     t0 = time.ticks_us()
     overhead = time.ticks_diff(time.ticks_us(), t0)
-    # Warm-up under heap_lock: it succeeds only if inference allocates nothing.
-    gc.collect()
-    micropython.heap_lock()
-    try:
-        t0 = time.ticks_us()
-        m.forward(x)
-        first_us = time.ticks_diff(time.ticks_us(), t0)
-        alloc_free = True
-    except MemoryError:
-        alloc_free = False
-    micropython.heap_unlock()
-    if not alloc_free:
-        t0 = time.ticks_us()
-        m.forward(x)
-        first_us = time.ticks_diff(time.ticks_us(), t0)
-    gc.collect()
-    heap_after = gc.mem_alloc() - a0
-    info = {
-        "addr": uctypes.addressof(buf), "len": len(buf), "crc": _u32(buf, 12),
-        "heap": heap, "heap_after_first": heap_after, "alloc_free": alloc_free,
-        "first_us": first_us, "overhead_us": overhead, "backend": nn.backend(),
-        "mem_free": gc.mem_free(),
-    }
-    try:
-        info["layers"] = m.summary()
-    except Exception as e:  # noqa: BLE001 - summary is informative only
-        info["layers"] = "summary failed: " + repr(e)
-    print(json.dumps(info))
+    print(json.dumps({
+        "addr": uctypes.addressof(buf), "len": len(buf), "crc": _u32(buf, 12), "heap": heap,
+        "overhead_us": overhead, "backend": nn.backend(), "mem_free": gc.mem_free(),
+        "layer_tiers": m.tiers(), "summary": m.summary(),
+    }))
 
 
-def run(n):
-    """Time digits 0..n-1; print times (µs), predicted classes and raw outputs."""
+def run(i0, i1, lock=False):
+    """Time digits i0..i1-1; print their times (µs), predicted classes, raw outputs and
+    the heap in use. lock: run each inference under micropython.heap_lock(); if one
+    allocates, stop and print {"alloc_free": false} instead."""
     m, x = _S["m"], _S["x"]
     us, pred, out = [], [], []
-    for i in range(n):
+    for i in range(i0, i1):
         _digit(i)
-        t0 = time.ticks_us()
-        y = m.forward(x)
-        dt = time.ticks_diff(time.ticks_us(), t0)
+        if lock:
+            gc.collect()
+            micropython.heap_lock()
+        try:
+            t0 = time.ticks_us()
+            y = m.forward(x)
+            dt = time.ticks_diff(time.ticks_us(), t0)
+        except MemoryError:
+            if not lock:
+                raise
+            micropython.heap_unlock()
+            print(json.dumps({"alloc_free": False}))
+            return
+        if lock:
+            micropython.heap_unlock()
         us.append(dt)
         pred.append(_argmax(y))
         out.append(list(y))
-    print(json.dumps({"us": us, "pred": pred, "out": out}))
+    gc.collect()
+    res = {"us": us, "pred": pred, "out": out, "heap_after": gc.mem_alloc() - _S["a0"]}
+    if lock:
+        res["alloc_free"] = True
+    print(json.dumps(res))
