@@ -109,9 +109,11 @@ def setup(src, tier, n, digits):
 
 def run(i0, i1, lock=False):
     """Time digits i0..i1-1; print their times (µs), predicted classes, raw outputs and
-    the heap in use. lock: run each inference under micropython.heap_lock(); if one
+    the heap the model holds after the inferences before i0. lock: run each inference under micropython.heap_lock(); if one
     allocates, stop and print {"alloc_free": false} instead."""
     m, x = _S["m"], _S["x"]
+    gc.collect()
+    heap = gc.mem_alloc() - _S["a0"]  # the model's heap after the inferences so far
     us, pred, out = [], [], []
     for i in range(i0, i1):
         _digit(i)
@@ -133,8 +135,7 @@ def run(i0, i1, lock=False):
         us.append(dt)
         pred.append(_argmax(y))
         out.append(list(y))
-    gc.collect()
-    res = {"us": us, "pred": pred, "out": out, "heap_after": gc.mem_alloc() - _S["a0"]}
+    res = {"us": us, "pred": pred, "out": out, "heap_after": heap}
     if lock:
         res["alloc_free"] = True
     print(json.dumps(res))
