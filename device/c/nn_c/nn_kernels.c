@@ -518,12 +518,13 @@ static NN_HOT void popcount_rows_c(
 }
 
 #if NN_ASM_M0
-// The same for rows of 3..29 words (n_in 65..928 bits: one block of byte counts),
-// n_rows >= 1. The whole layer in one call: per word 13 cycles plus 6 per group of 3
-// for the fold and 3 for the loop (47 cycles / 3 words), about 20 cycles per row.
-//   r0 x pointer, r1 w pointer, r2 r3 scratch, r4 0x55555555, r5 0x33333333,
-//   r6 nibble sums, r7 byte sums, r8 0x0f0f0f0f, r9 x, r10 x + 12*(nw/3) (end of the
-//   groups), r12 x + 4*nw, lr m pointer, [sp] m + n_rows.
+// The same for rows of 3..29 words (n_in 65..928 bits: the byte counts of a row never
+// overflow), n_rows >= 1, the whole layer in one call. A group of 3 words costs 42
+// cycles (three x words with one LDM, 7 ALU ops per word, one fold), two groups per loop
+// turn (3 cycles), so 14.5 cycles per word; about 20 cycles per row besides.
+//   r0 x pointer, r1 w pointer, r2-r4 words, r5 scratch, r6 0x55555555, r7 0x33333333,
+//   r8 0x0f0f0f0f, r9 byte counts, r10 x + 12*(nw/3) (end of the groups), r11 x,
+//   r12 x + 4*nw, lr m pointer, [sp] m + n_rows, [sp+4] 1 if the number of groups is odd.
 static NN_HOT __attribute__((naked, noinline)) void popcount_rows_short(
     const uint32_t *x NN_UNUSED, const uint32_t *w NN_UNUSED, uint32_t nw NN_UNUSED,
     uint32_t n_rows NN_UNUSED, uint32_t *m NN_UNUSED) {
@@ -533,20 +534,24 @@ static NN_HOT __attribute__((naked, noinline)) void popcount_rows_short(
         "mov    r4, r8\n"
         "mov    r5, r9\n"
         "mov    r6, r10\n"
-        "push   {r4, r5, r6}\n"
-        "sub    sp, #4\n"
-        "ldr    r4, [sp, #36]\n"        // m (5th argument)
+        "mov    r7, r11\n"
+        "push   {r4, r5, r6, r7}\n"
+        "sub    sp, #8\n"
+        "ldr    r4, [sp, #44]\n"        // m (5th argument)
         "mov    lr, r4\n"
         "lsls   r3, r3, #2\n"
         "adds   r3, r4, r3\n"
         "str    r3, [sp, #0]\n"         // m end
-        "mov    r9, r0\n"
+        "mov    r11, r0\n"
         "lsls   r3, r2, #2\n"
         "adds   r3, r0, r3\n"
         "mov    r12, r3\n"              // x end
         "movs   r3, #11\n"              // groups = nw / 3 = (nw * 11) >> 5 for nw < 30
         "muls   r3, r2\n"
         "lsrs   r3, r3, #5\n"
+        "movs   r4, #1\n"
+        "ands   r4, r3\n"
+        "str    r4, [sp, #4]\n"         // odd number of groups: enter at the second
         "lsls   r2, r3, #3\n"
         "lsls   r3, r3, #2\n"
         "adds   r3, r3, r2\n"
@@ -554,106 +559,147 @@ static NN_HOT __attribute__((naked, noinline)) void popcount_rows_short(
         "mov    r10, r3\n"              // end of the groups
         "ldr    r4, =0x0f0f0f0f\n"
         "mov    r8, r4\n"
-        "ldr    r4, =0x55555555\n"
-        "ldr    r5, =0x33333333\n"
+        "ldr    r6, =0x55555555\n"
+        "ldr    r7, =0x33333333\n"
         "1:\n"                          // ---- row
-        "mov    r0, r9\n"
-        "movs   r7, #0\n"
-        "2:\n"                          // group of 3 words
-        "ldmia  r0!, {r2}\n"            // 2
-        "ldmia  r1!, {r3}\n"            // 2
-        "eors   r2, r3\n"               // 1
-        "lsrs   r3, r2, #1\n"           // 1
-        "ands   r3, r4\n"               // 1
-        "subs   r2, r2, r3\n"           // 1  2-bit counts
-        "lsrs   r3, r2, #2\n"           // 1
-        "ands   r2, r5\n"               // 1
-        "ands   r3, r5\n"               // 1
-        "adds   r6, r2, r3\n"           // 1  nibble counts       = 12
-        "ldmia  r0!, {r2}\n"
-        "ldmia  r1!, {r3}\n"
-        "eors   r2, r3\n"
-        "lsrs   r3, r2, #1\n"
-        "ands   r3, r4\n"
-        "subs   r2, r2, r3\n"
-        "lsrs   r3, r2, #2\n"
+        "mov    r0, r11\n"
+        "movs   r2, #0\n"
+        "mov    r9, r2\n"
+        "ldr    r2, [sp, #4]\n"
+        "cmp    r2, #0\n"
+        "bne    3f\n"
+        "2:\n"                          // ---- two groups of 3 words per turn
+        "ldmia  r0!, {r2, r3, r4}\n"      // 4  three x words
+        "ldmia  r1!, {r5}\n"              // 2  w words, XOR
+        "eors   r2, r5\n"
+        "ldmia  r1!, {r5}\n"
+        "eors   r3, r5\n"
+        "ldmia  r1!, {r5}\n"
+        "eors   r4, r5\n"
+        "lsrs   r5, r2, #1\n"             // 21 SWAR: 7 per word
+        "ands   r5, r6\n"
+        "subs   r2, r2, r5\n"
+        "lsrs   r5, r2, #2\n"
+        "ands   r2, r7\n"
+        "ands   r5, r7\n"
+        "adds   r2, r2, r5\n"
+        "lsrs   r5, r3, #1\n"
+        "ands   r5, r6\n"
+        "subs   r3, r3, r5\n"
+        "lsrs   r5, r3, #2\n"
+        "ands   r3, r7\n"
+        "ands   r5, r7\n"
+        "adds   r3, r3, r5\n"
+        "lsrs   r5, r4, #1\n"
+        "ands   r5, r6\n"
+        "subs   r4, r4, r5\n"
+        "lsrs   r5, r4, #2\n"
+        "ands   r4, r7\n"
+        "ands   r5, r7\n"
+        "adds   r4, r4, r5\n"
+        "adds   r2, r2, r3\n"             // 2  nibble sums <= 12
+        "adds   r2, r2, r4\n"
+        "mov    r5, r8\n"                 // 6  nibbles -> bytes
+        "lsrs   r3, r2, #4\n"
         "ands   r2, r5\n"
         "ands   r3, r5\n"
-        "adds   r6, r6, r2\n"
-        "adds   r6, r6, r3\n"           //                        = 13
-        "ldmia  r0!, {r2}\n"
-        "ldmia  r1!, {r3}\n"
-        "eors   r2, r3\n"
-        "lsrs   r3, r2, #1\n"
-        "ands   r3, r4\n"
-        "subs   r2, r2, r3\n"
-        "lsrs   r3, r2, #2\n"
+        "adds   r2, r2, r3\n"
+        "add    r9, r2\n"
+        "3:\n"
+        "ldmia  r0!, {r2, r3, r4}\n"
+        "ldmia  r1!, {r5}\n"
+        "eors   r2, r5\n"
+        "ldmia  r1!, {r5}\n"
+        "eors   r3, r5\n"
+        "ldmia  r1!, {r5}\n"
+        "eors   r4, r5\n"
+        "lsrs   r5, r2, #1\n"
+        "ands   r5, r6\n"
+        "subs   r2, r2, r5\n"
+        "lsrs   r5, r2, #2\n"
+        "ands   r2, r7\n"
+        "ands   r5, r7\n"
+        "adds   r2, r2, r5\n"
+        "lsrs   r5, r3, #1\n"
+        "ands   r5, r6\n"
+        "subs   r3, r3, r5\n"
+        "lsrs   r5, r3, #2\n"
+        "ands   r3, r7\n"
+        "ands   r5, r7\n"
+        "adds   r3, r3, r5\n"
+        "lsrs   r5, r4, #1\n"
+        "ands   r5, r6\n"
+        "subs   r4, r4, r5\n"
+        "lsrs   r5, r4, #2\n"
+        "ands   r4, r7\n"
+        "ands   r5, r7\n"
+        "adds   r4, r4, r5\n"
+        "adds   r2, r2, r3\n"
+        "adds   r2, r2, r4\n"
+        "mov    r5, r8\n"
+        "lsrs   r3, r2, #4\n"
         "ands   r2, r5\n"
         "ands   r3, r5\n"
-        "adds   r6, r6, r2\n"
-        "adds   r6, r6, r3\n"           //                        = 13
-        "mov    r2, r8\n"               // nibbles -> bytes
-        "lsrs   r3, r6, #4\n"
-        "ands   r6, r2\n"
-        "ands   r3, r2\n"
-        "adds   r7, r7, r6\n"
-        "adds   r7, r7, r3\n"           //                        = 6
+        "adds   r2, r2, r3\n"
+        "add    r9, r2\n"
         "cmp    r0, r10\n"
-        "bne    2b\n"                   //                        = 3: 47 / 3 words
+        "bne    2b\n"                   // 3
         "cmp    r0, r12\n"              // 0, 1 or 2 words left
         "beq    4f\n"
         "ldmia  r0!, {r2}\n"
-        "ldmia  r1!, {r3}\n"
-        "eors   r2, r3\n"
-        "lsrs   r3, r2, #1\n"
-        "ands   r3, r4\n"
-        "subs   r2, r2, r3\n"
-        "lsrs   r3, r2, #2\n"
-        "ands   r2, r5\n"
-        "ands   r3, r5\n"
-        "adds   r6, r2, r3\n"
+        "ldmia  r1!, {r5}\n"
+        "eors   r2, r5\n"
+        "lsrs   r5, r2, #1\n"
+        "ands   r5, r6\n"
+        "subs   r2, r2, r5\n"
+        "lsrs   r5, r2, #2\n"
+        "ands   r2, r7\n"
+        "ands   r5, r7\n"
+        "adds   r2, r2, r5\n"
         "cmp    r0, r12\n"
-        "beq    3f\n"
-        "ldmia  r0!, {r2}\n"
-        "ldmia  r1!, {r3}\n"
-        "eors   r2, r3\n"
-        "lsrs   r3, r2, #1\n"
-        "ands   r3, r4\n"
-        "subs   r2, r2, r3\n"
-        "lsrs   r3, r2, #2\n"
+        "beq    5f\n"
+        "ldmia  r0!, {r3}\n"
+        "ldmia  r1!, {r5}\n"
+        "eors   r3, r5\n"
+        "lsrs   r5, r3, #1\n"
+        "ands   r5, r6\n"
+        "subs   r3, r3, r5\n"
+        "lsrs   r5, r3, #2\n"
+        "ands   r3, r7\n"
+        "ands   r5, r7\n"
+        "adds   r3, r3, r5\n"
+        "adds   r2, r2, r3\n"
+        "5:\n"
+        "mov    r5, r8\n"
+        "lsrs   r3, r2, #4\n"
         "ands   r2, r5\n"
         "ands   r3, r5\n"
-        "adds   r6, r6, r2\n"
-        "adds   r6, r6, r3\n"
-        "3:\n"
-        "mov    r2, r8\n"
-        "lsrs   r3, r6, #4\n"
-        "ands   r6, r2\n"
-        "ands   r3, r2\n"
-        "adds   r7, r7, r6\n"
-        "adds   r7, r7, r3\n"
+        "adds   r2, r2, r3\n"
+        "add    r9, r2\n"
         "4:\n"                          // byte counts -> count, store m[row]
-        "ldr    r2, =0x00ff00ff\n"
-        "lsrs   r3, r7, #8\n"
-        "ands   r3, r2\n"
-        "ands   r7, r2\n"
-        "adds   r7, r7, r3\n"
-        "lsrs   r3, r7, #16\n"
-        "uxth   r7, r7\n"
-        "adds   r7, r7, r3\n"
+        "mov    r2, r9\n"
+        "ldr    r3, =0x00ff00ff\n"
+        "lsrs   r4, r2, #8\n"
+        "ands   r4, r3\n"
+        "ands   r2, r3\n"
+        "adds   r2, r2, r4\n"
+        "lsrs   r3, r2, #16\n"
+        "uxth   r2, r2\n"
+        "adds   r2, r2, r3\n"
         "mov    r3, lr\n"
-        "stmia  r3!, {r7}\n"
+        "stmia  r3!, {r2}\n"
         "mov    lr, r3\n"
         "ldr    r2, [sp, #0]\n"
         "cmp    r3, r2\n"
-        "beq    5f\n"
+        "beq    9f\n"
         "b      1b\n"                   // (conditional branches reach only 256 bytes)
-        "5:\n"
-        "add    sp, #4\n"
-        "pop    {r4, r5, r6}\n"
+        "9:\n"
+        "add    sp, #8\n"
+        "pop    {r4, r5, r6, r7}\n"
         "mov    r8, r4\n"
         "mov    r9, r5\n"
         "mov    r10, r6\n"
+        "mov    r11, r7\n"
         "pop    {r4, r5, r6, r7, pc}\n"
         ".ltorg\n"
         );
