@@ -23,42 +23,22 @@
 # and its float scaling through the python tier's f32 views.
 # Every non-u8 array passed in must be word-aligned (nn.load guarantees it).
 import micropython
+from micropython import const
 
 from nn import _python
 
 _TYPING = False  # True for type checkers only (mypy --always-true=_TYPING)
 if _TYPING:
-    from nn._viper_types import ptr8, ptr16, ptr32
+    from nn._viper_types import ptr8, ptr16, ptr32, uint
 
 
 # --------------------------------------------------------------- u8 x u8 -> i32
 
 
 @micropython.viper
-def _axpy4(c: int, v: int, xi: int, pa: ptr32, pw: ptr32, nq: int):
-    # pa[4k+j] += xi * byte j of pw[k], k < nq (word-aligned row, n_out % 4 == 0)
-    k = 0
-    while k < nq:
-        v = pw[k]
-        c = k << 2
-        pa[c] += xi * (v & 0xFF)
-        pa[c + 1] += xi * ((v >> 8) & 0xFF)
-        pa[c + 2] += xi * ((v >> 16) & 0xFF)
-        pa[c + 3] += xi * ((v >> 24) & 0xFF)
-        k += 1
-
-
-@micropython.viper
-def _axpy1(c: int, xi: int, pa: ptr32, pw: ptr8, n: int):
-    c = 0
-    while c < n:
-        pa[c] += xi * pw[c]
-        c += 1
-
-
-@micropython.viper
-def _accum_u8(x, w, acc, n_in: int, n_out: int) -> int:
-    # acc[c] = sum_i x[i]*W[i][c] (zero inputs skipped); returns sum_i x[i]
+def _accum_u8(c: int, v: int, x, w, acc, n_in: int, n_out: int) -> int:
+    # acc[c] = sum_i x[i]*W[i][c] (zero inputs skipped); returns sum_i x[i].
+    # c and v (first locals) live in registers.
     px = ptr8(x)
     pa = ptr32(acc)
     c = 0
@@ -66,8 +46,7 @@ def _accum_u8(x, w, acc, n_in: int, n_out: int) -> int:
         pa[c] = 0
         c += 1
     row = int(ptr8(w))
-    fast = ((row & 3) | (n_out & 3)) == 0
-    nq = n_out >> 2
+    fast = ((row & 3) | (n_out & 3)) == 0  # rows word-aligned: 4 weights per load
     sx = 0
     i = 0
     while i < n_in:
@@ -75,9 +54,21 @@ def _accum_u8(x, w, acc, n_in: int, n_out: int) -> int:
         if xi:
             sx += xi
             if fast:
-                _axpy4(0, 0, xi, pa, ptr32(row), nq)
+                pw = ptr32(row)
+                c = 0
+                while c < n_out:
+                    v = pw[c >> 2]
+                    pa[c] += xi * (v & 0xFF)
+                    pa[c + 1] += xi * ((v >> 8) & 0xFF)
+                    pa[c + 2] += xi * ((v >> 16) & 0xFF)
+                    pa[c + 3] += xi * ((v >> 24) & 0xFF)
+                    c += 4
             else:
-                _axpy1(0, xi, pa, ptr8(row), n_out)
+                pb = ptr8(row)
+                c = 0
+                while c < n_out:
+                    pa[c] += xi * pb[c]
+                    c += 1
         row += n_out
         i += 1
     return sx
@@ -120,7 +111,7 @@ def _finish_q8(bias, rq, acc, y, n_out: int, zy: int, zw, sx: int):
 
 def dense_q8(x, w, zw, bias, rq, acc, y, n_in, n_out, zy):
     """Full-integer dense layer (FORMAT.md dense_q8); acc: array('i') n_out."""
-    _finish_q8(bias, rq, acc, y, n_out, zy, zw, _accum_u8(x, w, acc, n_in, n_out))
+    _finish_q8(bias, rq, acc, y, n_out, zy, zw, _accum_u8(0, 0, x, w, acc, n_in, n_out))
 
 
 def dense_q8w(x, x_u8, w, zw, scale, b, y, n_in, n_out):
@@ -128,7 +119,7 @@ def dense_q8w(x, x_u8, w, zw, scale, b, y, n_in, n_out):
     if not x_u8:
         _python.dense_q8w(x, x_u8, w, zw, scale, b, y, n_in, n_out)
         return
-    sx = _accum_u8(x, w, y, n_in, n_out)  # y's words hold the int32 sums for now
+    sx = _accum_u8(0, 0, x, w, y, n_in, n_out)  # y's words hold the int32 sums for now
     _q8w_int(y, zw, sx, n_out)
     S = _python._f32(scale, n_out)
     B = _python._f32(b, n_out)
@@ -194,8 +185,7 @@ def sparse_q8(x, colptr, rows, index_bytes, vals, zw, bias, rq, acc, y, n_in, n_
 
 
 @micropython.viper
-def binarize(x, threshold: int, y, n: int):
-    """Bits y (u32 words): bit j set iff x[j] >= threshold; padding bits cleared."""
+def _binarize(j: int, v: int, x, threshold: int, y, n: int):
     px = ptr8(x)
     py = ptr32(y)
     nw = (n + 31) >> 5
@@ -206,81 +196,75 @@ def binarize(x, threshold: int, y, n: int):
         if end > n:
             end = n
         v = 0
-        bit = 1
+        b = 0
         while j < end:
-            if px[j] >= threshold:
-                v |= bit
-            bit <<= 1
+            # bit = 1 iff x >= threshold, without a branch: (x - t) >> 31 is 0 or -1
+            v |= (((int(px[j]) - threshold) >> 31) + 1) << b
+            b += 1
             j += 1
         py[k] = v
         k += 1
 
 
-@micropython.viper
-def _popxor(n: int, s: int, v: int, px: ptr32, pw: ptr32, m1: int, m2: int, m4: int) -> int:
-    # popcount(x ^ w) over n words (n <= 31: byte counts stay below 256)
-    s = 0
-    while n:
-        n -= 1
-        v = px[n] ^ pw[n]
-        v = v - ((v >> 1) & m1)
-        v = (v & m2) + ((v >> 2) & m2)
-        s += (v + (v >> 4)) & m4
-    s = (s & 0xFF) + ((s >> 8) & 0xFF) + ((s >> 16) & 0xFF) + ((s >> 24) & 0xFF)
-    return s
+def binarize(x, threshold, y, n):
+    """Bits y (u32 words): bit j set iff x[j] >= threshold; padding bits cleared."""
+    _binarize(0, 0, x, threshold, y, n)
 
 
 @micropython.viper
-def _popcounts(x, w, nw: int, row: int) -> int:
-    # popcount(x ^ W[row]) over a row of nw words, in chunks of up to 31 words
+def _xnor_rows(v: uint, k: int, x, w, out, a, b, nw: int, n_out: int, n_in: int, mode: int):
+    # Pure viper. mode 0: out bits, bit c set iff m[c] <= a[c] (thresholds);
+    # mode 1: out[c] = a[c]*(n_in - 2*m[c]) + b[c]; m[c] = popcount(x ^ W[c]).
+    # SWAR popcount two words at a time (nibble counts of a pair <= 8), byte counts
+    # summed over up to 30 words, one horizontal add per chunk.
+    px = ptr32(x)
+    po = ptr32(out)
+    pa = ptr32(a)
+    pb = ptr32(b)
     m1 = 0x5555
     m1 |= m1 << 16
     m2 = 0x3333
     m2 |= m2 << 16
     m4 = 0x0F0F
     m4 |= m4 << 16
-    px = int(ptr32(x))
-    pw = int(ptr32(w)) + ((row * nw) << 2)
-    m = 0
-    while nw > 0:
-        n = nw
-        if n > 31:
-            n = 31
-        m += int(_popxor(n, 0, 0, ptr32(px), ptr32(pw), m1, m2, m4))
-        nw -= n
-        px += n << 2
-        pw += n << 2
-    return m
-
-
-@micropython.viper
-def _xnor_rows(c: int, m: int, nw: int, x, w, out, n_out: int, mode: int, a, b, n_in: int):
-    # mode 0: out bits, bit c set iff m[c] <= a[c] (thr); mode 1: out[c] = a*(n_in-2m)+b
-    m1 = 0x5555
-    m1 |= m1 << 16
-    m2 = 0x3333
-    m2 |= m2 << 16
-    m4 = 0x0F0F
-    m4 |= m4 << 16
+    m8 = 0x00FF00FF
     one = 1
     sgn = one << 31
     m32 = (sgn << 1) - 1
-    pa = ptr32(a)
-    pb = ptr32(b)
-    po = ptr32(out)
-    px = ptr32(x)
-    row = int(ptr32(w))
     if mode == 0:
-        k = 0
-        while k < ((n_out + 31) >> 5):
-            po[k] = 0
-            k += 1
+        c = 0
+        while c < ((n_out + 31) >> 5):
+            po[c] = 0
+            c += 1
+    row = int(ptr32(w))
     c = 0
     while c < n_out:
-        if nw <= 31:
-            m = int(_popxor(nw, 0, 0, px, ptr32(row), m1, m2, m4))
-        else:
-            m = int(_popcounts(x, w, nw, c))
+        pw = ptr32(row)
+        m = 0
+        k = nw
+        while k:
+            s = 0
+            stop = k - 30  # 15 pairs: byte counts stay <= 240
+            if stop < 0:
+                stop = 0
+            while k - stop >= 2:
+                k -= 1
+                v = uint(px[k] ^ pw[k])
+                v = v - ((v >> 1) & m1)
+                t = (v & m2) + ((v >> 2) & m2)
+                k -= 1
+                v = uint(px[k] ^ pw[k])
+                v = v - ((v >> 1) & m1)
+                v = (v & m2) + ((v >> 2) & m2) + t
+                s += (v & m4) + ((v >> 4) & m4)
+            if k > stop:
+                k -= 1
+                v = uint(px[k] ^ pw[k])
+                v = v - ((v >> 1) & m1)
+                v = (v & m2) + ((v >> 2) & m2)
+                s += (v + (v >> 4)) & m4
+            s = (s & m8) + ((s >> 8) & m8)
+            m += (s & 0xFFFF) + (s >> 16)
         if mode == 0:
             if m <= (((pa[c] & m32) ^ sgn) - sgn):
                 po[c >> 5] |= one << (c & 31)
@@ -290,15 +274,160 @@ def _xnor_rows(c: int, m: int, nw: int, x, w, out, n_out: int, mode: int, a, b, 
         c += 1
 
 
+# On Thumb (rp2) the popcount of whole rows runs in inline assembler: about 26
+# cycles a word against about 85 in viper. It is compiled at import from this
+# string (exec), so the frozen module still builds for ports without asm_thumb
+# (unix x64), where it is a SyntaxError and the pure viper kernel above is used.
+_THUMB_SRC = """
+import micropython
+@micropython.asm_thumb
+def popxor_rows(r0, r1, r2, r3):
+    # out[r] = popcount(x ^ W[r]) for each row r: r0 x, r1 W (rows of nw words),
+    # r2 out (u32 per row), r3 = nw | rows << 8, 1 <= nw <= 31, rows >= 1.
+    mov(r4, r8)
+    mov(r5, r9)
+    mov(r6, r10)
+    mov(r7, r11)
+    push({r4, r5, r6, r7})
+    mov(r4, 0x55)
+    lsl(r5, r4, 8)
+    orr(r4, r5)
+    lsl(r5, r4, 16)
+    orr(r4, r5)
+    mov(r8, r4)
+    mov(r4, 0x33)
+    lsl(r5, r4, 8)
+    orr(r4, r5)
+    lsl(r5, r4, 16)
+    orr(r4, r5)
+    mov(r9, r4)
+    mov(r4, 0x0F)
+    lsl(r5, r4, 8)
+    orr(r4, r5)
+    lsl(r5, r4, 16)
+    orr(r4, r5)
+    mov(r10, r4)
+    lsr(r4, r3, 8)
+    mov(r11, r4)
+    mov(r4, 0xFF)
+    and_(r3, r4)
+    mov(r12, r3)
+    label(ROW)
+    mov(r3, 0)
+    mov(r7, r12)
+    label(WORD)
+    ldr(r4, [r0, 0])
+    ldr(r5, [r1, 0])
+    eor(r4, r5)
+    add(r0, 4)
+    add(r1, 4)
+    lsr(r5, r4, 1)
+    mov(r6, r8)
+    and_(r5, r6)
+    sub(r4, r4, r5)
+    lsr(r5, r4, 2)
+    mov(r6, r9)
+    and_(r5, r6)
+    and_(r4, r6)
+    add(r4, r4, r5)
+    lsr(r5, r4, 4)
+    add(r4, r4, r5)
+    mov(r6, r10)
+    and_(r4, r6)
+    add(r3, r3, r4)
+    sub(r7, 1)
+    bne(WORD)
+    lsr(r5, r3, 8)
+    mov(r6, 0xFF)
+    lsl(r4, r6, 16)
+    orr(r6, r4)
+    and_(r3, r6)
+    and_(r5, r6)
+    add(r3, r3, r5)
+    lsr(r5, r3, 16)
+    lsl(r3, r3, 16)
+    lsr(r3, r3, 16)
+    add(r3, r3, r5)
+    str(r3, [r2, 0])
+    add(r2, 4)
+    mov(r5, r12)
+    lsl(r5, r5, 2)
+    sub(r0, r0, r5)
+    mov(r4, r11)
+    sub(r4, 1)
+    mov(r11, r4)
+    bne(ROW)
+    pop({r4, r5, r6, r7})
+    mov(r8, r4)
+    mov(r9, r5)
+    mov(r10, r6)
+    mov(r11, r7)
+    mov(r0, 0)
+"""
+_BLOCK = const(64)  # rows per assembler call; counts go to _cnt
+_cnt = bytearray(4 * _BLOCK)
+try:
+    _ns = {}  # type: dict
+    exec(_THUMB_SRC, _ns)
+    _popxor_rows = _ns["popxor_rows"]
+except Exception:  # no inline assembler for Thumb here
+    _popxor_rows = None
+THUMB = _popxor_rows is not None  # True where the assembler popcount is used
+
+
+@micropython.viper
+def _xnor_thumb(x, w, a, b, out, nw: int, n_out: int, n_in: int, mode: int, cnt):
+    # as _xnor_rows, with the popcounts from popxor_rows in blocks of _BLOCK rows
+    pc = ptr32(cnt)
+    po = ptr32(out)
+    pa = ptr32(a)
+    pb = ptr32(b)
+    one = 1
+    sgn = one << 31
+    m32 = (sgn << 1) - 1
+    if mode == 0:
+        c = 0
+        while c < ((n_out + 31) >> 5):
+            po[c] = 0
+            c += 1
+    pop = _popxor_rows
+    row = int(ptr32(w))
+    c0 = 0
+    while c0 < n_out:
+        rows = n_out - c0
+        if rows > _BLOCK:
+            rows = _BLOCK
+        pop(x, row, cnt, nw | (rows << 8))
+        r = 0
+        while r < rows:
+            m = pc[r]
+            c = c0 + r
+            if mode == 0:
+                if m <= (((pa[c] & m32) ^ sgn) - sgn):
+                    po[c >> 5] |= one << (c & 31)
+            else:
+                po[c] = pa[c] * (n_in - 2 * m) + pb[c]
+            r += 1
+        row += (rows * nw) << 2
+        c0 += rows
+
+
 def xnor_dense(x, w, thr, y, n_in, n_out):
     """Bits y: bit c set iff popcount(x ^ W[c]) <= thr[c]; padding cleared."""
-    _xnor_rows(0, 0, (n_in + 31) >> 5, x, w, y, n_out, 0, thr, thr, n_in)
+    nw = (n_in + 31) >> 5
+    if THUMB and nw <= 31:
+        _xnor_thumb(x, w, thr, thr, y, nw, n_out, n_in, 0, _cnt)
+    else:
+        _xnor_rows(0, 0, x, w, y, thr, thr, nw, n_out, n_in, 0)
 
 
 def xnor_out(x, w, a, b, y, n_in, n_out):
     """y[c] = a[c]*(n_in - 2*popcount(x ^ W[c])) + b[c] (i32)."""
-    _xnor_rows(0, 0, (n_in + 31) >> 5, x, w, y, n_out, 1, a, b, n_in)
-
+    nw = (n_in + 31) >> 5
+    if THUMB and nw <= 31:
+        _xnor_thumb(x, w, a, b, y, nw, n_out, n_in, 1, _cnt)
+    else:
+        _xnor_rows(0, 0, x, w, y, a, b, nw, n_out, n_in, 1)
 
 # ------------------------------------------------------------ float helpers
 
