@@ -506,3 +506,60 @@ def test_mpy_cross_armv6m(src, tmp_path):
                        text=True, check=False)
     assert p.returncode == 0, p.stderr
     assert out.stat().st_size > 0 and out.read_bytes()[:1] == b"M"
+
+
+# ------------------------------------------------------------------ virtual Pico
+
+PICO_RUN = """
+import nn, binascii
+from nn import _viper
+print('THUMB', _viper.THUMB, ' '.join(nn.backends()))
+X = {inputs!r}
+for name, blob, n in {models!r}:
+    m = nn.load(blob)
+    for be in nn.backends():
+        nn.use_backend(be)
+        for i in range(len(X) // n):
+            y = m.forward(X[i * n:(i + 1) * n])
+            print(name, be, i, binascii.hexlify(bytes(y)).decode())
+"""
+
+
+def test_virtual_pico_tiers(device_models, rng):
+    """On the emulated RP2040 (Thumb: the viper tier's assembler popcount, the C kernels),
+    every tier computes what the reference computes, for the integer kinds."""
+    uf2 = ROOT / "build" / "PICO" / "firmware.uf2"
+    if not uf2.is_file():
+        pytest.skip("no build/PICO/firmware.uf2 (make firmware)")
+    pytest.importorskip("rp2040py", reason="rp2040py (the virtual Pico) is not installed")
+    sys.path.insert(0, str(ROOT / "tools"))
+    from vpico import VirtualPico
+
+    from piconn import ir
+
+    # 70 rows: two blocks of the assembler popcount (64 rows each), 4-word rows
+    xnor = ir.DeviceModel([
+        ir.Binarize(100, 90),
+        ir.XnorDense(rng.random((70, 100)) < 0.5, rng.integers(40, 60, 70).astype(np.int32)),
+        ir.XnorDense(rng.random((70, 70)) < 0.5, rng.integers(30, 40, 70).astype(np.int32)),
+        ir.XnorOut(rng.random((10, 70)) < 0.5, rng.integers(1, 900, 10).astype(np.int32),
+                   rng.integers(-999, 999, 10).astype(np.int32))], "xnor")
+    models = {"xnor70": xnor, **{k: device_models[k][0] for k in
+                                 ("uint8", "sparse_uint8", "xnor")}}
+    x = _inputs(models["uint8"], rng, 4)
+    blobs = [(k, fmt.to_bytes(dm), dm.input_size) for k, dm in models.items()]
+    code = PICO_RUN.format(inputs=x.tobytes(), models=blobs)
+    with VirtualPico(uf2) as pico:
+        out = pico.run_script(code, timeout=600).splitlines()
+    head = out[0].split()
+    assert head[0] == "THUMB" and head[1] == "True"
+    tiers = head[2:]
+    assert "viper" in tiers and "python" in tiers
+    got: dict = {}
+    for line in out[1:]:
+        name, tier, _, hexy = line.split()
+        got.setdefault((name, tier), []).append(np.frombuffer(bytes.fromhex(hexy), "<i4"))
+    for name, dm in models.items():
+        ref = reference.run(dm, x)
+        for tier in tiers:
+            np.testing.assert_array_equal(np.array(got[(name, tier)]), ref, err_msg=f"{name} {tier}")
