@@ -93,7 +93,7 @@ MODEL_MODULES := $(MODEL_NAMES:%=$(MODELS)/%.py)
 .DELETE_ON_ERROR:
 
 .PHONY: models models-or-warn models-clean firmware firmware-PICO firmware-PICO2 firmware-UNIX \
-  firmware-clean mp-tree arm-toolchain host-tools mpy-cross emulate deploy test-builds
+  firmware-clean mp-tree arm-toolchain host-tools mpy-cross emulate deploy test-builds demo
 
 models: $(MODEL_MODULES)
 
@@ -216,6 +216,18 @@ emulate: venv
 	@$(MAKE) --no-print-directory firmware-PICO || { [ -f build/PICO/firmware.uf2 ] \
 	  && echo "warning: could not rebuild the firmware; emulating the existing build/PICO/firmware.uf2"; }
 	$(PY) tools/vpico.py serve build/PICO/firmware.uf2 --port $(PORT)
+
+# The main job: models, firmware, the virtual Pico, and the demo run through
+# mpremote exactly as on a real board (about 4 minutes of emulation).
+DEMO_PORT ?= 2041
+MPREMOTE := $(VENV)/bin/mpremote
+demo: firmware-PICO
+	@$(PY) tools/vpico.py serve build/PICO/firmware.uf2 --port $(DEMO_PORT) >build/demo-vpico.log 2>&1 & \
+	pid=$$!; trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT INT TERM; \
+	for i in $$(seq 60); do $(MPREMOTE) connect socket://127.0.0.1:$(DEMO_PORT) exec pass >/dev/null 2>&1 && break; \
+	  kill -0 $$pid 2>/dev/null || { cat build/demo-vpico.log; exit 1; }; sleep 1; done; \
+	echo "virtual Pico on socket://127.0.0.1:$(DEMO_PORT); running: mpremote connect socket://127.0.0.1:$(DEMO_PORT) run device/demo_mnist.py"; \
+	$(MPREMOTE) connect socket://127.0.0.1:$(DEMO_PORT) run device/demo_mnist.py
 
 # The bootloader's drive is RPI-RP2 (RP2040) or RP2350; we copy the UF2 there.
 deploy:
