@@ -594,3 +594,35 @@ def test_binding_rejects_bad_arguments(call, error, message):
                   "except Exception as e:\n    print(type(e).__name__, e)\n")
     assert out.startswith(error), out
     assert message in out, out
+
+
+def test_binding_run_chains_kernels_without_allocating():
+    """_nn_c.run(steps, x) gives what the same calls made one by one give."""
+    exe = _unix_micropython()
+    code = _MP_PRELUDE + """
+import os
+x = bytes(b % 7 * 40 for b in range(100))
+w1 = bytes(b * 37 % 256 for b in range(100 * 16)); w2 = bytes(b * 11 % 256 for b in range(16 * 5))
+zw1 = bytes(range(100, 116)); zw2 = bytes(range(120, 125))
+b1 = array.array('i', range(-800, 800, 100)); b2 = array.array('i', [7, -7, 70, -70, 0])
+rq = array.array('I', [20000 | 6 << 16 | 14 << 24] * 16)
+def bufs():
+    return (array.array('i', bytes(64)), bytearray(16), array.array('i', bytes(20)))
+a1, h, a2 = bufs()
+_nn_c.dense_q8(x, w1, zw1, b1, rq, a1, h, 100, 16, 3)
+_nn_c.dense_q8(h, w2, zw2, b2, None, a2, a2, 16, 5, 0)
+ref = bytes(a2)
+A1, H, A2 = bufs()
+steps = ((_nn_c.dense_q8, (None, w1, zw1, b1, rq, A1, H, 100, 16, 3)),
+         (_nn_c.dense_q8, (H, w2, zw2, b2, None, A2, A2, 16, 5, 0)))
+micropython.heap_lock(); _nn_c.run(steps, x); micropython.heap_unlock()
+print(bytes(A2) == ref, bytes(H) == bytes(h), list(A2) != [0] * 5)
+for bad in ([(len, (x,))], [(_nn_c.relu_f32,)], 5, [(_nn_c.relu_f32, 3)]):
+    try:
+        _nn_c.run(bad, None)
+        print('no error')
+    except TypeError:
+        print('TypeError')
+"""
+    out = _run_mp(exe, code).split()
+    assert out == ["True", "True", "True"] + ["TypeError"] * 4, out

@@ -204,6 +204,12 @@ def build(seed: int = 0) -> tuple[str, list[tuple[str, str, list, dict]]]:
     dev_array("xb3", rng.integers(-9000, 9000, 10).astype(np.int32), "i")
     calls.append(("xnor_out 256->10", "xnor_out", ["hb2", "xw3", "xa3", "xb3", "yo", 256, 10],
                   [4], "word", 80))
+    # the whole XNOR model in one call from Python: _nn_c.run(steps, x)
+    lines.append("steps = ((_nn_c.binarize, (x, 128, xb, 784)),"
+                 " (_nn_c.xnor_dense, (xb, xw1, xw1t, hb1, 784, 256)),"
+                 " (_nn_c.xnor_dense, (hb1, xw2, xw2t, hb2, 256, 256)),"
+                 " (_nn_c.xnor_out, (hb2, xw3, xa3, xb3, yo, 256, 10)))")
+    calls.append(("XNOR 784-256-256-10 via run()", "run", ["steps", "x"], [], "model", 1))
 
     lines.append("del xw1, xw2, s1c, s1r, s1v")
 
@@ -252,11 +258,14 @@ def host_outputs(calls, dev_script: str) -> dict[str, bytes]:
             continue
         if line.startswith("best("):
             name, kernel, args, outs, _, _ = next(pending)
+            if kernel == "run":  # the same calls again, same results: nothing to check
+                continue
             hargs = [arr(v) for v in args]
             k.call("nn_" + kernel, *hargs)
             for i in outs:
                 res[name] = hargs[i].tobytes()
-        elif line and not line.startswith(("out(", "import", "from ", "def ", " ", "for _")):
+        elif line and not line.startswith(("out(", "import", "from ", "def ", " ", "for _",
+                                           "steps =")):
             exec(line, env)  # noqa: S102 - our own generated assignments
     return res
 
