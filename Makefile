@@ -1,6 +1,7 @@
 # piconn: train on the host, run on a Raspberry Pi Pico under MicroPython.
 #   make demo    train, export, build the firmware, run the demo on the virtual Pico
 #   make test    the test suite (what CI runs)
+#   make bench   benchmarks on the virtual Pico: build/bench.md, bench.json, bench.png
 # Everything installs what it needs: Python packages into .venv, Debian's
 # arm-none-eabi toolchain, npm packages into tools/node_modules.
 
@@ -258,3 +259,15 @@ test-builds: venv
 	    $(MAKE) --no-print-directory firmware-PICO || exit 1; \
 	  else echo "note: no Arm toolchain: build/PICO/firmware.uf2 not built, its tests will skip"; fi; \
 	else echo "note: no MicroPython tree: firmware not built, the firmware tests will skip"; fi
+
+# --- benchmarks (issue 5) ---------------------------------------------------
+#   make bench [BENCH_ARGS=...]   every MNIST variant x kernel tier (c, viper, python) and the
+#   float size ladder (trained into build/ladder/ when missing) on the virtual Pico:
+#   build/bench.json, build/bench.md (the README tables), build/bench.png. Options:
+#   .venv/bin/python tools/bench.py --help (e.g. BENCH_ARGS="--no-ladder --tiers c").
+BENCH_ARGS ?=
+.PHONY: bench
+bench: venv
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PIP) install --quiet -e '.[test,bench]'
+	@$(MAKE) --no-print-directory firmware BOARD=PICO
+	$(PY) tools/bench.py $(BENCH_ARGS)

@@ -650,7 +650,8 @@ def ladder_table(rows: list[dict]) -> str:
     tiers = [t for t in TIERS if any(r.get("section") == "ladder" and r.get("tier") == t
                                      and r.get("us") is not None for r in rows)] or ["c"]
     seeds = {r["model"]: r for r in rows if r.get("section") == "seeds-ladder"}
-    head = ("| float MLP | accuracy (10k) | model | " + " | ".join(f"{t} ms / image" for t in tiers)
+    head = ("| float MLP | accuracy (10k) | model | "
+            + " | ".join(f"{t} ms / image (digits)" for t in tiers)
             + " | flash read / image | heap | seeds: accuracy | seeds: s / image |\n"
             + "|---|---:|---:|" + "---:|" * len(tiers) + "---:|---:|---:|---:|\n")
     lines = []
@@ -743,7 +744,8 @@ def chart(rows: list[dict], path: Path) -> bool:
             ax1.barh(y, r["us"] / 1000, color=colors[t])
             if r.get("bar_us"):
                 ax1.plot([r["bar_us"] / 1000] * 2, [y - 0.4, y + 0.4], color="red", lw=2)
-            labels.append(f"{v.variant} [{t}]")
+            labels.append(f"{v.variant} [{t}" + (": python kernels]" if r.get("fallback_of")
+                                                 else "]"))
             y += 1
     for s in SEEDS:
         ax1.barh(y, s["us"] / 1000, color="grey")
@@ -759,14 +761,16 @@ def chart(rows: list[dict], path: Path) -> bool:
         if pts:
             ax2.plot([r["us"] / 1000 for r in pts], [100 * r["accuracy"] for r in pts], "o-",
                      color=colors[t], label=f"piconn {t} tier")
-            for r in pts:
-                ax2.annotate(r["model"], (r["us"] / 1000, 100 * r["accuracy"]), fontsize=7)
+            for i, r in enumerate(pts):
+                ax2.annotate(r["model"], (r["us"] / 1000, 100 * r["accuracy"]), fontsize=7,
+                             xytext=(4, -10 if i % 2 else 4), textcoords="offset points")
     seeds = [r for r in rows if r.get("section") == "seeds-ladder"]
     if seeds:
         ax2.plot([r["us"] / 1000 for r in seeds], [100 * r["accuracy"] for r in seeds], "s",
                  color="grey", label="seeds (C++, real Pico)")
         for r in seeds:
-            ax2.annotate(r["model"], (r["us"] / 1000, 100 * r["accuracy"]), fontsize=7)
+            ax2.annotate(r["model"], (r["us"] / 1000, 100 * r["accuracy"]), fontsize=7,
+                         xytext=(-60, 4), textcoords="offset points")
     ax2.set_xscale("log")
     ax2.set_xlabel("ms per image (log scale)")
     ax2.set_ylabel("test accuracy (%)")
