@@ -626,3 +626,190 @@ for bad in ([(len, (x,))], [(_nn_c.relu_f32,)], 5, [(_nn_c.relu_f32, 3)]):
 """
     out = _run_mp(exe, code).split()
     assert out == ["True", "True", "True"] + ["TypeError"] * 4, out
+
+
+# ---------------------------------------------------------------------------
+# helpers (argmax, load-time checks)
+
+
+def test_argmax(k):
+    rng = np.random.default_rng(8)
+    for _ in range(3):
+        yi = rng.integers(-50, 50, 40).astype(np.int32)
+        assert k.call("nn_argmax_i32", yi, yi.size) == int(np.argmax(yi))  # first maximum
+        yf = (rng.integers(-5, 5, 40) * 0.5).astype(np.float32)
+        assert k.call("nn_argmax_f32", yf, yf.size) == int(np.argmax(yf))
+    cases = [[-0.0, 0.0, -1.0], [-np.inf, -3e38, -1e-45], [1.0, np.nan, 2.0, np.nan],
+             [np.nan, 5.0], [-2.0, -0.0, 0.0], [3.0], [-np.inf, np.inf, 1.0]]
+    for c in cases:
+        yf = np.array(c, np.float32)
+        assert k.call("nn_argmax_f32", yf, yf.size) == int(np.argmax(yf)), c
+    assert k.call("nn_argmax_i32", np.array([-7], np.int32), 1) == 0
+
+
+@pytest.mark.parametrize("index_bytes", [1, 2])
+def test_check_csc(k, index_bytes):
+    rng = np.random.default_rng(index_bytes)
+    n_in, n_out = 30, 12 if index_bytes == 1 else 300
+    mask = rng.random((n_in, n_out)) < 0.3
+    colptr, _, cc = csc(mask)
+    rdt = np.uint8 if index_bytes == 1 else np.uint16
+    rows = cc.astype(rdt)
+    nnz = rows.size
+
+    def check(cp, rw, n=nnz, mis=1):
+        return k.call("nn_check_csc", At(cp.view(np.uint8), mis), At(rw.view(np.uint8), mis),
+                      index_bytes, n_in, n_out, n)
+
+    assert check(colptr, rows) == 0
+    i = 7  # a column with at least two stored weights
+    while colptr[i + 1] - colptr[i] < 2:
+        i += 1
+    bad = rows.copy()
+    bad[colptr[i] + 1] = bad[colptr[i]]  # repeated row
+    assert check(colptr, bad) == i + 1
+    bad = rows.copy()
+    bad[colptr[i]], bad[colptr[i] + 1] = rows[colptr[i] + 1], rows[colptr[i]]
+    assert check(colptr, bad) == i + 1  # decreasing rows within the column
+    bad = rows.copy()
+    bad[colptr[i]] = n_out  # out of range
+    assert check(colptr, bad, mis=2) == i + 1
+    cp = colptr.copy()
+    cp[i + 1] = cp[i] - 1 if cp[i] else nnz + 1  # decreasing column pointer
+    assert check(cp, rows) == i + 1
+    cp = colptr.copy()
+    cp[0] = 1
+    assert check(cp, rows) == n_in + 1
+    assert check(colptr, rows, nnz - 1) == n_in + 1
+
+
+def test_check_f32(k):
+    a = np.array([1.0, -2.5, 3e38, -1e-45, 0.0, -0.0], np.float32)
+    assert k.call("nn_check_f32", At(a.view(np.uint8), 3), a.size) == 0
+    for bad in (np.inf, -np.inf, np.nan):
+        b = a.copy()
+        b[4] = bad
+        assert k.call("nn_check_f32", At(b.view(np.uint8), 1), b.size) == 5
+    assert k.call("nn_check_f32", a, 0) == 0
+
+
+# ---------------------------------------------------------------------------
+# the same calls through the plain-Python tier (device/nn/_python.py, run by CPython)
+
+
+@pytest.fixture(scope="module")
+def pytier():
+    import importlib
+    import types
+
+    if not (ROOT / "device" / "nn" / "_python.py").exists():
+        pytest.skip("device/nn/_python.py (the plain-Python tier) is not there")
+    saved = {m: sys.modules.get(m) for m in ("micropython", "nn", "nn._python")}
+    shim = types.ModuleType("micropython")
+    shim.const = lambda v: v  # type: ignore[attr-defined]
+    shim.native = shim.viper = lambda f: f  # type: ignore[attr-defined]
+    sys.modules["micropython"] = shim
+    sys.path.insert(0, str(ROOT / "device"))
+    try:
+        return importlib.import_module("nn._python")
+    except Exception as e:  # noqa: BLE001 - the tier is someone else's work in progress
+        pytest.skip(f"nn._python does not import under CPython: {e!r}")
+    finally:
+        sys.path.remove(str(ROOT / "device"))
+        for m, v in saved.items():
+            if v is None:
+                sys.modules.pop(m, None)
+            else:
+                sys.modules[m] = v
+
+
+def test_integer_kernels_equal_the_python_tier(k, pytier):
+    """Bit for bit with the plain-Python tier, called with what nn passes it: parameters as
+    byte buffers, acc and i32 outputs as array('i'), u8 and bit outputs as bytearray."""
+    import array
+
+    rng = np.random.default_rng(12)
+    n_in, n_out = 60, 20
+    x = sparse_input(rng, n_in, 0.4)
+    w = rng.integers(0, 256, (n_in, n_out), dtype=np.uint8)
+    zw = rng.integers(90, 160, n_out).astype(np.uint8)
+    bias = rng.integers(-3000, 3000, n_out).astype(np.int32)
+    rq = realistic_rq(rng, n_out)
+    mask = rng.random((n_in, n_out)) < 0.3
+    colptr, _, cc = csc(mask)
+    rows = cc.astype(np.uint8)
+    vals = rng.integers(0, 256, cc.size).astype(np.uint8)
+    xb = pack(rng.random(n_in) < 0.5)[0]
+    wb = pack(rng.random((n_out, n_in)) < 0.5)
+    thr = rng.integers(25, 35, n_out).astype(np.int32)
+
+    def out(kind, n):
+        return {"i32": (np.zeros(n, np.int32), array.array("i", bytes(4 * n))),
+                "u8": (np.zeros(n, np.uint8), bytearray(n)),
+                "bits": (np.zeros((n + 31) // 32, np.uint32), bytearray(4 * ((n + 31) // 32)))}[kind]
+
+    def both(name, args):
+        """args: numpy inputs, ints/None, or (numpy, python) output pairs; returns the
+        outputs of the C call and of the python tier, as bytes."""
+        c_args = [a[0] if isinstance(a, tuple) else a for a in args]
+        py_args = [a[1] if isinstance(a, tuple) else
+                   (bytearray(a.tobytes()) if isinstance(a, np.ndarray) else a) for a in args]
+        k.call("nn_" + name, *c_args)
+        getattr(pytier, name)(*py_args)
+        outs = [i for i, a in enumerate(args) if isinstance(a, tuple)]
+        return ([c_args[i].tobytes() for i in outs], [bytes(py_args[i]) for i in outs])
+
+    for requant in (True, False):
+        acc = out("i32", n_out)
+        y = out("u8", n_out) if requant else acc
+        r, zy = (rq, 7) if requant else (None, 0)
+        # with rq, acc is scratch (its content unspecified): compare y only
+        c, p = both("dense_q8", [x, w, zw, bias, r, acc, y, n_in, n_out, zy])
+        assert c[-1] == p[-1], ("dense_q8", requant)
+        acc = out("i32", n_out)
+        y = out("u8", n_out) if requant else acc
+        c, p = both("sparse_q8", [x, colptr, rows, 1, vals, zw, bias, r, acc, y, n_in, n_out, zy])
+        assert c[-1] == p[-1], ("sparse_q8", requant)
+    assert operator_eq(*both("binarize", [x, 100, out("bits", n_in), n_in]))
+    assert operator_eq(*both("xnor_dense", [xb, wb, thr, out("bits", n_out), n_in, n_out]))
+    assert operator_eq(*both("xnor_out", [xb, wb, thr, bias, out("i32", n_out), n_in, n_out]))
+
+    yf = np.array([1, np.nan, 3, 5], np.float32)
+    assert k.call("nn_argmax_f32", yf, 4) == pytier.argmax_f32(array.array("f", yf.tobytes()), 4)
+    assert k.call("nn_argmax_i32", bias, n_out) == pytier.argmax_i32(
+        array.array("i", bias.tobytes()), n_out)
+    bad_rows = rows.copy()
+    bad_rows[-1] = n_out
+    for rw in (rows, bad_rows):
+        assert k.call("nn_check_csc", colptr, rw, 1, n_in, n_out, rw.size) == pytier.check_csc(
+            bytearray(colptr.tobytes()), bytearray(rw.tobytes()), 1, n_in, n_out, rw.size)
+    fa = np.array([1, 2, np.inf, 3], np.float32)
+    assert k.call("nn_check_f32", fa, 4) == pytier.check_f32(bytearray(fa.tobytes()), 4) == 3
+
+
+def operator_eq(c, p):
+    return c == p
+
+
+def test_binding_helpers():
+    exe = _unix_micropython()
+    code = _MP_PRELUDE + """
+y = array.array('f', [1.0, 5.0, float('nan'), 5.0])
+print(_nn_c.argmax_f32(y, 2), _nn_c.argmax_f32(y, 4), _nn_c.argmax_i32(array.array('i', [3, 9, 9]), 3))
+cp = bytearray(1) + bytes(array.array('I', [0, 2, 2, 3]))
+rows = bytearray(1) + bytes([1, 4, 2])
+print(_nn_c.check_csc(memoryview(cp)[1:], memoryview(rows)[1:], 1, 3, 5, 3),
+      _nn_c.check_csc(memoryview(cp)[1:], memoryview(rows)[1:], 1, 3, 4, 3),
+      _nn_c.check_csc(memoryview(cp)[1:], memoryview(rows)[1:], 1, 3, 5, 2))
+f = bytearray(1) + bytes(array.array('f', [1.0, float('inf'), 2.0]))
+print(_nn_c.check_f32(memoryview(f)[1:], 3), _nn_c.check_f32(memoryview(f)[1:], 1))
+try:
+    _nn_c.argmax_f32(memoryview(f)[1:], 2)
+except ValueError as e:
+    print('ValueError', e)
+"""
+    out = _run_mp(exe, code).split("\n")
+    assert out[0].split() == ["1", "2", "1"]
+    assert out[1].split() == ["0", "1", "4"]  # row 4 >= n_out in column 0; colptr end != nnz
+    assert out[2].split() == ["2", "0"]
+    assert out[3].startswith("ValueError y must be 4-byte aligned")

@@ -43,6 +43,10 @@ SIGS: dict[str, tuple[str, str]] = {
     "nn_xnor_dense": ("pppouu", "v"),
     "nn_xnor_out": ("ppppouu", "v"),
     "nn_relu_f32": ("ou", "v"),
+    "nn_argmax_i32": ("pu", "u"),
+    "nn_argmax_f32": ("pu", "u"),
+    "nn_check_csc": ("ppuuuu", "u"),
+    "nn_check_f32": ("pu", "u"),
     "nn_requant": ("iuu", "b"),
     "nn_popcount_xor": ("ppu", "u"),
 }

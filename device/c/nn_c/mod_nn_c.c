@@ -202,6 +202,47 @@ static mp_obj_t nn_c_relu_f32(mp_obj_t y_obj, mp_obj_t n_obj) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(nn_c_relu_f32_obj, nn_c_relu_f32);
 
+// argmax_i32(y, n) -> int, argmax_f32(y, n) -> int
+static mp_obj_t nn_c_argmax_i32(mp_obj_t y_obj, mp_obj_t n_obj) {
+    uint32_t n = NN_SIZE(n_obj, n);
+    const int32_t *y = NN_IN(y_obj, 4ull * n, 4, y);
+    return MP_OBJ_NEW_SMALL_INT(nn_argmax_i32(y, n));
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(nn_c_argmax_i32_obj, nn_c_argmax_i32);
+
+static mp_obj_t nn_c_argmax_f32(mp_obj_t y_obj, mp_obj_t n_obj) {
+    uint32_t n = NN_SIZE(n_obj, n);
+    const float *y = NN_IN(y_obj, 4ull * n, 4, y);
+    return MP_OBJ_NEW_SMALL_INT(nn_argmax_f32(y, n));
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(nn_c_argmax_f32_obj, nn_c_argmax_f32);
+
+// check_csc(colptr, rows, index_bytes, n_in, n_out, nnz) -> int (any alignment)
+static mp_obj_t nn_c_check_csc(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    uint32_t index_bytes = nn_int(args[2], 1, 2, MP_QSTR_index_bytes);
+    uint32_t n_in = NN_SIZE(args[3], n_in), n_out = NN_SIZE(args[4], n_out);
+    mp_int_t nnz = mp_obj_get_int(args[5]);
+    if (nnz < 0) {
+        mp_raise_ValueError(MP_ERROR_TEXT("nnz must be >= 0"));
+    }
+    const uint8_t *colptr = NN_IN(args[0], 4ull * (n_in + 1), 1, colptr);
+    const uint8_t *rows = NN_IN(args[1], (uint64_t)nnz * index_bytes, 1, rows);
+    return MP_OBJ_NEW_SMALL_INT(nn_check_csc(colptr, rows, index_bytes, n_in, n_out, nnz));
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_check_csc_obj, 6, 6, nn_c_check_csc);
+
+// check_f32(a, n) -> int (any alignment)
+static mp_obj_t nn_c_check_f32(mp_obj_t a_obj, mp_obj_t n_obj) {
+    mp_int_t n = mp_obj_get_int(n_obj);
+    if (n < 0) {
+        mp_raise_ValueError(MP_ERROR_TEXT("n must be >= 0"));
+    }
+    const uint8_t *a = NN_IN(a_obj, 4ull * n, 1, a);
+    return MP_OBJ_NEW_SMALL_INT(nn_check_f32(a, n));
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(nn_c_check_f32_obj, nn_c_check_f32);
+
 // The functions run() may call.
 static const void *const nn_c_kernels[] = {
     &nn_c_dense_f32_obj, &nn_c_dense_q8w_obj, &nn_c_dense_q8_obj, &nn_c_sparse_f32_obj,
@@ -261,6 +302,10 @@ static const mp_rom_map_elem_t nn_c_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_xnor_dense), MP_ROM_PTR(&nn_c_xnor_dense_obj) },
     { MP_ROM_QSTR(MP_QSTR_xnor_out), MP_ROM_PTR(&nn_c_xnor_out_obj) },
     { MP_ROM_QSTR(MP_QSTR_relu_f32), MP_ROM_PTR(&nn_c_relu_f32_obj) },
+    { MP_ROM_QSTR(MP_QSTR_argmax_i32), MP_ROM_PTR(&nn_c_argmax_i32_obj) },
+    { MP_ROM_QSTR(MP_QSTR_argmax_f32), MP_ROM_PTR(&nn_c_argmax_f32_obj) },
+    { MP_ROM_QSTR(MP_QSTR_check_csc), MP_ROM_PTR(&nn_c_check_csc_obj) },
+    { MP_ROM_QSTR(MP_QSTR_check_f32), MP_ROM_PTR(&nn_c_check_f32_obj) },
 };
 static MP_DEFINE_CONST_DICT(nn_c_module_globals, nn_c_module_globals_table);
 

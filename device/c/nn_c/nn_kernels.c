@@ -770,3 +770,85 @@ NN_HOT void nn_relu_f32(float *y, uint32_t n) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+NN_HOT uint32_t nn_argmax_i32(const int32_t *y, uint32_t n) {
+    uint32_t best = 0;
+    int32_t v = y[0];
+    for (uint32_t c = 1; c < n; c++) {
+        if (y[c] > v) {
+            v = y[c];
+            best = c;
+        }
+    }
+    return best;
+}
+
+// The float ordering on the bits, without soft-float compares: for non-NaN values,
+// key(a) > key(b) exactly when a > b (and key(-0.0) == key(0.0)).
+static inline int32_t f32_key(uint32_t u) {
+    return (u >> 31) ? -(int32_t)(u & 0x7fffffffu) : (int32_t)u;
+}
+
+static inline int f32_is_nan(uint32_t u) {
+    return (u & 0x7fffffffu) > 0x7f800000u;
+}
+
+NN_HOT uint32_t nn_argmax_f32(const float *y, uint32_t n) {
+    const nn_word *yw = (const nn_word *)y;
+    if (f32_is_nan(yw[0].u)) {
+        return 0;
+    }
+    uint32_t best = 0;
+    int32_t v = f32_key(yw[0].u);
+    for (uint32_t c = 1; c < n; c++) {
+        uint32_t u = yw[c].u;
+        if (f32_is_nan(u)) {
+            return c;
+        }
+        int32_t t = f32_key(u);
+        if (t > v) {
+            v = t;
+            best = c;
+        }
+    }
+    return best;
+}
+
+static inline uint32_t rd_u32(const uint8_t *p) {
+    return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+uint32_t nn_check_csc(const uint8_t *colptr, const uint8_t *rows, uint32_t index_bytes,
+    uint32_t n_in, uint32_t n_out, uint32_t nnz) {
+    if (rd_u32(colptr) != 0 || rd_u32(colptr + 4 * n_in) != nnz) {
+        return n_in + 1;
+    }
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < n_in; i++) {
+        uint32_t end = rd_u32(colptr + 4 * (i + 1));
+        if (end < k || end > nnz) {
+            return i + 1;
+        }
+        uint32_t next = 0;  // the smallest row the next stored weight may have
+        for (; k < end; k++) {
+            uint32_t r = index_bytes == 1 ? rows[k] : rows[2 * k] | (uint32_t)rows[2 * k + 1] << 8;
+            if (r < next || r >= n_out) {
+                return i + 1;
+            }
+            next = r + 1;
+        }
+    }
+    return 0;
+}
+
+uint32_t nn_check_f32(const uint8_t *a, uint32_t n) {
+    for (uint32_t k = 0; k < n; k++, a += 4) {
+        if ((a[2] & 0x80) && (a[3] & 0x7f) == 0x7f) {  // exponent bits all ones
+            return k + 1;
+        }
+    }
+    return 0;
+}

@@ -60,6 +60,19 @@ void nn_xnor_out(const uint32_t *x, const uint32_t *w, const int32_t *a, const i
 // y[c] = max(y[c], 0) in place (as `if y < 0: y = 0`: -0.0 and NaN are kept).
 void nn_relu_f32(float *y, uint32_t n);
 
+// Helpers (docs/KERNELS.md). Index of the first maximum of y[:n] (n >= 1); for floats
+// the first NaN wins and -0.0 equals 0.0, as numpy's argmax and `t > v` comparisons.
+uint32_t nn_argmax_i32(const int32_t *y, uint32_t n);
+uint32_t nn_argmax_f32(const float *y, uint32_t n);
+// Load-time checks on arrays of any alignment (they run before nn copies misaligned
+// arrays). check_csc: 0 if colptr (u32[n_in+1]) starts at 0, ends at nnz, never
+// decreases and stays <= nnz, and each column's rows (u8 or u16 by index_bytes) are
+// strictly increasing and < n_out; else 1 + the first bad column, n_in + 1 for bad ends.
+// check_f32: 0 if the n f32 values are finite, else 1 + the index of the first that is not.
+uint32_t nn_check_csc(const uint8_t *colptr, const uint8_t *rows, uint32_t index_bytes,
+    uint32_t n_in, uint32_t n_out, uint32_t nnz);
+uint32_t nn_check_f32(const uint8_t *a, uint32_t n);
+
 // Building blocks, exported for tests.
 // FORMAT.md requantization of one accumulator (rq = M | s1 << 16 | s2 << 24).
 uint8_t nn_requant(int32_t acc, uint32_t rq, uint32_t zy);
