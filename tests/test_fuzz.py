@@ -157,6 +157,8 @@ def test_fuzz_load(rt, device_models, tmp_path):
                 assert _same_float(y, ref), where
             loaded += 1
         total += len(cases)
+    print(f"fuzz {runner.name}-{tier}: {total} corruptions, {refused} refused, {loaded} loaded "
+          "and equal to the reference")
     assert total >= 2000
     # both outcomes must be well represented, or the fuzzing proves little
     assert refused > total // 4 and loaded > total // 10, (refused, loaded)
