@@ -86,9 +86,10 @@ PICONN := $(PY) -m piconn
 TRAIN_F32 = $(PICONN) train mnist --arch 784-128-10 --out $@
 TRAIN_XNOR = $(PICONN) train mnist --kind xnor --out $@
 PRUNE = $(PICONN) prune $(MODELS)/mnist_f32.npz --sparsity 0.9 --out $@
-QUANTIZE = $(PICONN) quantize $(QSRC) --mode full --out $@
+QMODE = full
+QUANTIZE = $(PICONN) quantize $(QSRC) --mode $(QMODE) --out $@
 EXPORT = $(PICONN) export $(XSRC) --name $(basename $(notdir $@)) --out $(MODELS) --samples 100
-MODEL_NAMES := mnist_f32 mnist_sparse mnist_q8 mnist_sparse_q8 mnist_xnor
+MODEL_NAMES := mnist_f32 mnist_sparse mnist_q8w mnist_q8 mnist_sparse_q8 mnist_xnor
 MODEL_MODULES := $(MODEL_NAMES:%=$(MODELS)/%.py)
 # A failed step leaves no half-written file behind.
 .DELETE_ON_ERROR:
@@ -110,12 +111,17 @@ $(MODELS)/mnist_q8.nnb: private QSRC = $(MODELS)/mnist_f32.npz
 $(MODELS)/mnist_q8.nnb: | $(MODELS)/mnist_f32.npz
 $(MODELS)/mnist_sparse_q8.nnb: private QSRC = $(MODELS)/mnist_pruned.npz
 $(MODELS)/mnist_sparse_q8.nnb: | $(MODELS)/mnist_pruned.npz
-$(MODELS)/mnist_q8.nnb $(MODELS)/mnist_sparse_q8.nnb:
+$(MODELS)/mnist_q8w.nnb: private QSRC = $(MODELS)/mnist_f32.npz
+$(MODELS)/mnist_q8w.nnb: private QMODE = weights
+$(MODELS)/mnist_q8w.nnb: | $(MODELS)/mnist_f32.npz
+$(MODELS)/mnist_q8.nnb $(MODELS)/mnist_sparse_q8.nnb $(MODELS)/mnist_q8w.nnb:
 	$(QUANTIZE)
 $(MODELS)/mnist_f32.py: private XSRC = $(MODELS)/mnist_f32.npz
 $(MODELS)/mnist_f32.py: | $(MODELS)/mnist_f32.npz
 $(MODELS)/mnist_sparse.py: private XSRC = $(MODELS)/mnist_pruned.npz
 $(MODELS)/mnist_sparse.py: | $(MODELS)/mnist_pruned.npz
+$(MODELS)/mnist_q8w.py: private XSRC = $(MODELS)/mnist_q8w.nnb
+$(MODELS)/mnist_q8w.py: | $(MODELS)/mnist_q8w.nnb
 $(MODELS)/mnist_q8.py: private XSRC = $(MODELS)/mnist_q8.nnb
 $(MODELS)/mnist_q8.py: | $(MODELS)/mnist_q8.nnb
 $(MODELS)/mnist_sparse_q8.py: private XSRC = $(MODELS)/mnist_sparse_q8.nnb
