@@ -460,6 +460,9 @@ def _unix_micropython() -> str:
     r = subprocess.run([exe, "-c", "import _nn_c"], capture_output=True, text=True, check=False)
     if r.returncode:
         pytest.skip(f"{exe} has no _nn_c module (built before device/c existed?)")
+    newest = max(p.stat().st_mtime for p in SRC_DIR.iterdir())
+    if Path(exe).stat().st_mtime < newest:
+        pytest.skip(f"{exe} is older than {SRC_DIR} (make firmware BOARD=UNIX rebuilds it)")
     return exe
 
 
