@@ -48,6 +48,7 @@ COMMAND_MODULES: list[str] = [
     "piconn.quant",
     "piconn.xnor",
     "piconn.export",
+    "piconn.romfs",
 ]
 
 
