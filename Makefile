@@ -41,6 +41,7 @@ $(NODE_STAMP): tools/node/package.json tools/node/package-lock.json
 # ---------------------------------------------------------------------------
 # Models, firmware, virtual Pico.
 #   make models                  train + export the MNIST models into build/models (only what's missing)
+#   make romfs                   build/models.romfs: models for the /rom partition (read in place)
 #   make firmware [BOARD=PICO]   build/PICO/firmware.uf2 (BOARD=PICO2: build/PICO2, BOARD=UNIX: build/UNIX/micropython)
 #   make emulate [PORT=2040]     boot build/PICO/firmware.uf2 in the virtual Pico, console on 127.0.0.1:PORT
 #   make deploy [BOARD=PICO]     copy the UF2 to a Pico in BOOTSEL mode
@@ -130,6 +131,16 @@ $(MODELS)/mnist_xnor.py: private XSRC = $(MODELS)/mnist_xnor.npz
 $(MODELS)/mnist_xnor.py: | $(MODELS)/mnist_xnor.npz
 $(MODEL_MODULES):
 	$(EXPORT)
+
+# A ROMFS image of models for the /rom partition (256 KB on PICO), every model
+# aligned so the device reads it in place: `mpremote romfs deploy build/models.romfs`.
+#   make romfs [ROMFS_MODELS="mnist_q8 mnist_xnor"]
+ROMFS_MODELS ?= mnist_q8 mnist_sparse_q8 mnist_xnor mnist_sparse
+ROMFS_IMAGE := build/models.romfs
+.PHONY: romfs
+# Rebuilt every time (a second); the .nnb files come with their modules.
+romfs: $(ROMFS_MODELS:%=$(MODELS)/%.py)
+	$(PICONN) romfs $(ROMFS_MODELS:%=$(MODELS)/%.nnb) --out $(ROMFS_IMAGE)
 
 # The firmware freezes whatever models exist: a model step that fails is a
 # warning here (STRICT_MODELS=1 makes it an error); `make models` shows it.
