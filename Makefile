@@ -203,6 +203,12 @@ mpy-cross: mp-tree host-tools
 # --- firmware ---------------------------------------------------------------
 firmware: firmware-$(BOARD)
 
+# frozen_content.c declares the qstrs of the frozen modules that the firmware itself
+# lacks, and MicroPython regenerates it only when a frozen module changes: when device/c
+# gains a name the frozen code also uses, the stale file redeclares MP_QSTR_<name>.
+# So it is deleted (and regenerated) whenever a device/c file is newer.
+stale_frozen = f=$(1); if [ -f $$f ] && [ -n "$$(find device/c -type f -newer $$f)" ]; then rm -f $$f; fi
+
 # rp2 boards through CMake, configured afresh (clean build) whenever the
 # configuration changes, e.g. when device/c gains its build files.
 firmware-PICO firmware-PICO2: firmware-%: venv mp-tree arm-toolchain mpy-cross models-or-warn
@@ -210,6 +216,7 @@ firmware-PICO firmware-PICO2: firmware-%: venv mp-tree arm-toolchain mpy-cross m
 	if [ "$$(cat build/$*/config.txt 2>/dev/null)" != "$$args" ]; then \
 	  rm -rf build/$*/cmake; mkdir -p build/$*; printf '%s\n' "$$args" > build/$*/config.txt; fi; \
 	[ -f build/$*/cmake/Makefile ] || cmake -S $(MICROPY_DIR)/ports/rp2 -B build/$*/cmake $$args
+	@$(call stale_frozen,build/$*/cmake/frozen_content.c)
 	cmake --build build/$*/cmake -j $(JOBS) -- --no-print-directory
 	@cp build/$*/cmake/firmware.bin build/$*/cmake/firmware.elf build/$*/cmake/firmware.elf.map build/$*/
 	@$(PY) tools/uf2.py build/$*/firmware.bin build/$*/firmware.uf2 --family $($*_FAMILY) $($*_UF2_FLAGS)
@@ -220,6 +227,7 @@ firmware-UNIX: venv mp-tree host-tools mpy-cross models-or-warn
 	@args='$(strip $(UNIX_MAKE_ARGS))'; \
 	if [ "$$(cat build/UNIX/config.txt 2>/dev/null)" != "$$args" ]; then \
 	  rm -rf build/UNIX/obj; mkdir -p build/UNIX; printf '%s\n' "$$args" > build/UNIX/config.txt; fi
+	@$(call stale_frozen,build/UNIX/obj/frozen_content.c)
 	$(MAKE) --no-print-directory -C $(MICROPY_DIR)/ports/unix -f Makefile -f $(abspath boards/UNIX/piconn.mk) \
 	  -j$(JOBS) $(UNIX_MAKE_ARGS)
 	@cp build/UNIX/obj/micropython build/UNIX/micropython

@@ -631,6 +631,58 @@ for bad in ([(len, (x,))], [(_nn_c.relu_f32,)], 5, [(_nn_c.relu_f32, 3)]):
     assert out == ["True", "True", "True"] + ["TypeError"] * 4, out
 
 
+def test_binding_run_checks_input_returns_last_result():
+    """run(steps, x): x must be exactly what the first step takes (size, element type),
+    checked in O(1); run returns the last call's result (argmax as the last step)."""
+    exe = _unix_micropython()
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 256, 100).astype(np.uint8)
+    xf = rng.standard_normal(20).astype(np.float32)
+    code = _MP_PRELUDE + f"""
+x = b64('{_b64(x)}'); xf = array.array('f', b64('{_b64(xf)}'))
+xb = array.array('I', bytes(16)); y = array.array('f', bytes(80))
+su8 = ((_nn_c.binarize, (None, 100, xb, 100)), (_nn_c.argmax_i32, (xb, 4)))
+mv = memoryview(bytearray(x)); k = k2 = None  # (globals assigned under the lock exist)
+micropython.heap_lock()
+k = _nn_c.run(su8, x); k2 = _nn_c.run(su8, mv)
+micropython.heap_unlock()
+print('U8', k, k2, bytes(xb).hex())
+sf = ((_nn_c.relu_f32, (None, 20)), (_nn_c.argmax_f32, (xf, 20)))
+print('F', _nn_c.run(sf, xf), bytes(xf).hex())
+print('NONE', _nn_c.run(((_nn_c.relu_f32, (xf, 20)),), None))
+for steps, bad in ((su8, 'x' * 100), (su8, bytes(99)), (su8, bytearray(101)), (su8, [0] * 100),
+                   (su8, array.array('h', bytes(200))), (su8, None), (sf, bytes(80)),
+                   (sf, array.array('d', bytes(160))), (sf, array.array('f', bytes(76))),
+                   (sf, array.array('i', bytes(80)))):
+    try:
+        _nn_c.run(steps, bad)
+        print('no error')
+    except (TypeError, ValueError) as e:
+        print('E', type(e).__name__, e)
+"""
+    out = _run_mp(exe, code).splitlines()
+    bits = np.frombuffer(bytes.fromhex(out[0].split()[3]), "<u4")
+    ref_bits = np.zeros(4, np.uint32)
+    for j in np.nonzero(x >= 100)[0]:
+        ref_bits[j // 32] |= np.uint32(1 << (j % 32))
+    np.testing.assert_array_equal(bits, ref_bits)
+    want = int(np.argmax(ref_bits.view(np.int32)))
+    assert out[0].split()[1:3] == [str(want), str(want)]
+    relu = np.maximum(xf, 0)
+    assert out[1].split()[1] == str(int(np.argmax(relu)))
+    assert np.array_equal(np.frombuffer(bytes.fromhex(out[1].split()[2]), "<f4"), relu)
+    assert out[2] == "NONE None"
+    errs = out[3:]
+    assert len(errs) == 10 and all(e.startswith("E ") for e in errs), out
+    kinds = [e.split()[1] for e in errs]
+    assert kinds == ["TypeError", "ValueError", "ValueError", "TypeError", "TypeError",
+                     "TypeError", "TypeError", "TypeError", "ValueError", "TypeError"], errs
+    assert "takes 100 bytes, got 99" in errs[1] and "got 101" in errs[2]
+    assert "wider" in errs[4] and "NoneType" in errs[5]
+    assert "array('f') of 20 floats" in errs[6] and "array('d')" in errs[7]
+    assert "takes 20 floats, got 19" in errs[8]
+
+
 # ---------------------------------------------------------------------------
 # helpers (argmax, load-time checks)
 

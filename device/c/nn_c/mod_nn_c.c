@@ -5,6 +5,7 @@
 // kernel in nn_kernels.c. Nothing is allocated (except the exception on bad input),
 // so the functions run under micropython.heap_lock(). Contents are trusted: nn.load
 // has validated the model (sparse row indices, monotonic colptr).
+#include "py/binary.h"
 #include "py/runtime.h"
 
 #include "nn_kernels.h"
@@ -243,23 +244,118 @@ static mp_obj_t nn_c_check_f32(mp_obj_t a_obj, mp_obj_t n_obj) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(nn_c_check_f32_obj, nn_c_check_f32);
 
-// The functions run() may call.
-static const void *const nn_c_kernels[] = {
-    &nn_c_dense_f32_obj, &nn_c_dense_q8w_obj, &nn_c_dense_q8_obj, &nn_c_sparse_f32_obj,
-    &nn_c_sparse_q8_obj, &nn_c_binarize_obj, &nn_c_xnor_dense_obj, &nn_c_xnor_out_obj,
-    &nn_c_relu_f32_obj,
+// What run() knows of each function it may call: the argument holding n_in (the
+// first argument's size) and the first argument's element type.
+enum { NN_X_U8, NN_X_F32, NN_X_FLAG, NN_X_BITS, NN_X_I32 };  // FLAG: u8 if args[1] else f32
+typedef struct {
+    const void *fun;
+    uint8_t n_in_arg;
+    uint8_t x_type;
+} nn_step_kind_t;
+
+static const nn_step_kind_t nn_c_kernels[] = {
+    { &nn_c_dense_f32_obj, 5, NN_X_FLAG },
+    { &nn_c_dense_q8w_obj, 7, NN_X_FLAG },
+    { &nn_c_dense_q8_obj, 7, NN_X_U8 },
+    { &nn_c_sparse_f32_obj, 8, NN_X_FLAG },
+    { &nn_c_sparse_q8_obj, 10, NN_X_U8 },
+    { &nn_c_binarize_obj, 3, NN_X_U8 },
+    { &nn_c_xnor_dense_obj, 4, NN_X_BITS },
+    { &nn_c_xnor_out_obj, 5, NN_X_BITS },
+    { &nn_c_relu_f32_obj, 1, NN_X_F32 },
+    { &nn_c_argmax_i32_obj, 1, NN_X_I32 },
+    { &nn_c_argmax_f32_obj, 1, NN_X_F32 },
 };
 
-// run(steps, x): calls a prepared sequence of this module's functions from C, saving the
-// interpreter's cost of one call per layer (about 25 us on an RP2040 at 125 MHz).
-// steps: a tuple or list of (function, args) pairs, function one of this module's kernels
-// and args a tuple of its arguments exactly as for a direct call; x, unless None,
-// replaces args[0] of the first step (the model input). Nothing is allocated.
+// The input run() substitutes: a buffer object (bytes, bytearray, memoryview, array) of
+// exactly the size and element type the first step takes. O(1); TypeError/ValueError.
+static void nn_check_input(mp_obj_t x, const nn_step_kind_t *kind, size_t n_args,
+    const mp_obj_t *args) {
+    if (kind->n_in_arg >= n_args) {
+        return;  // too few arguments: the function's own call raises
+    }
+    uint32_t n = NN_SIZE(args[kind->n_in_arg], n_in);
+    int type = kind->x_type;
+    if (type == NN_X_FLAG) {
+        type = n_args > 1 && mp_obj_is_true(args[1]) ? NN_X_U8 : NN_X_F32;
+    }
+    bool typed = mp_obj_is_type(x, &mp_type_memoryview) || mp_obj_is_type(x, &mp_type_array);
+    if (!typed && !mp_obj_is_type(x, &mp_type_bytes) && !mp_obj_is_type(x, &mp_type_bytearray)) {
+        if (type == NN_X_F32) {
+            mp_raise_msg_varg(&mp_type_TypeError,
+                MP_ERROR_TEXT("input must be array('f') of %u floats, not %s"), (unsigned)n,
+                mp_obj_get_type_str(x));
+        }
+        mp_raise_msg_varg(&mp_type_TypeError,
+            MP_ERROR_TEXT("input must be bytes, bytearray, memoryview or array, not %s"),
+            mp_obj_get_type_str(x));
+    }
+    mp_buffer_info_t bi;
+    mp_get_buffer_raise(x, &bi, MP_BUFFER_READ);
+    int tc = bi.typecode;
+    size_t need = n;
+    const char *unit = "bytes";
+    if (type == NN_X_U8) {
+        if (tc != BYTEARRAY_TYPECODE && tc != 'B' && tc != 'b') {
+            mp_raise_msg_varg(&mp_type_TypeError,
+                MP_ERROR_TEXT("input must be %u raw bytes; the %s holds wider elements"),
+                (unsigned)n, mp_obj_get_type_str(x));
+        }
+    } else if (type == NN_X_F32) {
+        if (tc != 'f' && typed) {
+            mp_raise_msg_varg(&mp_type_TypeError,
+                MP_ERROR_TEXT("input must be array('f') of %u floats, not %s('%c')"),
+                (unsigned)n, mp_obj_get_type_str(x), tc == BYTEARRAY_TYPECODE ? 'B' : tc);
+        }
+        if (tc != 'f') {
+            mp_raise_msg_varg(&mp_type_TypeError,
+                MP_ERROR_TEXT("input must be array('f') of %u floats, not %s"), (unsigned)n,
+                mp_obj_get_type_str(x));
+        }
+        need = 4 * n;
+        unit = "floats";
+    } else if (type == NN_X_I32) {
+        if (tc != 'i' && tc != 'I') {
+            mp_raise_msg_varg(&mp_type_TypeError,
+                MP_ERROR_TEXT("input must be array('i') of %u ints"), (unsigned)n);
+        }
+        need = 4 * n;
+        unit = "ints";
+    } else {  // bits: whole 32-bit words of any integer typecode
+        if (tc == 'f' || tc == 'd') {
+            mp_raise_msg_varg(&mp_type_TypeError,
+                MP_ERROR_TEXT("input must be a bit buffer of %u bytes, not floats"),
+                (unsigned)(4 * nn_words(n)));
+        }
+        need = 4 * nn_words(n);
+        n = need;
+    }
+    if (bi.len != need) {
+        size_t got = bi.len;
+        if (type == NN_X_F32 || type == NN_X_I32) {
+            got /= 4;
+        }
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("input takes %u %s, got %u"),
+            (unsigned)n, unit, (unsigned)got);
+    }
+}
+
+// run(steps, x) -> the last call's result: calls a prepared sequence of this module's
+// functions from C, saving the interpreter's cost of one call per layer (about 25 us on
+// an RP2040 at 125 MHz). steps: a tuple or list of (function, args) pairs, function one
+// of this module's kernels, relu_f32, argmax_i32 or argmax_f32, and args a tuple of its
+// arguments exactly as for a direct call. x, unless None, replaces args[0] of the first
+// step (the model input; steps prepared for that hold None there) and must be exactly what
+// that step takes: n_in bytes (bytes, bytearray, memoryview, array('B')) for u8,
+// array('f') of n_in floats, array('i') of n ints, or 4*ceil(n_in/32) bytes of bits;
+// TypeError/ValueError otherwise (also when both x and args[0] are None). Nothing is
+// allocated.
 #define NN_RUN_MAX_ARGS (13)
 static mp_obj_t nn_c_run(mp_obj_t steps_in, mp_obj_t x_in) {
     size_t n_steps;
     mp_obj_t *steps;
     mp_obj_get_array(steps_in, &n_steps, &steps);
+    mp_obj_t result = mp_const_none;
     for (size_t s = 0; s < n_steps; s++) {
         size_t n_pair, n_args;
         mp_obj_t *pair, *args;
@@ -267,26 +363,29 @@ static mp_obj_t nn_c_run(mp_obj_t steps_in, mp_obj_t x_in) {
         if (n_pair != 2) {
             mp_raise_TypeError(MP_ERROR_TEXT("run: a step is a (function, args) pair"));
         }
-        bool ours = false;
+        const nn_step_kind_t *kind = NULL;
         for (size_t k = 0; k < MP_ARRAY_SIZE(nn_c_kernels); k++) {
-            ours |= MP_OBJ_TO_PTR(pair[0]) == nn_c_kernels[k];
+            if (MP_OBJ_TO_PTR(pair[0]) == nn_c_kernels[k].fun) {
+                kind = &nn_c_kernels[k];
+            }
         }
         mp_obj_get_array(pair[1], &n_args, &args);
-        if (!ours || n_args > NN_RUN_MAX_ARGS) {
+        if (kind == NULL || n_args > NN_RUN_MAX_ARGS) {
             mp_raise_TypeError(MP_ERROR_TEXT("run: a step's function must be an _nn_c kernel"));
         }
-        if (s == 0 && x_in != mp_const_none && n_args > 0) {
+        if (s == 0 && n_args > 0 && (x_in != mp_const_none || args[0] == mp_const_none)) {
+            nn_check_input(x_in, kind, n_args, args);  // (an input of None raises here)
             mp_obj_t a[NN_RUN_MAX_ARGS];
             for (size_t k = 1; k < n_args; k++) {
                 a[k] = args[k];
             }
             a[0] = x_in;
-            mp_call_function_n_kw(pair[0], n_args, 0, a);
+            result = mp_call_function_n_kw(pair[0], n_args, 0, a);
         } else {
-            mp_call_function_n_kw(pair[0], n_args, 0, args);
+            result = mp_call_function_n_kw(pair[0], n_args, 0, args);
         }
     }
-    return mp_const_none;
+    return result;
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(nn_c_run_obj, nn_c_run);
 
