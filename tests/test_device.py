@@ -188,16 +188,63 @@ def test_heap_lock_c_float(rt, device_models, tmp_path):
         assert out.startswith("OK"), (kind, out)
 
 
+CRUN = """
+import nn, array, binascii
+nn.use_backend('c')
+m = nn.load({model!r})
+f = open({inputs!r}, 'rb')
+data = f.read()
+f.close()
+n = m.input_size
+data = array.array('f', data) if m.input_dtype == 'f32' else memoryview(data)
+out = array.array('i' if m.output_dtype == 'i32' else 'f', bytes(4 * m.output_size))
+print('RUN', m._fwd is not None, m._pred is not None)
+for i in range({count}):
+    x = data[i * n:(i + 1) * n]
+    y = binascii.hexlify(bytes(m.forward(x))).decode()
+    m.forward(x, out)  # out given: one bytecode call per layer
+    print(y == binascii.hexlify(bytes(out)).decode(), m.predict(x))
+"""
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_c_tier_one_call(kind, device_models, tmp_path, rng):
+    """In the C tier a model whose layers all run in C goes through one _nn_c.run call
+    (forward; predict with the argmax): same outputs as the per-layer calls, same classes."""
+    runners = [r for r in mpy.runners() if "c" in r.tiers]
+    if not runners:
+        pytest.skip("no MicroPython with the C tier (make firmware BOARD=UNIX)")
+    dm, blob = device_models[kind]
+    x = _inputs(dm, rng, 6)
+    (tmp_path / "m.nnb").write_bytes(blob)
+    (tmp_path / "x.bin").write_bytes(np.ascontiguousarray(x).tobytes())
+    out = runners[0].run(CRUN.format(model=str(tmp_path / "m.nnb"),
+                                     inputs=str(tmp_path / "x.bin"), count=len(x))).splitlines()
+    # a sigmoid/tanh/softmax between layers runs in Python: per-layer calls then
+    mid_act = any(getattr(L, "act", "none") not in ("none", "relu") for L in dm.layers[:-1])
+    assert out[0] == f"RUN {not mid_act} {not mid_act}"
+    assert all(line.split()[0] == "True" for line in out[1:]), out
+    preds = [int(line.split()[1]) for line in out[1:]]
+    np.testing.assert_array_equal(preds, np.argmax(reference.run(dm, x), axis=1))
+
+
 INPUTS = """
 import nn, array
+nn.use_backend({tier!r})
 m = nn.load({model!r})
 mf = nn.load({fmodel!r})
 def check(model, x, out=None):
+    p = None  # predict must raise (or not) as forward does
+    if out is None:
+        try:
+            p = model.predict(x)
+        except (TypeError, ValueError) as e:
+            p = type(e).__name__
     try:
         model.forward(x, out) if out is not None else model.forward(x)
-        print('accepted')
+        print('accepted' if p is None or type(p) is int else 'predict-raised ' + p)
     except (TypeError, ValueError) as e:
-        print(type(e).__name__, e)
+        print(type(e).__name__ if p is None or p == type(e).__name__ else 'predict-gave', e)
 n = m.input_size
 check(m, bytes(n - 1))
 check(m, bytearray(n + 1))
@@ -221,13 +268,16 @@ check(m, bytes(n), array.array('i', bytes(40)))
 """
 
 
-@needs_mp
-def test_bad_inputs(micropython, device_models, tmp_path):
-    """Wrong sizes and types -> TypeError/ValueError with a message; good ones accepted."""
+@pytest.mark.parametrize("rt", RT, ids=_ids)
+def test_bad_inputs(rt, device_models, tmp_path):
+    """Wrong sizes and types -> TypeError/ValueError with a message; good ones accepted
+    (forward and predict, every tier: the C tier checks inputs in _nn_c.run)."""
+    runner, tier = rt
     (tmp_path / "m.nnb").write_bytes(device_models["uint8"][1])
     (tmp_path / "f.nnb").write_bytes(device_models["float_f32in"][1])
-    out = micropython(INPUTS.format(model=str(tmp_path / "m.nnb"), fmodel=str(tmp_path / "f.nnb")),
-                      dirs=(tmp_path,)).splitlines()
+    out = runner.run(INPUTS.format(tier=tier, model=str(tmp_path / "m.nnb"),
+                                   fmodel=str(tmp_path / "f.nnb")),
+                     dirs=(tmp_path,)).splitlines()
     assert len(out) == 19
     bad, good = out[:14], out[14:]
     for line in bad:

@@ -87,7 +87,27 @@ _tbl_tier = [None] * len(_FUNCS)  # type: list
 _tbl_py = [getattr(_python, f) if f else None for f in _FUNCS]  # type: list
 
 
+def _probe_run():
+    # _nn_c.run if it returns the last call's result (argmax steps) and checks its input,
+    # as the firmware built with this nn does; else None (then every call goes by bytecode)
+    r = getattr(_nn_c, "run", None) if _nn_c is not None else None
+    if r is None:
+        return None
+    try:
+        if r(((_nn_c.argmax_i32, (None, 2)),), array("i", (0, 1))) == 1:
+            return r
+    except (TypeError, ValueError):
+        pass
+    return None
+
+
+# run(steps, x): a whole model in one call from bytecode (docs/KERNELS.md), or None
+_run = _probe_run()
+_crun = False  # the tier in use is 'c' and has run(): models whose layers all run in C use it
+
+
 def _rebuild():
+    global _crun
     for k in range(1, len(_FUNCS)):
         for t in range(_cur, len(_TIERS)):
             f = getattr(_TIERS[t][1], _FUNCS[k], None)
@@ -95,6 +115,7 @@ def _rebuild():
                 _tbl[k] = f
                 _tbl_tier[k] = _TIERS[t][0]
                 break
+    _crun = _run is not None and _TIERS[_cur][0] == "c"
 
 
 _rebuild()
@@ -393,6 +414,8 @@ class Model:
                 L[5] = acc if type(L[4]) is bytearray else L[4]
         self._plan = [tuple(L) for L in plan]
         self._last = self._plan[-1]
+        # the whole model as one _nn_c.run() call (forward; predict with the argmax too)
+        self._fwd, self._pred, self._post = _c_steps(self._plan, out_size, out_dt == _I32)
         self.input_size = in_size
         self.output_size = out_size
         self.input_dtype = DTYPES[in_dt]
@@ -513,6 +536,14 @@ class Model:
         36 ms (float); viper 11 ms (uint8), 2.6 ms (sparse uint8), 3.6 ms (XNOR);
         python 0.14-1.1 s (integer kinds), seconds for float kinds.
         """
+        if _crun and out is None:
+            s = self._fwd
+            if s is not None:
+                _run(s, x)  # the whole model from C; checks x (O(1))
+                y = self._last[4]
+                if self._post:
+                    _activate(y, self.output_size, self._post)
+                return y
         x = self._input(x)
         if out is not None:
             self._check_out(out)
@@ -554,6 +585,10 @@ class Model:
         """Class index (int) of one input: the first maximum of forward(x), NaN first
         for float outputs (as numpy's argmax). Costs forward() plus an O(output_size)
         scan; allocates nothing more."""
+        if _crun:
+            s = self._pred
+            if s is not None:
+                return _run(s, x)  # layers and argmax in one call from bytecode
         y = self.forward(x)
         if self._out_i32:
             return _tbl[_ARGMAX_I32](y, self.output_size)
@@ -609,6 +644,55 @@ class Model:
     def __repr__(self):
         return "<nn.Model %s: %s %d->%d>" % (self.name, self.family, self.input_size,
                                              self.output_size)
+
+
+def _c_steps(plan, n_out, out_i32):
+    # (forward steps, predict steps, activation left to Python) for _nn_c.run, or
+    # (None, None, 0) when a layer cannot run in C. The steps are the kernel calls of
+    # Model.forward with the input (args[0] of the first step) left None; a sigmoid,
+    # tanh or softmax may only follow the last layer (applied by Python after run).
+    if _run is None:
+        return None, None, 0
+    steps = []  # type: list
+    x = None
+    post = 0
+    for i in range(len(plan)):
+        L = plan[i]
+        k = L[0]
+        f = getattr(_nn_c, _FUNCS[k], None)
+        if f is None or L[10] or post:
+            return None, None, 0
+        y = L[4]
+        a = ()  # type: tuple
+        if k == DENSE_Q8:
+            a = (x, L[11], L[12], L[13], L[14] if L[14] else None,
+                 L[5] if type(y) is bytearray else y, y, L[2], L[3], L[7])
+        elif k == SPARSE_Q8:
+            a = (x, L[11], L[12], L[8], L[13], L[14], L[15], L[16] if L[16] else None,
+                 L[5] if type(y) is bytearray else y, y, L[2], L[3], L[7])
+        elif k == XNOR_DENSE:
+            a = (x, L[11], L[12], y, L[2], L[3])
+        elif k == XNOR_OUT:
+            a = (x, L[11], L[12], L[13], y, L[2], L[3])
+        elif k == BINARIZE:
+            a = (x, L[9], y, L[2])
+        elif k == DENSE_F32:
+            a = (x, L[6], L[11], L[12], y, L[2], L[3])
+        elif k == DENSE_Q8W:
+            a = (x, L[6], L[11], L[12], L[13], L[14], y, L[2], L[3])
+        else:  # SPARSE_F32
+            a = (x, L[6], L[11], L[12], L[8], L[13], L[14], y, L[2], L[3])
+        steps.append((f, a))
+        if L[1] == 1:
+            steps.append((_nn_c.relu_f32, (y, L[3])))
+        elif L[1]:
+            post = L[1]
+        x = y
+    fwd = tuple(steps)
+    if post:
+        return fwd, None, post
+    am = _nn_c.argmax_i32 if out_i32 else _nn_c.argmax_f32
+    return fwd, fwd + ((am, (x, n_out)),), 0
 
 
 def _dtn(code):

@@ -286,6 +286,11 @@ static void nn_check_input(mp_obj_t x, const nn_step_kind_t *kind, size_t n_args
                 MP_ERROR_TEXT("input must be array('f') of %u floats, not %s"), (unsigned)n,
                 mp_obj_get_type_str(x));
         }
+        if (type == NN_X_U8) {
+            mp_raise_msg_varg(&mp_type_TypeError,
+                MP_ERROR_TEXT("input must be %u raw bytes (bytes, bytearray, memoryview), not %s"),
+                (unsigned)n, mp_obj_get_type_str(x));
+        }
         mp_raise_msg_varg(&mp_type_TypeError,
             MP_ERROR_TEXT("input must be bytes, bytearray, memoryview or array, not %s"),
             mp_obj_get_type_str(x));
