@@ -106,13 +106,15 @@ def test_bad_names(name, device_models, tmp_path):
 
 
 def test_refuses_what_the_device_refuses(device_models, tmp_path):
-    """A model the device would refuse (here: a bias that can overflow int32) is not written."""
+    """A model the device would refuse (here: a bias that can overflow int32) is refused by
+    the host reader too, and not written."""
     dm, blob = device_models["uint8"]
     b = bytearray(blob)
     off = struct.unpack_from("<I", b, fmt.HEADER_SIZE + 16 + 8)[0]
     struct.pack_into("<i", b, off, 2**31 - 10)
     struct.pack_into("<I", b, 12, zlib.crc32(bytes(b[16:])) & 0xFFFFFFFF)
-    fmt.from_bytes(bytes(b))  # the host format alone accepts it
+    with pytest.raises(ValueError, match="int32"):
+        fmt.from_bytes(bytes(b))  # one place for the rules: the host reader refuses it
     with pytest.raises(ValueError, match="int32"):
         export.export_bytes(bytes(b), dm, "bad", tmp_path)
     assert not (tmp_path / "bad.py").exists()

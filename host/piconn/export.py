@@ -16,8 +16,9 @@ MODEL is a trained/compressed .npz (lowered with `lower.to_device`) or a .nnb
   frozen (100 digits are 78 KB); exporting again writes the same bytes.
 
 Output is deterministic: the same model gives byte-identical files. Before
-writing, the model is checked as strictly as the device's `nn.load` checks it
-(`device_check`), so an exported model never fails to load on the device.
+writing, the bytes are read back with `format.from_bytes`, which applies every
+rule the device's `nn.load` applies, so an exported model never fails to load on
+the device.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import keyword
 import os
-import struct
 import zlib
 from pathlib import Path
 
@@ -36,70 +36,18 @@ from . import ir
 
 SAMPLES_MODULE = "mnist_samples"
 _LINE_BYTES = 48  # bytes per source line of a bytes literal
-_INT32_MAX = 2**31 - 1
-_MAC_MAX = 255 * 255
-# the f32 parameter slots of each kind
-F32_SLOTS = {"dense_f32": (0, 1), "dense_q8w": (2, 3), "sparse_f32": (2, 3)}
 
 
 # ------------------------------------------------------------------ device rules
 
 
 def device_check(blob: bytes) -> None:
-    """Raise ValueError where the device's `nn.load` would refuse a model that
-    `format.from_bytes` accepts.
+    """Raise ValueError where the device's `nn.load` would refuse the model.
 
-    The device adds checks the host IR cannot express: input dtype u8/f32 and
-    output dtype f32/i32 (FORMAT.md), sparse row indices strictly increasing
-    within each column (the writer's order; a duplicate would be summed by the
-    kernels but collapsed by the reader), padding bits of binary weight rows
-    clear (the kernels count them), accumulators that cannot leave int32 for any
-    input (|bias| + 255*255*n_in, |a|*n_in + |b|), and finite f32 parameters (the
-    kernels skip zero inputs, which must not change a result: 0*inf is NaN).
+    Kept for callers: every rule (FORMAT.md, its content rules included) is in
+    `format.from_bytes` now, which this calls.
     """
-    dm = fmt.from_bytes(blob)  # everything the host checks first
-    if dm.input_dtype not in ("u8", "f32"):
-        raise ValueError(f"model input dtype {dm.input_dtype}: must be u8 or f32")
-    if dm.output_dtype not in ("f32", "i32"):
-        raise ValueError(f"model output dtype {dm.output_dtype}: must be f32 or i32")
-    n_layers = struct.unpack_from("<H", blob, 16)[0]
-    for k in range(n_layers):
-        rec = fmt._RECORD.unpack_from(blob, fmt.HEADER_SIZE + fmt.RECORD_SIZE * k)
-        code, _act, dt_in, _dt_out, n_i, n_o, nnz, _zy, ib = rec[:9]
-        offs = rec[11:]
-        kind = fmt.KIND_NAMES[code]
-        for slot in F32_SLOTS.get(kind, ()):
-            size = fmt._array_bytes(kind, slot, n_i, n_o, nnz, ib)
-            if not np.all(np.isfinite(np.frombuffer(blob, "<f4", size // 4, offs[slot]))):
-                raise ValueError(f"layer {k}: parameter {slot} holds NaN or infinity")
-        if kind in ("sparse_f32", "sparse_q8"):
-            colptr = np.frombuffer(blob, "<u4", n_i + 1, offs[0]).astype(np.int64)
-            rows = np.frombuffer(blob, "<u1" if ib == 1 else "<u2", nnz,
-                                 offs[1]).astype(np.int64) if nnz else np.zeros(0, np.int64)
-            col = np.repeat(np.arange(n_i), np.diff(colptr))
-            same = col[1:] == col[:-1]
-            if np.any(rows[1:][same] <= rows[:-1][same]):
-                raise ValueError(f"layer {k}: sparse row indices not increasing within a column")
-        if kind in ("dense_q8", "sparse_q8"):
-            bias = np.frombuffer(blob, "<i4", n_o, offs[2 if kind == "dense_q8" else 4])
-            _bound(k, int(np.abs(bias.astype(np.int64)).max()), _MAC_MAX * n_i)
-        if kind == "dense_q8w" and fmt.DTYPE_NAMES[dt_in] == "u8":
-            _bound(k, 0, _MAC_MAX * n_i)
-        if kind in ("xnor_dense", "xnor_out"):
-            nw = fmt.words(n_i)
-            w = np.frombuffer(blob, "<u4", nw * n_o, offs[0]).reshape(n_o, nw)
-            if n_i % 32 and np.any(w[:, -1] >> np.uint32(n_i % 32)):
-                raise ValueError(f"layer {k}: padding bits set in binary weight rows")
-            if kind == "xnor_out":
-                a = np.frombuffer(blob, "<i4", n_o, offs[1]).astype(np.int64)
-                b = np.frombuffer(blob, "<i4", n_o, offs[2]).astype(np.int64)
-                _bound(k, int(np.abs(b).max()), int(np.abs(a).max()) * n_i)
-
-
-def _bound(k: int, bias: int, macs: int) -> None:
-    if bias + macs > _INT32_MAX:
-        raise ValueError(f"layer {k}: accumulator could leave the int32 range "
-                         f"(|bias| {bias} + {macs})")
+    fmt.from_bytes(blob)
 
 
 # ------------------------------------------------------------------ sources
@@ -204,7 +152,7 @@ def export_bytes(blob: bytes, dm: ir.DeviceModel, name: str, out: str | Path,
                  ) -> tuple[Path, Path]:
     """Write OUT/NAME.py and OUT/NAME.nnb for model bytes `blob`; returns both paths."""
     check_name(name)
-    device_check(blob)
+    fmt.from_bytes(blob)  # every rule the device applies
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     mod_path, nnb_path = out / f"{name}.py", out / f"{name}.nnb"
@@ -220,7 +168,7 @@ def export(model: str | Path, name: str, out: str | Path, samples: int = 0,
     if samples < 0:
         raise ValueError("--samples must be 0 or more")
     blob, dm, meta = load_model(model)
-    device_check(blob)
+    fmt.from_bytes(blob)  # refuse before reading the samples
     out = Path(out)
     samples_path = None
     if samples:

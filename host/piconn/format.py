@@ -1,8 +1,9 @@
 """Write and read the piconn binary model format (docs/FORMAT.md, version 1).
 
 `to_bytes(DeviceModel) -> bytes` is deterministic: the same model gives the same
-bytes. `from_bytes(bytes) -> DeviceModel` validates as strictly as the device
-does, so the host can check exported files and tests can round-trip them.
+bytes. `from_bytes(bytes) -> DeviceModel` applies every rule the device's `nn.load`
+applies (the one place for them on the host), so the host can check exported
+files and tests can round-trip them.
 """
 
 from __future__ import annotations
@@ -166,6 +167,9 @@ def to_bytes(model: ir.DeviceModel) -> bytes:
         offsets = []
         for a in arrays:
             data = np.ascontiguousarray(a).tobytes()
+            if not data:  # an empty array (a sparse layer with nnz = 0) has offset 0
+                offsets.append(0)
+                continue
             offsets.append(pos)
             blobs.append(data + b"\0" * (_pad4(len(data)) - len(data)))
             pos += _pad4(len(data))
@@ -224,8 +228,63 @@ KIND_DTYPES = {
 }
 
 
+MODEL_IN_DTYPES = ("u8", "f32")
+MODEL_OUT_DTYPES = ("f32", "i32")
+N_KIND_SLOTS = {"dense_f32": 2, "dense_q8w": 4, "dense_q8": 4, "sparse_f32": 4, "sparse_q8": 6,
+                "binarize": 0, "xnor_dense": 2, "xnor_out": 3}
+# f32 parameter slots of each kind: all values must be finite
+F32_SLOTS = {"dense_f32": (0, 1), "dense_q8w": (2, 3), "sparse_f32": (2, 3)}
+INT32_MAX = 2**31 - 1
+MAC_MAX = 255 * 255  # the largest |x * (w - zw)| of a layer with u8 inputs and weights
+
+
+def _check_content(k: int, kind: str, arrays: list[bytes], dt_in: str, n_i: int, n_o: int,
+                   ib: int) -> None:
+    """The content rules of FORMAT.md ("Content rules"), as the device's nn.load applies them."""
+    for slot in F32_SLOTS.get(kind, ()):
+        if not np.all(np.isfinite(np.frombuffer(arrays[slot], "<f4"))):
+            raise ValueError(f"layer {k}: parameter {slot} holds NaN or infinity")
+    if kind in ("sparse_f32", "sparse_q8"):
+        colptr = np.frombuffer(arrays[0], "<u4").astype(np.int64)
+        rows = np.frombuffer(arrays[1], "<u1" if ib == 1 else "<u2").astype(np.int64)
+        nnz = len(rows)
+        if colptr[0] != 0 or colptr[-1] != nnz or np.any(np.diff(colptr) < 0):
+            raise ValueError(f"layer {k}: sparse column pointers are not a valid CSC index")
+        col = np.repeat(np.arange(n_i), np.diff(colptr))
+        bad = (rows >= n_o) | np.concatenate(([False], (col[1:] == col[:-1]) &
+                                              (rows[1:] <= rows[:-1])))
+        if np.any(bad):
+            raise ValueError(f"layer {k}: sparse column {col[np.argmax(bad)]}: row indices "
+                             f"not increasing or outside {n_o} outputs")
+    if kind in ("dense_q8", "sparse_q8"):
+        bias = np.frombuffer(arrays[2 if kind == "dense_q8" else 4], "<i4").astype(np.int64)
+        _bound(k, int(np.abs(bias).max()), MAC_MAX * n_i)
+    if kind == "dense_q8w" and dt_in == "u8":
+        _bound(k, 0, MAC_MAX * n_i)
+    if kind in ("xnor_dense", "xnor_out"):
+        nw = words(n_i)
+        w = np.frombuffer(arrays[0], "<u4").reshape(n_o, nw)
+        if n_i % 32 and np.any(w[:, -1] >> np.uint32(n_i % 32)):
+            raise ValueError(f"layer {k}: padding bits set in binary weight rows")
+        if kind == "xnor_out":
+            a = np.frombuffer(arrays[1], "<i4").astype(np.int64)
+            b = np.frombuffer(arrays[2], "<i4").astype(np.int64)
+            _bound(k, int(np.abs(b).max()), int(np.abs(a).max()) * n_i)
+
+
+def _bound(k: int, bias: int, macs: int) -> None:
+    if bias + macs > INT32_MAX:
+        raise ValueError(f"layer {k}: accumulator could leave the int32 range "
+                         f"(|bias| {bias} + {macs})")
+
+
 def from_bytes(buf: bytes) -> ir.DeviceModel:
-    """Parse and validate a model; ValueError says what is wrong."""
+    """Parse and validate a model; ValueError says what is wrong.
+
+    Applies every rule of docs/FORMAT.md, the content rules included, exactly as the
+    device's `nn.load` does: a model this accepts loads on the device, and a model
+    it refuses the device refuses too.
+    """
     buf = bytes(buf)
     if len(buf) < HEADER_SIZE:
         raise ValueError(f"model too short: {len(buf)} bytes, the header alone is {HEADER_SIZE}")
@@ -246,6 +305,10 @@ def from_bytes(buf: bytes) -> ir.DeviceModel:
     table_end = HEADER_SIZE + RECORD_SIZE * n_layers
     if table_end > total:
         raise ValueError("layer table runs past the end of the model")
+    if DTYPE_NAMES.get(in_dt) not in MODEL_IN_DTYPES:
+        raise ValueError(f"model input dtype {in_dt}: must be u8 or f32")
+    if DTYPE_NAMES.get(out_dt) not in MODEL_OUT_DTYPES:
+        raise ValueError(f"model output dtype {out_dt}: must be f32 or i32")
     layers: list[ir.Layer] = []
     prev = (in_size, DTYPE_NAMES.get(in_dt))
     for k in range(n_layers):
@@ -269,7 +332,7 @@ def from_bytes(buf: bytes) -> ir.DeviceModel:
             raise ValueError(f"layer {k}: bad stored-weight count {nnz}")
         if kind == "binarize" and n_i != n_o:
             raise ValueError(f"layer {k}: binarize must keep its size")
-        arrays = []
+        arrays = []  # every slot of the kind in order; b"" for an empty or unused one
         for slot, off in enumerate(offs):
             size = _array_bytes(kind, slot, n_i, n_o, nnz, ib)
             if kind in ("dense_q8", "sparse_q8") and slot == (3 if kind == "dense_q8" else 5):
@@ -277,10 +340,13 @@ def from_bytes(buf: bytes) -> ir.DeviceModel:
             if size == 0:
                 if off:
                     raise ValueError(f"layer {k}: unused parameter slot {slot} has an offset")
+                if slot < N_KIND_SLOTS[kind]:
+                    arrays.append(b"")
                 continue
             if off % 4 or off < table_end or off + size > total:
                 raise ValueError(f"layer {k}: parameter {slot} at {off}+{size} outside the model")
             arrays.append(buf[off:off + size])
+        _check_content(k, kind, arrays, dt_in, n_i, n_o, ib)
         layers.append(_build_layer(kind, arrays, ir.ACTS[act], dt_in, dt_out, n_i, n_o, zy, ib, thr))
         prev = (n_o, dt_out)
     if prev != (out_size, DTYPE_NAMES.get(out_dt)):
@@ -311,11 +377,6 @@ def _build_layer(kind, arrays, act, dt_in, dt_out, n_i, n_o, zy, ib, thr) -> ir.
     if kind in ("sparse_f32", "sparse_q8"):
         colptr = np.frombuffer(arrays[0], "<u4").astype(np.int64)
         rows = np.frombuffer(arrays[1], "<u1" if ib == 1 else "<u2").astype(np.int64)
-        nnz = len(rows)
-        if colptr[0] != 0 or colptr[-1] != nnz or np.any(np.diff(colptr) < 0):
-            raise ValueError("sparse column pointers are not a valid CSC index")
-        if nnz and rows.max() >= n_o:
-            raise ValueError(f"sparse row index {rows.max()} outside {n_o} outputs")
         cols = np.repeat(np.arange(n_i), np.diff(colptr))
         mask = np.zeros((n_o, n_i), dtype=bool)
         mask[rows, cols] = True

@@ -1,0 +1,110 @@
+"""One place for the format rules: `format.from_bytes` refuses what the device refuses,
+and empty arrays (a sparse layer with nnz = 0) are written, read and run everywhere.
+
+The crafted bad models of test_device.py check the device and the host message by
+message; here each content rule of docs/FORMAT.md is checked on the host reader
+alone, and nnz = 0 models run under MicroPython in every kernel tier.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from test_device import RT, _ids, _inputs, assert_agrees, run_model
+
+from piconn import format as fmt
+from piconn import ir, reference
+
+
+def _rq(n: int) -> dict:
+    return {"mult": np.full(n, 20000), "s1": np.full(n, 6), "s2": np.full(n, 14)}
+
+
+def empty_models() -> dict[str, ir.DeviceModel]:
+    """Models with a sparse layer that stores no weight (nnz = 0), one per sparse kind."""
+    rng = np.random.default_rng(3)
+    n, h = 50, 20
+    u8 = lambda *s: rng.integers(0, 256, s).astype(np.uint8)
+    none = lambda *s: np.zeros(s, dtype=bool)
+    some = lambda *s: rng.random(s) < 0.3
+    bias = lambda k: rng.integers(-20000, 20000, k).astype(np.int32)
+    f32 = lambda *s: rng.normal(0, 0.1, s).astype(np.float32)
+    return {
+        "q8_first_empty": ir.DeviceModel([
+            ir.DenseQ8(u8(h, n), u8(h), bias(h), **_rq(h), zy=5, out_dtype="u8", mask=none(h, n)),
+            ir.DenseQ8(u8(10, h), u8(10), bias(10), out_dtype="i32", mask=some(10, h))],
+            "sparse", 0.01),
+        "q8_last_empty_u16": ir.DeviceModel([
+            ir.DenseQ8(u8(300, n), u8(300), bias(300), **_rq(300), out_dtype="u8",
+                       mask=some(300, n)),
+            ir.DenseQ8(u8(10, 300), u8(10), bias(10), out_dtype="i32", mask=none(10, 300))],
+            "sparse", 0.01),
+        "f32_empty": ir.DeviceModel([
+            ir.DenseF32(f32(h, n) / 25, f32(h), "relu", "u8", mask=some(h, n)),
+            ir.DenseF32(f32(10, h), f32(10), mask=none(10, h))], "sparse"),
+    }
+
+
+@pytest.mark.parametrize("name", list(empty_models()))
+def test_empty_arrays_round_trip(name):
+    dm = empty_models()[name]
+    blob = fmt.to_bytes(dm)
+    k = next(i for i, la in enumerate(dm.layers) if not la.mask.any())
+    rec = fmt._RECORD.unpack_from(blob, fmt.HEADER_SIZE + fmt.RECORD_SIZE * k)
+    kind, n_i, n_o, nnz, ib, offs = fmt.KIND_NAMES[rec[0]], rec[4], rec[5], rec[6], rec[8], rec[11:]
+    assert nnz == 0 and offs[1] == 0 and offs[2] == 0  # rows and vals: empty, offset 0
+    for slot in (0, 3, 4):  # colptr, then b (f32) or zw, bias (q8): stored
+        if slot < fmt.N_KIND_SLOTS[kind]:
+            assert offs[slot] > 0 and fmt._array_bytes(kind, slot, n_i, n_o, nnz, ib) > 0
+    back = fmt.from_bytes(blob)
+    assert fmt.to_bytes(back) == blob
+    x = _inputs(dm, np.random.default_rng(0), 4)
+    np.testing.assert_array_equal(reference.run(back, x), reference.run(dm, x))
+
+
+@pytest.mark.parametrize("rt", RT, ids=_ids)
+@pytest.mark.parametrize("name", list(empty_models()))
+def test_empty_arrays_run_on_micropython(rt, name, tmp_path):
+    """nn.load accepts nnz = 0 and every tier's kernels compute the reference."""
+    runner, tier = rt
+    dm = empty_models()[name]
+    x = _inputs(dm, np.random.default_rng(1), 6)
+    tiers, ys, _ = run_model(runner, tier, fmt.to_bytes(dm), x, tmp_path)
+    assert len(tiers) == len(dm.layers)
+    assert_agrees(dm, ys, x)
+
+
+def _recrc(b: bytearray) -> bytes:
+    b[12:16] = struct.pack("<I", zlib.crc32(bytes(b[16:])) & 0xFFFFFFFF)
+    return bytes(b)
+
+
+def test_host_reader_refuses_what_the_device_refuses(device_models):
+    """Every crafted bad model of test_device.py (which the device refuses, checked there)
+    is refused by format.from_bytes alone, with the device's message."""
+    from test_device import bad_models
+
+    cases = bad_models(device_models)
+    assert len(cases) > 40
+    for what, blob, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            fmt.from_bytes(blob)
+            raise AssertionError(f"host accepted: {what}")
+
+
+@pytest.mark.parametrize("kind", ["uint8", "xnor"])
+def test_header_dtypes(device_models, kind):
+    """The model's input must be u8 or f32 and its output f32 or i32 (checked from the
+    header, before the layer chain: an xnor_dense first layer would take bits)."""
+    blob = device_models[kind][1]
+    b = bytearray(blob)
+    b[28] = fmt.DTYPE_CODES["bits"]
+    with pytest.raises(ValueError, match="input dtype 2: must be u8 or f32"):
+        fmt.from_bytes(_recrc(b))
+    b = bytearray(blob)
+    b[29] = fmt.DTYPE_CODES["u8"]
+    with pytest.raises(ValueError, match="output dtype 0: must be f32 or i32"):
+        fmt.from_bytes(_recrc(b))
