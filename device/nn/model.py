@@ -233,7 +233,10 @@ def load(src, name=None):
     src: bytes / bytearray / memoryview holding the model (used in place: frozen
     bytes stay in flash, nothing is copied); a module with a MODEL attribute (as
     written by `piconn export`); or a file path (a file on ROMFS is used in place
-    through the buffer protocol, any other file is read into RAM).
+    through the buffer protocol, any other file is read into RAM). For ROMFS build
+    the image with `piconn romfs` (models on 16-byte boundaries, then `mpremote
+    romfs deploy IMAGE`): `mpremote romfs deploy FOLDER` leaves them unaligned,
+    which costs a RAM copy of every word array (see `copies`).
     Validates magic, version, sizes, CRC-32, every offset and length, sparse
     indices, requantization fields and the dtype chain: ValueError/TypeError with
     a message on bad input. Cost: one pass over the bytes (CRC) plus one over the
@@ -326,7 +329,7 @@ class Model:
 
         base = _address(buf)
         self.aligned = base is None or base & 3 == 0
-        self.in_flash = where is None and base is not None and _is_flash(base)
+        self.in_flash = base is not None and _is_flash(base)  # frozen bytes or ROMFS
         self.where = where or ("flash" if self.in_flash else "in place")
         ram = n if where == "ram" and type(self._owner) is not bytearray else 0
         copies = 0
@@ -637,7 +640,9 @@ class Model:
                 "%d %s" % (L[3], DTYPES[L[18]]), pb, tiers[i]))
         lines.append("  model %d B (%s), parameters %d B read in place; RAM buffers %d B "
                      "(activations and scratch %d B, aligned copies %d B)" % (
-                         self.model_bytes, self.where, self.param_bytes - self.copies,
+                         self.model_bytes, self.where + (" in flash" if self.in_flash and
+                                                         self.where != "flash" else ""),
+                         self.param_bytes - self.copies,
                          self.ram, self.ram - self.copies, self.copies))
         return "\n".join(lines)
 
