@@ -419,6 +419,7 @@ class Model:
         self._last = self._plan[-1]
         # the whole model as one _nn_c.run() call (forward; predict with the argmax too)
         self._fwd, self._pred, self._post = _c_steps(self._plan, out_size, out_dt == _I32)
+        self._y = self._last[4]
         self.input_size = in_size
         self.output_size = out_size
         self.input_dtype = DTYPES[in_dt]
@@ -528,25 +529,28 @@ class Model:
         """Run the model on one input; returns the output buffer.
 
         x: `input_size` raw bytes (bytes/bytearray/memoryview) for a u8-input model,
-        array('f') for an f32-input one (copied into the model's input buffer).
+        array('f') for an f32-input one (the python/viper tiers copy it into the
+        model's input buffer). Wrong type or size: TypeError/ValueError (O(1) check).
         Returns array('f') (logits, or the last activation) or array('i') (raw scores:
         times `output_scale` = logits). The returned buffer belongs to the model and
         is overwritten by the next call; pass `out` (an array of the same type and
         length) to have the last layer write there instead.
+        In the C tier a model whose layers all have C kernels runs as one call
+        (_nn_c.run, docs/KERNELS.md); with `out`, or in the other tiers, each layer
+        is one call from bytecode (about 25 us each on an RP2040).
         RAM: none (buffers were made by load); the python/viper tiers box floats for
         float layers. Time on an RP2040 at 125 MHz (784-128-10, emulated, weights in
-        flash): C 2.1 ms (uint8), 1.2 ms (sparse uint8), 2.0 ms (XNOR 784-256-256-10),
-        36 ms (float); viper 11 ms (uint8), 2.6 ms (sparse uint8), 3.6 ms (XNOR);
+        flash): C 1.5 ms (uint8), 0.67 ms (sparse uint8), 1.4 ms (XNOR 784-256-256-10),
+        34 ms (float); viper 11 ms (uint8), 2.6 ms (sparse uint8), 3.6 ms (XNOR);
         python 0.14-1.1 s (integer kinds), seconds for float kinds.
         """
         if _crun and out is None:
             s = self._fwd
             if s is not None:
                 _run(s, x)  # the whole model from C; checks x (O(1))
-                y = self._last[4]
                 if self._post:
-                    _activate(y, self.output_size, self._post)
-                return y
+                    _activate(self._y, self.output_size, self._post)
+                return self._y
         x = self._input(x)
         if out is not None:
             self._check_out(out)
@@ -587,7 +591,8 @@ class Model:
     def predict(self, x):
         """Class index (int) of one input: the first maximum of forward(x), NaN first
         for float outputs (as numpy's argmax). Costs forward() plus an O(output_size)
-        scan; allocates nothing more."""
+        scan (in the C tier both in the one _nn_c.run call: XNOR 784-256-256-10 1.34 ms
+        on the emulated RP2040); allocates nothing more."""
         if _crun:
             s = self._pred
             if s is not None:
@@ -627,7 +632,8 @@ class Model:
             self.name or "model", self.family, self.input_size, self.input_dtype,
             self.output_size, self.output_dtype,
             " (x %g = logits)" % self.output_scale if self.output_dtype == "i32" else "",
-            self.n_layers, backend())]
+            self.n_layers, backend() + (" (one _nn_c.run call)" if _crun and self._fwd
+                                        is not None else ""))]
         lines.append("  #  kind        act      in          out         params B  tier")
         tiers = self.tiers()
         for i in range(len(self._plan)):
