@@ -282,6 +282,7 @@ test-builds: venv
 	  $(MAKE) --no-print-directory firmware-UNIX || exit 1; \
 	  if $(MAKE) --no-print-directory arm-toolchain; then \
 	    $(MAKE) --no-print-directory firmware-PICO || exit 1; \
+	    $(MAKE) --no-print-directory firmware-PICO2 || exit 1; \
 	  else echo "note: no Arm toolchain: build/PICO/firmware.uf2 not built, its tests will skip"; fi; \
 	else echo "note: no MicroPython tree: firmware not built, the firmware tests will skip"; fi
 
