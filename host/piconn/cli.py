@@ -271,10 +271,16 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_eval)
 
 
-def run_eval(args: argparse.Namespace) -> tuple[dict, str]:
-    path = Path(args.model)
+def model_file(name: str) -> Path:
+    """The path of an existing model file, or a CliError that names it."""
+    path = Path(name)
     if not path.is_file():
         raise CliError(f"no such model file: {path}")
+    return path
+
+
+def run_eval(args: argparse.Namespace) -> tuple[dict, str]:
+    path = model_file(args.model)
     _, _, x_test, y_test = load_data(args)
     from . import reference  # .nnb and compressed .npz: accuracy of the device arithmetic
 

@@ -185,13 +185,10 @@ def add_parser(sub: Any) -> None:
 def run_prune(args: Any) -> tuple[dict, str]:
     import sys
     import time
-    from pathlib import Path
 
     from . import cli, lower, train
 
-    path = Path(args.model)
-    if not path.is_file():
-        raise cli.CliError(f"no such model file: {path}")
+    path = cli.model_file(args.model)
     model, meta = nn.load(path)
     if lower.is_xnor(model):
         raise cli.CliError("XNOR models cannot be pruned (their weights are already binary)")

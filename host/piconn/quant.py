@@ -247,9 +247,7 @@ def run_quantize(args: Any) -> tuple[dict, str]:
     from . import cli, reference, train
     from . import format as fmt
 
-    path = Path(args.model)
-    if not path.is_file():
-        raise cli.CliError(f"no such model file: {path}")
+    path = cli.model_file(args.model)
     model, meta = nn.load(path)
     x_train, _, x_test, y_test = cli.load_data(args)
     x_cal = None
