@@ -90,6 +90,22 @@ def _finish_q8(bias, rq, acc, y, n_out, zy, zw, sx):
                            rq[o] | (rq[o + 1] << 8), rq[o + 2], rq[o + 3], zy)
 
 
+def _acc_u8(x, w, acc, n_in, n_out):
+    """acc[c] = sum of x[i]*W[i][c] over the nonzero u8 inputs (exact ints); returns sum(x)."""
+    for c in range(n_out):
+        acc[c] = 0
+    sx = 0
+    base = 0
+    for i in range(n_in):
+        xi = x[i]
+        if xi:
+            sx += xi
+            for c in range(n_out):
+                acc[c] += xi * w[base + c]
+        base += n_out
+    return sx
+
+
 def dense_f32(x, x_u8, w, b, y, n_in, n_out):
     """y = b + sum_i x[i]*W[i][:] (f32). x: u8 or f32[n_in]; w: f32[n_in][n_out]."""
     W = _f32(w, n_in * n_out)
@@ -116,17 +132,7 @@ def dense_q8w(x, x_u8, w, zw, scale, b, y, n_in, n_out):
             from array import array
 
             acc = _scratch = array("i", bytes(4 * n_out))
-        for c in range(n_out):
-            acc[c] = 0
-        sx = 0
-        base = 0
-        for i in range(n_in):
-            xi = x[i]
-            if xi:
-                sx += xi
-                for c in range(n_out):
-                    acc[c] += xi * w[base + c]
-            base += n_out
+        sx = _acc_u8(x, w, acc, n_in, n_out)
         for c in range(n_out):
             y[c] = S[c] * (acc[c] - zw[c] * sx) + B[c]
         return
@@ -145,18 +151,7 @@ def dense_q8w(x, x_u8, w, zw, scale, b, y, n_in, n_out):
 
 def dense_q8(x, w, zw, bias, rq, acc, y, n_in, n_out, zy):
     """Full-integer dense layer (FORMAT.md dense_q8). acc: array('i') scratch/output."""
-    for c in range(n_out):
-        acc[c] = 0
-    sx = 0
-    base = 0
-    for i in range(n_in):
-        xi = x[i]
-        if xi:
-            sx += xi
-            for c in range(n_out):
-                acc[c] += xi * w[base + c]
-        base += n_out
-    _finish_q8(bias, rq, acc, y, n_out, zy, zw, sx)
+    _finish_q8(bias, rq, acc, y, n_out, zy, zw, _acc_u8(x, w, acc, n_in, n_out))
 
 
 def sparse_f32(x, x_u8, colptr, rows, index_bytes, vals, b, y, n_in, n_out):
