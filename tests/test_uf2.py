@@ -1,7 +1,8 @@
-"""tools/uf2.py: UF2 block structure, family ids, addresses, round trips."""
+"""tools/uf2.py: UF2 block structure, family ids, addresses, round trips, data segments."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import uf2
+
+EXTRA_BASE = uf2.FLASH_BASE + 0x200000  # a segment 2 MB in, past a Pico's flash
 
 
 def _image(n: int, seed: int = 0) -> bytes:
@@ -101,6 +104,41 @@ def test_cli_writes_the_same_bytes(tmp_path: Path) -> None:
     assert uf2.main([str(src), str(dst), "--family", "rp2040"]) == 0
     assert dst.read_bytes() == uf2.bin_to_uf2(data)
     assert uf2.main([str(tmp_path / "missing.bin"), str(dst)]) == 1
+
+
+def test_uf2_segments_land_at_their_addresses(rng: np.random.Generator) -> None:
+    fw = rng.integers(0, 256, 3 * 256 + 10, dtype=np.uint8).tobytes()
+    seg = rng.integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    out = uf2.with_segments(uf2.bin_to_uf2(fw), [(EXTRA_BASE, seg)])
+    blocks = uf2.parse_uf2(out)
+    assert [b.block_no for b in blocks] == list(range(len(blocks)))
+    assert {b.num_blocks for b in blocks} == {len(blocks)}
+    base, image = uf2.uf2_to_bin(out)
+    assert base == uf2.FLASH_BASE
+    assert image[:len(fw)] == fw
+    off = EXTRA_BASE - base
+    assert image[off:off + len(seg)] == seg
+    assert set(image[len(fw) + 246:off]) <= {0xFF}  # the gap is not written
+
+
+def test_uf2_segments_refuse_overlap_and_misalignment() -> None:
+    fw = uf2.bin_to_uf2(b"\1" * 600)
+    with pytest.raises(ValueError, match="overlaps"):
+        uf2.with_segments(fw, [(uf2.FLASH_BASE + 512, b"x")])
+    with pytest.raises(ValueError, match="page"):
+        uf2.with_segments(fw, [(EXTRA_BASE + 10, b"x")])
+    with pytest.raises(ValueError, match="overlaps"):
+        uf2.with_segments(fw, [(EXTRA_BASE, b"x" * 300), (EXTRA_BASE + 256, b"y")])
+
+
+def test_segment_layout_is_aligned_and_disjoint() -> None:
+    blobs = [b"a" * 5000, b"b" * 10, b"c" * 4096]
+    lay = uf2.segment_layout([len(b) for b in blobs], EXTRA_BASE)
+    assert lay[0][0] == EXTRA_BASE
+    for (addr, n), blob in zip(lay, blobs):
+        assert addr % 4096 == 0 and n == len(blob)
+    for (a0, n0), (a1, _) in itertools.pairwise(lay):
+        assert a0 + n0 <= a1
 
 
 @pytest.mark.parametrize("board, family", [("PICO", "rp2040"), ("PICO2", "rp2350-arm-s")])

@@ -6,6 +6,9 @@ flagged with a family id (so the bootrom drops images for another chip).
 
     python tools/uf2.py firmware.bin firmware.uf2 [--family rp2040] [--base 0x10000000]
     python tools/uf2.py --info firmware.uf2
+
+``with_segments`` adds data (models) at chosen flash addresses to a firmware UF2,
+``segment_layout`` places several such segments one after another.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import struct
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +44,8 @@ ABS_BLOCK_ADDR = 0x10FFFF00
 
 _HEADER = struct.Struct("<8I")  # magic0, magic1, flags, addr, size, block_no, num_blocks, family
 _FOOTER = struct.Struct("<I")
+_BLOCK_COUNT = struct.Struct("<II")  # block_no, num_blocks inside the header
+_BLOCK_COUNT_OFFSET = 20
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,45 @@ def uf2_to_bin(data: bytes, family: str | int | None = "rp2040") -> tuple[int, b
     for b in chosen:
         image[b.target_addr - base:b.target_addr - base + len(b.payload)] = b.payload
     return base, bytes(image)
+
+
+def with_segments(firmware_uf2: bytes, segments: Iterable[tuple[int, bytes]],
+                  family: str | int = "rp2040") -> bytes:
+    """The firmware UF2 plus data segments (flash address, bytes), renumbered as one file.
+
+    Keeps the firmware's blocks of ``family``; segments must not overlap the firmware or
+    each other, and each starts on a 256-byte page (ValueError otherwise).
+    """
+    fam = family_id_of(family)
+    blocks = [b for b in parse_uf2(firmware_uf2) if b.family_id == fam]
+    if not blocks:
+        raise ValueError(f"no {family} blocks in the firmware UF2")
+    used = [(b.target_addr, b.target_addr + PAYLOAD_SIZE) for b in blocks]
+    parts = [bin_to_uf2(b.payload, b.target_addr, fam) for b in blocks]
+    for addr, data in segments:
+        if addr % PAYLOAD_SIZE:
+            raise ValueError(f"segment at {addr:#x} is not on a {PAYLOAD_SIZE}-byte page")
+        end = addr + len(data)
+        for lo, hi in used:
+            if addr < hi and lo < end:
+                raise ValueError(f"segment {addr:#x}..{end:#x} overlaps {lo:#x}..{hi:#x}")
+        used.append((addr, end))
+        parts.append(bin_to_uf2(bytes(data), addr, fam))
+    out = bytearray(b"".join(parts))
+    n = len(out) // BLOCK_SIZE
+    for i in range(n):  # block_no, num_blocks: one file now
+        _BLOCK_COUNT.pack_into(out, i * BLOCK_SIZE + _BLOCK_COUNT_OFFSET, i, n)
+    return bytes(out)
+
+
+def segment_layout(sizes: Iterable[int], base: int, align: int = 4096) -> list[tuple[int, int]]:
+    """(flash address, length) of segments of these sizes placed one after another from
+    ``base``, each on an ``align``-byte boundary (a flash erase sector by default)."""
+    out, addr = [], base
+    for n in sizes:
+        out.append((addr, n))
+        addr += (n + align - 1) // align * align
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
