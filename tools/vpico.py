@@ -8,6 +8,10 @@ nominal 125 MHz: ``time.ticks_us()`` follows emulated cycles, not wall time.
     with VirtualPico("build/PICO/firmware.uf2") as pico:
         print(pico.run_script("device/demo_mnist.py"))
 
+Options: ``count_flash=True`` starts the emulator with a flash-read counter
+(``count_on(lo, hi)`` ... ``count_off()`` -> bytes read in [lo, hi));
+``put_file``/``mkdir``/``remove`` manage the device filesystem through the REPL.
+
 Command line:
     python tools/vpico.py serve build/PICO/firmware.uf2 --port 2040   # until Ctrl-C
     python tools/vpico.py run build/PICO/firmware.uf2 script.py [-c CODE]
@@ -17,16 +21,19 @@ Command line:
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from mpremote.transport import TransportError
 from mpremote.transport_serial import SerialTransport
@@ -37,6 +44,10 @@ if TYPE_CHECKING:
 EMULATED_HZ = 125_000_000  # the emulator's fixed clock for time.ticks_us()
 _LISTENING = re.compile(rb"listening on ([0-9.]+):(\d+)")
 _READY = "piconn-vpico-ready"
+_COUNTER_ENTRY = "_emulate-counting"  # argv[1] of this file: the emulator with a flash counter
+_COUNTER_AT = re.compile(r"flash counter on ([0-9.]+):(\d+)")
+_XIP_ALIAS_MASK = 0xFCFFFFFF  # folds the four XIP aliases (cached, no-alloc, ...) onto 0x10...
+PUT_CHUNK = 12_000  # bytes per REPL command when writing a file
 
 
 class VirtualPicoError(RuntimeError):
@@ -81,7 +92,8 @@ class VirtualPico:
     """
 
     def __init__(self, uf2: str | os.PathLike[str], port: int = 0, host: str = "127.0.0.1",
-                 boot_timeout: float = 180.0, log: str | os.PathLike[str] | None = None) -> None:
+                 boot_timeout: float = 180.0, log: str | os.PathLike[str] | None = None,
+                 count_flash: bool = False) -> None:
         self.uf2 = Path(uf2)
         if not self.uf2.is_file():
             raise FileNotFoundError(f"no firmware image at {self.uf2}: run `make firmware` first")
@@ -93,10 +105,21 @@ class VirtualPico:
         self._log_path = Path(log) if log is not None else None
         self._own_log = log is None  # a temporary log, removed by stop()
         self._log_file = None
+        self.count_flash = bool(count_flash)
         self._proc: subprocess.Popen[bytes] | None = None
         self._transport: SerialTransport | None = None
+        self._counter: socket.socket | None = None  # control link of the flash counter
+        self._counter_io: TextIO | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        """The emulator's command line: rp2040py's CLI, or with ``count_flash`` this file's
+        entry that wraps it with the flash-read counter."""
+        args = ["micropython", "--image", str(self.uf2), "--tcp-port", str(self.port)]
+        if self.count_flash:
+            return [sys.executable, str(Path(__file__).resolve()), _COUNTER_ENTRY, *args]
+        return [sys.executable, "-m", "rp2040py", *args]
+
     def start(self) -> VirtualPico:
         """Start the emulator and wait until MicroPython's REPL answers."""
         if self._proc is not None:
@@ -106,12 +129,13 @@ class VirtualPico:
             os.close(fd)
             self._log_path = Path(name)
         self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, "-m", "rp2040py", "micropython", "--image", str(self.uf2),
-               "--tcp-port", str(self.port)]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log_file,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                      stdout=self._log_file, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
         try:
             self.port = self._wait_listening()
+            if self.count_flash:
+                self._connect_counter()
             self.connect()
         except BaseException:
             self.stop()
@@ -171,6 +195,11 @@ class VirtualPico:
     def stop(self) -> None:
         """Disconnect and stop the emulator (SIGTERM, then SIGKILL after 10 s)."""
         self.disconnect()
+        if self._counter is not None:
+            if self._counter_io is not None:
+                self._counter_io.close()
+            self._counter.close()
+            self._counter = self._counter_io = None
         if self._proc is not None:
             if self._proc.poll() is None:
                 self._proc.send_signal(signal.SIGTERM)
@@ -264,6 +293,56 @@ class VirtualPico:
         """``repr()`` of an expression evaluated on the device (no soft reset)."""
         return self.run_script(f"print(repr({expression}))", timeout, soft_reset=False).strip()
 
+    # -- files -------------------------------------------------------------------------------
+    def put_file(self, path: str, data: bytes, chunk: int = PUT_CHUNK) -> None:
+        """Write ``data`` to ``path`` on the device filesystem (base64 chunks, no soft reset)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        data = bytes(data)
+        for k in range(0, max(len(data), 1), chunk):
+            b64 = base64.b64encode(data[k:k + chunk]).decode()
+            mode = "wb" if k == 0 else "ab"
+            self.run_script(f"from binascii import a2b_base64\nf = open({path!r}, {mode!r})\n"
+                            f"f.write(a2b_base64({b64!r}))\nf.close()\n", soft_reset=False)
+
+    def mkdir(self, path: str) -> None:
+        """Make a directory on the device; nothing if it exists."""
+        self.run_script(f"import os\ntry:\n    os.mkdir({path!r})\nexcept OSError:\n    pass\n",
+                        soft_reset=False)
+
+    def remove(self, *paths: str) -> None:
+        """Remove files on the device; missing ones are skipped."""
+        self.run_script(f"import os\nfor f in {list(paths)!r}:\n    try:\n        os.remove(f)\n"
+                        "    except OSError:\n        pass\n", soft_reset=False)
+
+    # -- flash-read counter (count_flash=True) ----------------------------------------------
+    def _connect_counter(self) -> None:
+        m = _COUNTER_AT.search(self.log_text())
+        if m is None:
+            raise VirtualPicoError("the emulator did not start its flash counter")
+        self._counter = socket.create_connection((m.group(1), int(m.group(2))), timeout=30)
+        self._counter_io = self._counter.makefile("rw")
+
+    def _ask_counter(self, line: str) -> str:
+        if not self.count_flash:
+            raise VirtualPicoError("no flash counter: start the VirtualPico with count_flash=True")
+        if self._counter_io is None:
+            raise VirtualPicoError("the virtual Pico is not running: call start()")
+        self._counter_io.write(line + "\n")
+        self._counter_io.flush()
+        answer = self._counter_io.readline().strip()
+        if not answer or answer.startswith("error"):
+            raise VirtualPicoError(f"flash counter: {answer or 'no answer'}")
+        return answer
+
+    def count_on(self, lo: int, hi: int) -> None:
+        """Count (from zero) the bytes of every bus read in flash [lo, hi), any XIP alias."""
+        self._ask_counter(f"on {int(lo)} {int(hi)}")
+
+    def count_off(self) -> int:
+        """Stop counting; the bytes read since count_on."""
+        return int(self._ask_counter("off"))
+
     # -- speed -------------------------------------------------------------------------------
     def measure_speed(self, emulated_ms: int = 300) -> dict[str, float]:
         """Emulated MHz per wall second (and per emulator CPU second, on Linux).
@@ -293,8 +372,87 @@ class VirtualPico:
         return res
 
 
+def _emulate_counting(argv: list[str]) -> int:
+    """rp2040py's command line with a flash-read counter (the child of count_flash=True).
+
+    The counter replaces the MCU's read_uint8/16/32 while on (the Cython core dispatches
+    to instance attributes), adding the bytes of every read whose address (any XIP alias)
+    falls in [lo, hi). A line protocol on a TCP port (printed to stdout as "flash counter
+    on HOST:PORT") switches it: `on LO HI` -> `ok`, `off` -> the byte count.
+    """
+    from rp2040py.cli import main as rp2040py_main
+    from rp2040py.device import base_device
+    from rp2040py.rp2040 import RP2040
+
+    mcus: list = []
+    build = base_device.build_rp2040_from_spec
+
+    def build_and_keep(spec):  # rp2040py's own types
+        mcu = build(spec)
+        mcus.append(mcu)
+        return mcu
+
+    base_device.build_rp2040_from_spec = build_and_keep
+    count = [0]
+
+    def on(lo: int, hi: int) -> None:
+        mcu = mcus[-1]
+        r32, r16, r8 = RP2040.read_uint32, RP2040.read_uint16, RP2040.read_uint8
+
+        def read32(a: int) -> int:
+            if lo <= (a & _XIP_ALIAS_MASK) < hi:
+                count[0] += 4
+            return r32(mcu, a)
+
+        def read16(a: int) -> int:
+            if lo <= (a & _XIP_ALIAS_MASK) < hi:
+                count[0] += 2
+            return r16(mcu, a)
+
+        def read8(a: int) -> int:
+            if lo <= (a & _XIP_ALIAS_MASK) < hi:
+                count[0] += 1
+            return r8(mcu, a)
+
+        count[0] = 0
+        mcu.read_uint32, mcu.read_uint16, mcu.read_uint8 = read32, read16, read8
+
+    def off() -> int:
+        for name in ("read_uint32", "read_uint16", "read_uint8"):
+            mcus[-1].__dict__.pop(name, None)
+        return count[0]
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    print(f"flash counter on 127.0.0.1:{srv.getsockname()[1]}", flush=True)
+
+    def serve() -> None:
+        while True:
+            conn, _ = srv.accept()
+            with conn, conn.makefile("rw") as f:
+                for line in f:
+                    words = line.split()
+                    try:
+                        if words[:1] == ["on"] and len(words) == 3:
+                            on(int(words[1]), int(words[2]))
+                            f.write("ok\n")
+                        elif words == ["off"]:
+                            f.write(f"{off()}\n")
+                        else:
+                            f.write(f"error unknown command {line.strip()!r}\n")
+                    except (IndexError, ValueError) as e:
+                        f.write(f"error {e}\n")
+                    f.flush()
+
+    threading.Thread(target=serve, daemon=True).start()
+    rp2040py_main(argv)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: serve, run or speed (see the module docstring)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [_COUNTER_ENTRY]:
+        return _emulate_counting(argv[1:])
     p = argparse.ArgumentParser(description="Run a MicroPython UF2 on the virtual Pico.")
     sub = p.add_subparsers(dest="cmd", required=True)
     ps = sub.add_parser("serve", help="serve the console on a TCP port until Ctrl-C")
