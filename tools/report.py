@@ -1,0 +1,361 @@
+"""Benchmark tables and chart from the rows of tools/bench.py (build/bench.json).
+
+One source for the tables: ``markdown(rows)`` is both build/bench.md and the tables
+of README.md's Benchmarks section (``update_readme`` puts them there).
+
+    .venv/bin/python tools/report.py                    # build/bench.md and .png from bench.json
+    .venv/bin/python tools/report.py --readme README.md # also the README's tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench_host import EXTRA_BASE, LADDER, PUBLISHED, TIERS, VARIANTS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+EMULATOR_NOTE = (
+    "Times are emulated (virtual Pico: rp2040py, RP2040 at 125 MHz; `time.ticks_us()` follows "
+    "emulated cycles). The emulator does not model flash cache misses: it reads flash like SRAM, "
+    "while the real RP2040 reads flash through a 16 KB XIP cache (8-byte lines, ~400 ns per miss). "
+    "Weights larger than the cache are streamed every inference and mostly miss on hardware, so "
+    "the flash bytes each inference reads are reported beside every time; `miss bound` is "
+    "lines read x 400 ns, the most the misses could add."
+)
+VARIANTS_HEADING = "### The model variants (MNIST 784-128-10), emulated RP2040"
+LADDER_HEADING = "### The seeds' size ladder (float32, {tiers}), emulated RP2040"
+NOTES_HEADING = "Notes on the tables:"
+README_END = "![benchmark chart]"  # the README line after the tables
+
+# ---------------------------------------------------------------------------------- cells
+
+
+def _ms(us: float | None) -> str:
+    if us is None:
+        return "—"
+    ms = us / 1000
+    return f"{ms:,.0f}" if ms >= 100 else f"{ms:.3g}"
+
+
+def _kb(n: float | None) -> str:
+    if n is None:
+        return "—"
+    return f"{n / 1024:,.1f} KB" if n >= 1024 else f"{n:,.0f} B"
+
+
+def _pct(a: float | None) -> str:
+    return "—" if a is None else f"{100 * a:.2f}%"
+
+
+def _yes(v: bool | None) -> str:
+    return {True: "yes", False: "no", None: "—"}[v]
+
+
+def _bar(r: dict) -> str:
+    if r.get("bar_us") is None:
+        return ""
+    verdict = {True: "yes", False: "**no**", None: "—"}[r.get("meets_bar")]
+    return f"≤ {_ms(r['bar_us'])} ms: {verdict}"
+
+
+def _flash(r: dict) -> str:
+    text = _kb(r.get("flash_bytes_read"))
+    if r.get("flash_method") == "estimated" and r.get("flash_bytes_read") is not None:
+        text += " (est.)"
+    return text
+
+
+def _tier(r: dict) -> str:
+    text = r["tier"] + (" (python kernels)" if r.get("fallback_of") else "")
+    return text + (" **failed**" if r.get("error") else "")
+
+
+# ---------------------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its heading, its markdown alignment and how a row fills it."""
+
+    heading: str
+    align: str  # "---" left, "---:" right, ":-:" centre
+    cell: Callable[[dict], str | None]  # None: a cell that does not apply (left blank)
+
+
+def _line(cells: Sequence[str | None]) -> str:
+    return "|" + "|".join(" " if c is None else f" {c} " for c in cells) + "|"
+
+
+def table(columns: Sequence[Column], rows: Sequence[dict]) -> str:
+    """A markdown table: heading line, alignment line, one line per row."""
+    lines = [_line([c.heading for c in columns]), "|" + "|".join(c.align for c in columns) + "|"]
+    lines += [_line([c.cell(r) for c in columns]) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _published(cell: Callable[[dict], str | None]) -> Callable[[dict], str | None]:
+    """A variants column that the published figures leave blank."""
+    return lambda r: None if r.get("section") == "seeds" else cell(r)
+
+
+VARIANT_COLUMNS = (
+    Column("model", "---", lambda r: (f"*seeds: {r['variant']}*" if r.get("section") == "seeds"
+                                      else r["variant"])),
+    Column("tier", "---", lambda r: r["tier"] if r.get("section") == "seeds" else _tier(r)),
+    Column("ms / inference", "---:", lambda r: _ms(r.get("us"))),
+    Column("digits", "---:", _published(lambda r: str(r.get("digits") or "—"))),
+    Column("bar (ms)", "---", _published(_bar)),
+    Column("accuracy (10k)", "---:", lambda r: _pct(r.get("accuracy"))),
+    Column("model", "---:", _published(lambda r: _kb(r.get("model_bytes")))),
+    Column("flash read / inference", "---:", _published(_flash)),
+    Column("miss bound (ms)", "---:", _published(lambda r: _ms(r.get("miss_bound_us")))),
+    Column("heap", "---:", _published(lambda r: _kb(r.get("heap_bytes")))),
+    Column("no alloc", ":-:", _published(lambda r: _yes(r.get("alloc_free")))),
+)
+
+
+def variants_table(rows: list[dict]) -> str:
+    """Markdown table of the MNIST variants (784-128-10) and the published figures."""
+    names = [v.name for v in VARIANTS]
+
+    def order(r: dict) -> tuple[int, int]:
+        name = r.get("model")
+        return (names.index(name) if name in names else len(names),
+                TIERS.index(r["tier"]) if r.get("tier") in TIERS else len(TIERS))
+
+    cells = sorted((r for r in rows if r.get("section") == "variants"), key=order)
+    return table(VARIANT_COLUMNS, cells + [r for r in rows if r.get("section") == "seeds"])
+
+
+def ladder_tiers(rows: list[dict]) -> list[str]:
+    """The tiers with timed ladder rows (c when there are none)."""
+    return [t for t in TIERS if any(r.get("section") == "ladder" and r.get("tier") == t
+                                    and r.get("us") is not None for r in rows)] or ["c"]
+
+
+def ladder_table(rows: list[dict]) -> str:
+    """Markdown table of the float size ladder beside the published ladder."""
+    published = {r["model"]: r for r in rows if r.get("section") == "seeds-ladder"}
+    lines = []  # one dict per architecture: its rows by tier and the published figures
+    for arch in LADDER:
+        cells = {r["tier"]: r for r in rows if r.get("section") == "ladder" and r["model"] == arch}
+        if cells or arch in published:
+            lines.append({"arch": arch, "tiers": cells, "published": published.get(arch, {})})
+
+    def first(line: dict) -> dict:
+        return next(iter(line["tiers"].values()), {})
+
+    def time_of(t: str) -> Callable[[dict], str]:
+        def cell(line: dict) -> str:
+            r = line["tiers"].get(t)
+            return "—" if r is None or r.get("us") is None else f"{_ms(r['us'])} ({r.get('digits')})"
+        return cell
+
+    def c_row(line: dict) -> dict:
+        return line["tiers"].get("c", first(line))
+
+    def published_s(line: dict) -> str:
+        us = line["published"].get("us")
+        return f"~{us / 1e6:.2f}" if us else "—"
+
+    columns = (
+        Column("float MLP", "---", lambda line: line["arch"]),
+        Column("accuracy (10k)", "---:", lambda line: _pct(first(line).get("accuracy"))),
+        Column("model", "---:", lambda line: _kb(first(line).get("model_bytes"))),
+        *(Column(f"{t} ms / image (digits)", "---:", time_of(t)) for t in ladder_tiers(rows)),
+        Column("flash read / image", "---:", lambda line: _kb(c_row(line).get("flash_bytes_read"))),
+        Column("heap", "---:", lambda line: _kb(c_row(line).get("heap_bytes"))),
+        Column("seeds: accuracy", "---:", lambda line: _pct(line["published"].get("accuracy"))),
+        Column("seeds: s / image", "---:", published_s),
+    )
+    return table(columns, lines)
+
+
+FLASH_HOW = {
+    "measured": "measured: the emulator counted every bus read inside the model's flash "
+                "range (bytes per access) over the first digits of each cell (3 for the "
+                "c and viper tiers, 1 for python: the counter slows the emulator), per "
+                "digit",
+    "estimated": "estimated on the host from the layer layout (docs/FORMAT.md) and the "
+                 "nonzero inputs of each layer on the same digits (the kernels skip zero "
+                 "inputs)",
+}
+
+
+def notes(rows: list[dict]) -> list[str]:
+    """The notes under the tables (what depends on the rows: how flash was counted,
+    fallback rows, models read from the benchmark UF2)."""
+    methods = sorted({r.get("flash_method") for r in rows
+                      if r.get("section") in ("variants", "ladder") and r.get("flash_method")})
+    out = [
+        f"- {EMULATOR_NOTE}",
+        "- Flash bytes read: " + "; ".join(FLASH_HOW[m] for m in methods if m in FLASH_HOW) + ".",
+        ("- ms / inference: mean over the first `digits` MNIST test digits (the count is per "
+         "cell: it fits the emulator's speed, never fewer than 3). Bars of issue 5 in the bar "
+         "column. Accuracy: `piconn.reference` (the device arithmetic, bit-exact for integer "
+         "kinds) over all 10,000 test images; the device's outputs on the timed digits were "
+         "checked against it."),
+        ("- Heap: growth of `gc.mem_alloc()` over `nn.load()` of the frozen model (weights stay "
+         "in flash); no alloc: an inference ran under `micropython.heap_lock()`."),
+        ("- Seeds: a C++ library on a real Pico (MNIST MLP; times per image on hardware, "
+         "flash misses included). Ladder models live in flash at "
+         f"{EXTRA_BASE:#x} (2 MB in; the emulated flash is 16 MB), placed by the benchmark "
+         "UF2, and are read in place through `uctypes.bytearray_at`."),
+    ]
+    if any(r.get("fallback_of") for r in rows):
+        out.append("- (python kernels): the viper tier has no kernels for these layers "
+                   "(float arithmetic is boxed in viper), so every layer runs the python "
+                   "kernels; the row repeats the python row's figures (`--measure-fallbacks` "
+                   "times it anyway).")
+    from_uf2 = sorted({r["variant"] for r in rows if r.get("section") == "variants"
+                       and str(r.get("source", "")).startswith("UF2")})
+    if from_uf2:
+        out.append("- Not frozen in the benchmarked firmware, run from the benchmark UF2's "
+                   "copy in flash instead (same bytes, read in place): " + ", ".join(from_uf2)
+                   + ".")
+    return out
+
+
+def markdown(rows: list[dict], meta: dict | None = None) -> str:
+    """build/bench.md: both tables with their notes (the README's tables), then the run's
+    summary line when meta has one."""
+    tiers = ladder_tiers(rows)
+    tier_text = ", ".join("C" if t == "c" else t for t in tiers)
+    tier_text += " tiers" if len(tiers) > 1 else " tier"
+    parts = [VARIANTS_HEADING + "\n", variants_table(rows),
+             "\n" + LADDER_HEADING.format(tiers=tier_text) + "\n", ladder_table(rows),
+             "\n" + NOTES_HEADING + "\n", *notes(rows)]
+    if meta:
+        parts.append(f"- Run: {meta.get('summary', '')}")
+    return "\n".join(parts) + "\n"
+
+
+def update_readme(text: str, rows: list[dict]) -> str:
+    """README text with the tables of its Benchmarks section replaced by ``markdown(rows)``
+    (from the variants heading up to the chart line); ValueError if either is missing."""
+    start = text.find("\n" + VARIANTS_HEADING + "\n")
+    end = text.find("\n" + README_END, start + 1)
+    if start < 0 or end < 0:
+        raise ValueError(f"no {VARIANTS_HEADING!r} ... {README_END!r} section in the README")
+    return text[:start + 1] + markdown(rows) + "\n" + text[end + 1:]
+
+
+# ---------------------------------------------------------------------------------- chart
+
+
+def chart(rows: list[dict], path: Path) -> bool:
+    """build/bench.png: time per inference of every cell (log scale) and the ladder."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: matplotlib missing (pip install -e .[bench]): no chart", file=sys.stderr)
+        return False
+    var = [r for r in rows if r.get("section") == "variants" and r.get("us")]
+    lad = [r for r in rows if r.get("section") == "ladder" and r.get("us")]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [3, 2]})
+    colors = {"c": "tab:blue", "viper": "tab:orange", "python": "tab:green"}
+    labels, y = [], 0
+    for v in VARIANTS:
+        for t in TIERS:
+            r = next((r for r in var if r["model"] == v.name and r["tier"] == t), None)
+            if r is None:
+                continue
+            ax1.barh(y, r["us"] / 1000, color=colors[t])
+            if r.get("bar_us"):
+                ax1.plot([r["bar_us"] / 1000] * 2, [y - 0.4, y + 0.4], color="red", lw=2)
+            labels.append(f"{v.variant} [{t}" + (": python kernels]" if r.get("fallback_of")
+                                                 else "]"))
+            y += 1
+    for s in PUBLISHED:
+        ax1.barh(y, s["us"] / 1000, color="grey")
+        labels.append(f"seeds: {s['variant']} (real Pico)")
+        y += 1
+    ax1.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax1.invert_yaxis()
+    ax1.set_xscale("log")
+    ax1.set_xlabel("ms per inference (emulated 125 MHz; log scale); red: bar of issue 5")
+    ax1.set_title("MNIST 784-128-10 on the virtual Pico")
+    for t in TIERS:
+        pts = [r for r in lad if r["tier"] == t]
+        if pts:
+            ax2.plot([r["us"] / 1000 for r in pts], [100 * r["accuracy"] for r in pts], "o-",
+                     color=colors[t], label=f"piconn {t} tier")
+            for i, r in enumerate(pts):
+                ax2.annotate(r["model"], (r["us"] / 1000, 100 * r["accuracy"]), fontsize=7,
+                             xytext=(4, -10 if i % 2 else 4), textcoords="offset points")
+    published = [r for r in rows if r.get("section") == "seeds-ladder" and r.get("us")]
+    if published:
+        ax2.plot([r["us"] / 1000 for r in published], [100 * r["accuracy"] for r in published],
+                 "s", color="grey", label="seeds (C++, real Pico)")
+        for r in published:
+            ax2.annotate(r["model"], (r["us"] / 1000, 100 * r["accuracy"]), fontsize=7,
+                         xytext=(-60, 4), textcoords="offset points")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("ms per image (log scale)")
+    ax2.set_ylabel("test accuracy (%)")
+    ax2.set_title("float size ladder")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------------------- files
+
+
+def write_rows(rows: list[dict], meta: dict, out_dir: Path) -> None:
+    """bench.json (the rows) and bench_meta.json into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out_dir / "bench_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def write_outputs(rows: list[dict], meta: dict, out_dir: Path, draw: bool = True) -> str:
+    """Write bench.json, bench.md (and bench.png if draw) into out_dir; return the markdown."""
+    write_rows(rows, meta, out_dir)
+    md = markdown(rows, meta)
+    (out_dir / "bench.md").write_text(md)
+    if draw:
+        chart(rows, out_dir / "bench.png")
+    return md
+
+
+def read_rows(out_dir: Path) -> tuple[list[dict], dict]:
+    """The rows and the run's meta saved in out_dir (meta {} when absent)."""
+    rows = json.loads((out_dir / "bench.json").read_text())
+    meta_path = out_dir / "bench_meta.json"
+    return rows, json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "build",
+                    help="folder with bench.json; bench.md and bench.png go there too")
+    ap.add_argument("--readme", type=Path, default=None,
+                    help="also replace the tables of this README's Benchmarks section")
+    ap.add_argument("--no-chart", action="store_true", help="tables only")
+    a = ap.parse_args(argv)
+    try:
+        rows, meta = read_rows(a.out)
+        print(write_outputs(rows, meta, a.out, draw=not a.no_chart))
+        if a.readme is not None:
+            a.readme.write_text(update_readme(a.readme.read_text(), rows))
+    except (OSError, ValueError) as e:
+        print(f"report: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
