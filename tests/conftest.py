@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,9 +76,12 @@ def make_idx_set() -> Callable[..., dict[str, np.ndarray]]:
 
 
 # ------------------------------------------------------------------ device (nn) tests
-# Fixtures for the MicroPython side: runners (tests/mpy.py) and small device models
-# of every kind, built from random arrays (the trained ones in build/models are used
-# too where a test says so).
+# Fixtures for the MicroPython side: runners (tools/mpy.py, importable as `mpy` in every
+# test module: the one way tests find MicroPython) and small device models of every
+# kind, built from random arrays (the trained ones in build/models are used too where a
+# test says so).
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 import mpy
 

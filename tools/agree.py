@@ -4,8 +4,9 @@
 
 For each model kind found under build/models (float, sparse f32, uint8 full,
 sparse uint8, uint8 weight-only, xnor) and each kernel tier of the unix-port
-MicroPython (build/UNIX/micropython), runs `nn` on the first N test digits and
-compares every output with `piconn.reference.run` on the same device model:
+MicroPython (tools/mpy.py: $PICONN_MPY_UNIX, by default build/UNIX/micropython),
+runs `nn` on the first N test digits and compares every output with
+`piconn.reference.run` on the same device model:
 
 - integer outputs (i32): rows bit-identical;
 - float outputs (f32): every element within 1e-4 of the row's largest |logit|
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "host"))
 
 import mpy

@@ -1,11 +1,13 @@
-"""Run MicroPython code from the host tests and tools.
+"""Run MicroPython code from the host: the tests, tools/agree.py and other tools.
 
 Two runners, used when present:
 
-- ``unix``: the unix-port build ``build/UNIX/micropython`` (``make firmware BOARD=UNIX``:
-  native emitter, so the viper tier, plus the C module ``_nn_c`` when it was built in).
-  ``device/`` comes first on its path, so the working tree's ``nn`` is what runs
-  (set ``PICONN_MPY_FROZEN=1`` to use the copy frozen into the binary instead).
+- ``unix``: the unix-port MicroPython named by ``$PICONN_MPY_UNIX``, by default the
+  build ``build/UNIX/micropython`` (``make firmware BOARD=UNIX``: native emitter, so
+  the viper tier, plus the C module ``_nn_c`` when it was built in). ``UNIX_BINARY`` is
+  the one place tests and tools find it. ``device/`` comes first on its path, so the
+  working tree's ``nn`` is what runs (set ``PICONN_MPY_FROZEN=1`` to use the copy
+  frozen into the binary instead).
 - ``wasm``: MicroPython's webassembly port (npm package
   ``@micropython/micropython-webassembly-pyscript``, installed into tools/node by
   ``npm ci --prefix tools/node``) through node: the plain-Python tier only.
@@ -25,8 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = ROOT / "device"
-# PICONN_MPY_UNIX names another unix-port binary (e.g. one without nn frozen in).
-UNIX_BINARY = Path(os.environ.get("PICONN_MPY_UNIX") or ROOT / "build" / "UNIX" / "micropython")
+UNIX_ENV = "PICONN_MPY_UNIX"  # another unix-port binary, e.g. one without nn frozen in
+UNIX_BINARY = Path(os.environ.get(UNIX_ENV) or ROOT / "build" / "UNIX" / "micropython")
 NODE_DIR = ROOT / "tools" / "node"
 WASM_PACKAGE = NODE_DIR / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 
@@ -94,6 +96,7 @@ def _text(b: bytes | str | None) -> str:
 
 
 def unix_runner() -> Runner | None:
+    """The unix-port runner (UNIX_BINARY), None if there is no such executable."""
     if not (UNIX_BINARY.is_file() and os.access(UNIX_BINARY, os.X_OK)):
         return None
     r = Runner("unix")
@@ -127,6 +130,6 @@ def runners() -> list[Runner]:
 
 def why_none() -> str:
     """Why no runner is available (for pytest.skip)."""
-    return (f"no MicroPython here: neither {UNIX_BINARY} (make firmware "
-            f"BOARD=UNIX) nor node with {WASM_PACKAGE.relative_to(ROOT)} (npm ci --prefix "
+    return (f"no MicroPython here: neither {UNIX_BINARY} (make firmware BOARD=UNIX, or set "
+            f"{UNIX_ENV}) nor node with {WASM_PACKAGE.relative_to(ROOT)} (npm ci --prefix "
             "tools/node)")
