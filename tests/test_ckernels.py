@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import ckernels_m0
+import mpy
 from ckernels_host import SOURCES, At, HostKernels
 
 SRC_DIR = ROOT / "device" / "c" / "nn_c"
@@ -451,10 +452,8 @@ def test_exported_model_matches_reference(k, family):
 
 
 def _unix_micropython() -> str:
-    """build/UNIX/micropython (make firmware BOARD=UNIX), or $PICONN_MICROPYTHON."""
-    import os
-
-    exe = os.environ.get("PICONN_MICROPYTHON") or str(ROOT / "build" / "UNIX" / "micropython")
+    """The unix port of tools/mpy.py: $PICONN_MPY_UNIX, by default build/UNIX/micropython."""
+    exe = str(mpy.UNIX_BINARY)
     if not Path(exe).exists():
         pytest.skip(f"no unix MicroPython at {exe} (make firmware BOARD=UNIX builds it)")
     r = subprocess.run([exe, "-c", "import _nn_c"], capture_output=True, text=True, check=False)

@@ -1,7 +1,7 @@
 """The device package `nn` under MicroPython: agreement with piconn.reference for every
 kind and tier, heap_lock, input checks, load sources, bad models, mpy-cross.
 
-Runs on every MicroPython runner available (tests/mpy.py: the unix-port build, the
+Runs on every MicroPython runner available (tools/mpy.py: the unix-port build, the
 webassembly port through node) and every kernel tier each one has.
 """
 
