@@ -286,11 +286,12 @@ test-builds: venv
 	  else echo "note: no Arm toolchain: build/PICO/firmware.uf2 not built, its tests will skip"; fi; \
 	else echo "note: no MicroPython tree: firmware not built, the firmware tests will skip"; fi
 
-# --- benchmarks (issue 5) ---------------------------------------------------
+# --- benchmarks -------------------------------------------------------------
 #   make bench [BENCH_ARGS=...]   every MNIST variant x kernel tier (c, viper, python) and the
 #   float size ladder (trained into build/ladder/ when missing) on the virtual Pico:
-#   build/bench.json, build/bench.md (the README tables), build/bench.png. Options:
+#   build/bench.json, build/bench.md (the README's tables), build/bench.png. Options:
 #   .venv/bin/python tools/bench.py --help (e.g. BENCH_ARGS="--no-ladder --tiers c").
+#   The README's tables from the last run: .venv/bin/python tools/report.py --readme README.md
 BENCH_ARGS ?=
 .PHONY: bench
 bench: venv
