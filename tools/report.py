@@ -16,7 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_host import EXTRA_BASE, LADDER, PUBLISHED, TIERS, VARIANTS
+from bench_host import (
+    EXTRA_BASE,
+    LADDER,
+    PUBLISHED,
+    PUBLISHED_LADDER_SECTION,
+    PUBLISHED_SECTION,
+    TIERS,
+    VARIANTS,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,13 +109,13 @@ def table(columns: Sequence[Column], rows: Sequence[dict]) -> str:
 
 def _published(cell: Callable[[dict], str | None]) -> Callable[[dict], str | None]:
     """A variants column that the published figures leave blank."""
-    return lambda r: None if r.get("section") == "seeds" else cell(r)
+    return lambda r: None if r.get("section") == PUBLISHED_SECTION else cell(r)
 
 
 VARIANT_COLUMNS = (
-    Column("model", "---", lambda r: (f"*seeds: {r['variant']}*" if r.get("section") == "seeds"
+    Column("model", "---", lambda r: (f"*seeds: {r['variant']}*" if r.get("section") == PUBLISHED_SECTION
                                       else r["variant"])),
-    Column("tier", "---", lambda r: r["tier"] if r.get("section") == "seeds" else _tier(r)),
+    Column("tier", "---", lambda r: r["tier"] if r.get("section") == PUBLISHED_SECTION else _tier(r)),
     Column("ms / inference", "---:", lambda r: _ms(r.get("us"))),
     Column("digits", "---:", _published(lambda r: str(r.get("digits") or "—"))),
     Column("bar (ms)", "---", _published(_bar)),
@@ -130,7 +138,7 @@ def variants_table(rows: list[dict]) -> str:
                 TIERS.index(r["tier"]) if r.get("tier") in TIERS else len(TIERS))
 
     cells = sorted((r for r in rows if r.get("section") == "variants"), key=order)
-    return table(VARIANT_COLUMNS, cells + [r for r in rows if r.get("section") == "seeds"])
+    return table(VARIANT_COLUMNS, cells + [r for r in rows if r.get("section") == PUBLISHED_SECTION])
 
 
 def ladder_tiers(rows: list[dict]) -> list[str]:
@@ -141,7 +149,7 @@ def ladder_tiers(rows: list[dict]) -> list[str]:
 
 def ladder_table(rows: list[dict]) -> str:
     """Markdown table of the float size ladder beside the published ladder."""
-    published = {r["model"]: r for r in rows if r.get("section") == "seeds-ladder"}
+    published = {r["model"]: r for r in rows if r.get("section") == PUBLISHED_LADDER_SECTION}
     lines = []  # one dict per architecture: its rows by tier and the published figures
     for arch in LADDER:
         cells = {r["tier"]: r for r in rows if r.get("section") == "ladder" and r["model"] == arch}
@@ -292,7 +300,7 @@ def chart(rows: list[dict], path: Path) -> bool:
             for i, r in enumerate(pts):
                 ax2.annotate(r["model"], (r["us"] / 1000, 100 * r["accuracy"]), fontsize=7,
                              xytext=(4, -10 if i % 2 else 4), textcoords="offset points")
-    published = [r for r in rows if r.get("section") == "seeds-ladder" and r.get("us")]
+    published = [r for r in rows if r.get("section") == PUBLISHED_LADDER_SECTION and r.get("us")]
     if published:
         ax2.plot([r["us"] / 1000 for r in published], [100 * r["accuracy"] for r in published],
                  "s", color="grey", label="seeds (C++, real Pico)")
