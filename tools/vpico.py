@@ -46,7 +46,7 @@ _LISTENING = re.compile(rb"listening on ([0-9.]+):(\d+)")
 _READY = "piconn-vpico-ready"
 _COUNTER_ENTRY = "_emulate-counting"  # argv[1] of this file: the emulator with a flash counter
 _COUNTER_AT = re.compile(r"flash counter on ([0-9.]+):(\d+)")
-_XIP_ALIAS_MASK = 0xFCFFFFFF  # folds the four XIP aliases (cached, no-alloc, ...) onto 0x10...
+_XIP_ALIAS_MASK = 0xFCFFFFFF  # folds the XIP aliases 0x11.., 0x12.., 0x13.. onto 0x10..
 PUT_CHUNK = 12_000  # bytes per REPL command when writing a file
 
 
@@ -87,6 +87,8 @@ class VirtualPico:
     """A running emulated Pico with a MicroPython UF2, driven over mpremote.
 
     ``port=0`` lets the OS choose a free port (see ``.port`` once started).
+    ``count_flash=True`` runs the emulator with the flash-read counter
+    (``count_on``/``count_off``).
     One client at a time can hold the console: while this object is
     connected, an outside ``mpremote`` cannot (``serve`` mode disconnects).
     """
