@@ -9,12 +9,13 @@ import sys
 
 import pytest
 
-from piconn import cli, nn, train
+from piconn import commands, nn, train
+from piconn.commands import common
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
     try:
-        code = cli.main(argv)
+        code = commands.main(argv)
     except SystemExit as e:  # argparse errors
         code = e.code
     out, err = capsys.readouterr()
@@ -25,7 +26,7 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
 def small_model(tmp_path_factory, mnist):
     """A quickly trained 784-32-10 model saved to a file."""
     x_train, y_train, _, _ = mnist
-    model = cli.build_mlp([784, 32, 10]).init(0)
+    model = train.build_mlp([784, 32, 10]).init(0)
     train.fit(model, x_train[:5000], y_train[:5000], optimizer=nn.Adam(model.params(), 2e-3),
               epochs=1, progress=False)
     path = tmp_path_factory.mktemp("cli") / "small.npz"
@@ -117,10 +118,10 @@ def test_train_kinds_are_extensible(monkeypatch, capsys, tmp_path, make_idx_set)
 
     def fake(args, x, y):
         seen["n"], seen["epochs"] = len(x), args.epochs
-        return cli.build_mlp([784, 10]).init(0), [], {"extra": 1}
+        return train.build_mlp([784, 10]).init(0), [], {"extra": 1}
 
-    kind = cli.TrainKind("fake", fake, "test kind", defaults={"epochs": 7})
-    monkeypatch.setitem(cli.TRAIN_KINDS, "fake", kind)
+    kind = common.TrainKind("fake", fake, "test kind", defaults={"epochs": 7})
+    monkeypatch.setitem(common.TRAIN_KINDS, "fake", kind)
     make_idx_set(tmp_path / "tiny", n_train=5, n_test=3)
     out_file = tmp_path / "f.npz"
     code, out, err = run(["train", "mnist", "--kind", "fake", "--out", str(out_file),
@@ -145,8 +146,8 @@ def test_python_dash_m_runs_as_a_process(tmp_path):
 
 
 def test_model_stats_counts_masked_weights(rng):
-    model = cli.build_mlp([6, 4, 2]).init(0)
+    model = train.build_mlp([6, 4, 2]).init(0)
     model[0].mask = rng.random((4, 6)) > 0.5
-    stats = cli.model_stats(model)
+    stats = common.model_stats(model)
     assert stats["params"] == 6 * 4 + 4 + 4 * 2 + 2
     assert stats["nonzero"] == int(model[0].mask.sum()) + 4 * 2  # biases are zero at init

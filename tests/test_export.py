@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-from piconn import cli, export, lower, nn
+from piconn import commands, export, lower, nn
 from piconn import format as fmt
 
 
@@ -123,17 +123,17 @@ def test_refuses_what_the_device_refuses(device_models, tmp_path):
 def test_cli_export(device_models, tmp_path, capsys):
     blob = device_models["sparse_uint8"][1]
     (tmp_path / "m.nnb").write_bytes(blob)
-    code = cli.main(["export", str(tmp_path / "m.nnb"), "--name", "m_sp", "--out",
-                     str(tmp_path / "out"), "--json"])
+    code = commands.main(["export", str(tmp_path / "m.nnb"), "--name", "m_sp", "--out",
+                          str(tmp_path / "out"), "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["command"] == "export" and out["kind"] == "sparse" and out["bytes"] == len(blob)
     assert (tmp_path / "out" / "m_sp.nnb").read_bytes() == blob
     # errors: exit 1 with a message, one JSON object with --json
     (tmp_path / "junk.nnb").write_bytes(b"PCNN" + bytes(60))
-    assert cli.main(["export", str(tmp_path / "junk.nnb"), "--name", "j", "--out",
-                     str(tmp_path / "out")]) == 1
+    assert commands.main(["export", str(tmp_path / "junk.nnb"), "--name", "j", "--out",
+                          str(tmp_path / "out")]) == 1
     assert "error" in capsys.readouterr().err
-    assert cli.main(["export", str(tmp_path / "nope.nnb"), "--name", "j", "--out",
-                     str(tmp_path / "out"), "--json"]) == 1
+    assert commands.main(["export", str(tmp_path / "nope.nnb"), "--name", "j", "--out",
+                          str(tmp_path / "out"), "--json"]) == 1
     assert "error" in json.loads(capsys.readouterr().out)

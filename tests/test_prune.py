@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from piconn import cli, lower, nn, prune, reference, train
+from piconn import commands, lower, nn, prune, reference, train
 from piconn import format as fmt
 
 
@@ -97,20 +97,20 @@ def test_cli_prune_quantize_eval(mnist, tmp_path, capsys) -> None:
               progress=False)
     src = nn.save(model, tmp_path / "f.npz", {"input_scale": 1 / 255})
     with pytest.raises(SystemExit) as e:
-        cli.main(["prune", str(src), "--sparsity", "1.2", "--out", str(tmp_path / "x.npz")])
+        commands.main(["prune", str(src), "--sparsity", "1.2", "--out", str(tmp_path / "x.npz")])
     assert e.value.code == 2 and "[0, 1)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        cli.main(["quantize", str(src), "--mode", "int4", "--out", str(tmp_path / "x.nnb")])
+        commands.main(["quantize", str(src), "--mode", "int4", "--out", str(tmp_path / "x.nnb")])
     assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
-    assert cli.main(["prune", str(src), "--sparsity", "0.7", "--epochs", "0", "--global",
-                     "--out", str(tmp_path / "p.npz"), "--json"]) == 0
+    assert commands.main(["prune", str(src), "--sparsity", "0.7", "--epochs", "0", "--global",
+                          "--out", str(tmp_path / "p.npz"), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["sparsity"] == pytest.approx(0.7, abs=1e-3) and len(res["layers"]) == 2
-    assert cli.main(["quantize", str(tmp_path / "p.npz"), "--mode", "full", "--calib", "500",
-                     "--out", str(tmp_path / "q.nnb"), "--json"]) == 0
+    assert commands.main(["quantize", str(tmp_path / "p.npz"), "--mode", "full",
+                          "--calib", "500", "--out", str(tmp_path / "q.nnb"), "--json"]) == 0
     q = json.loads(capsys.readouterr().out)
     assert q["layers"] == ["sparse_q8", "sparse_q8"] and q["bytes"] == (tmp_path / "q.nnb").stat().st_size
-    assert cli.main(["eval", str(tmp_path / "q.nnb"), "--json"]) == 0
+    assert commands.main(["eval", str(tmp_path / "q.nnb"), "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["accuracy"] == q["accuracy"] and ev["nnz"] == res["nnz"]
     assert ev["n"] == 10000 and ev["params"] == 784 * 16 + 16 * 10 + 2 * (16 + 10)

@@ -18,7 +18,7 @@ from pathlib import Path
 import mpy
 import pytest
 
-from piconn import cli, export, romfs
+from piconn import commands, export, romfs
 from piconn import format as fmt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,12 +130,13 @@ def test_cli_json(tmp_path, device_models, capsys):
     a = _nnb(tmp_path, device_models, "xnor")
     b = _nnb(tmp_path, device_models, "uint8")
     out = tmp_path / "m.romfs"
-    assert cli.main(["romfs", str(a), str(b), "--out", str(out), "--align", "8", "--json"]) == 0
+    assert commands.main(["romfs", str(a), str(b), "--out", str(out), "--align", "8",
+                          "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["bytes"] == out.stat().st_size
     assert [r["name"] for r in res["files"]] == ["xnor.nnb", "uint8.nnb"]
     assert all(r["model_offset"] % 8 == 0 for r in res["files"])
-    assert cli.main(["romfs", str(a), "--out", str(out), "--size", "100"]) == 1
+    assert commands.main(["romfs", str(a), "--out", str(out), "--size", "100"]) == 1
     assert "partition 100" in capsys.readouterr().err
 
 

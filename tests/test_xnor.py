@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from piconn import cli, ir, nn, reference, train, xnor
+from piconn import commands, ir, nn, reference, train, xnor
 from piconn import format as fmt
 
 
@@ -18,7 +18,7 @@ def _random_bn_model(seed: int, arch=(70, 40, 33, 6)) -> nn.Sequential:
     model = xnor.build(arch, threshold=100, seed=seed)
     model.astype(np.float64)
     for la in model.layers:
-        if isinstance(la, xnor.BatchNorm1d):
+        if isinstance(la, nn.BatchNorm1d):
             n = la.n
             la.gamma.data = rng.normal(size=n) * rng.choice([1.0, 0.01], n)
             la.gamma.data[rng.random(n) < 0.3] *= -1
@@ -107,7 +107,7 @@ def test_ste_layers() -> None:
 
 def test_batchnorm_gradient() -> None:
     rng = np.random.default_rng(2)
-    bn = xnor.BatchNorm1d(4)
+    bn = nn.BatchNorm1d(4)
     bn.astype(np.float64)
     bn.gamma.data = rng.normal(size=4)
     bn.beta.data = rng.normal(size=4)
@@ -158,18 +158,18 @@ def test_small_xnor_learns_mnist_subset(mnist) -> None:
 def test_cli_train_xnor_kind(make_idx_set, tmp_path, capsys) -> None:
     make_idx_set(tmp_path / "d", n_train=50, n_test=20)
     out = tmp_path / "x.npz"
-    assert cli.main(["train", "mnist", "--kind", "xnor", "--arch", "784-40-10", "--epochs", "1",
-                     "--binarize-threshold", "100", "--data", str(tmp_path / "d"),
-                     "--out", str(out), "-q", "--json"]) == 0
+    assert commands.main(["train", "mnist", "--kind", "xnor", "--arch", "784-40-10",
+                          "--epochs", "1", "--binarize-threshold", "100",
+                          "--data", str(tmp_path / "d"), "--out", str(out), "-q", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["kind"] == "xnor" and res["n"] == 20
     model, meta = nn.load(out)
     assert meta["threshold"] == 100 and meta["weight_words"] == 25 * 40 + 2 * 10
     dm = xnor.lower(model, meta)
     assert dm.layers[0].threshold == 100 and xnor.weight_bytes(dm) == 4 * meta["weight_words"]
-    assert cli.main(["eval", str(out), "--data", str(tmp_path / "d"), "--json"]) == 0
+    assert commands.main(["eval", str(out), "--data", str(tmp_path / "d"), "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["reference"] is True and ev["kind"] == "xnor"
-    assert cli.main(["train", "mnist", "--kind", "xnor", "--binarize-threshold", "256",
-                     "--data", str(tmp_path / "d"), "--out", str(out), "-q"]) == 1
+    assert commands.main(["train", "mnist", "--kind", "xnor", "--binarize-threshold", "256",
+                          "--data", str(tmp_path / "d"), "--out", str(out), "-q"]) == 1
     assert "threshold" in capsys.readouterr().err

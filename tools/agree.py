@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "host"))
 
 import mpy
 
-from piconn import data, export, reference
+from piconn import data, lower, reference
 
 # kind -> model files to try, in order
 KINDS = {
@@ -89,7 +89,8 @@ def compare(dm, y_dev: np.ndarray, y_ref: np.ndarray, labels: np.ndarray) -> dic
 
 def run_kind(runner: mpy.Runner, kind: str, path: Path, tier: str, x: np.ndarray,
              y: np.ndarray, tmp: Path) -> dict:
-    blob, dm, _ = export.load_model(path)
+    loaded = lower.load_file(path)
+    blob, dm = loaded.blob, loaded.model
     nnb = tmp / f"{path.stem}.nnb"
     nnb.write_bytes(blob)
     images = tmp / "images.bin"

@@ -14,15 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-
-from piconn import data, lower, nn, reference, train, xnor
-from piconn import format as fmt
+from piconn import data, lower, nn, reference, train, xnor  # piconn sets the BLAS threads
 
 BARS = {  # name: (source, max points below float, or absolute minimum accuracy)
     "mnist_pruned.npz": ("drop", 0.5),
@@ -31,13 +26,6 @@ BARS = {  # name: (source, max points below float, or absolute minimum accuracy)
     "mnist_sparse_q8.nnb": ("drop", 0.5),
     "mnist_xnor.npz": ("min", 96.0),
 }
-
-
-def _device_model(path: Path):
-    if path.suffix == ".nnb":
-        return fmt.from_bytes(path.read_bytes())
-    model, meta = nn.load(path)
-    return lower.to_device(model, meta)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             rows.append({"model": name, "missing": True})
             continue
-        dm = _device_model(path)
+        dm = lower.load_file(path).model
         acc = 100 * float((reference.predict(dm, x_test) == y_test).mean())
         row = {"model": name, "family": dm.family, "accuracy": round(acc, 2),
                **reference.stats(dm)}

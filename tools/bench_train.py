@@ -10,34 +10,31 @@ load average is printed too: other processes on the same cores slow training.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see piconn.cli
-
 import argparse
 import json
+import os
 import sys
 import time
 
-from piconn import cli, data, train
+from piconn import data, train  # piconn sets the BLAS threads before numpy loads
+from piconn.commands import common
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", type=cli.arch, default=cli.FLOAT_DEFAULTS["arch"])
-    p.add_argument("--act", choices=sorted(cli.ACTIVATIONS), default=cli.FLOAT_DEFAULTS["act"])
-    p.add_argument("--epochs", type=cli.positive_int, default=cli.FLOAT_DEFAULTS["epochs"])
-    p.add_argument("--batch-size", type=cli.positive_int,
-                   default=cli.FLOAT_DEFAULTS["batch_size"])
-    p.add_argument("--lr", type=cli.positive_float, default=cli.FLOAT_DEFAULTS["lr"])
-    p.add_argument("--shift", type=cli.nonneg_int, default=cli.FLOAT_DEFAULTS["shift"])
+    defaults = train.FLOAT_DEFAULTS
+    p.add_argument("--arch", type=common.arch, default=defaults["arch"])
+    p.add_argument("--act", choices=sorted(train.ACTIVATIONS), default=defaults["act"])
+    p.add_argument("--epochs", type=common.positive_int, default=defaults["epochs"])
+    p.add_argument("--batch-size", type=common.positive_int, default=defaults["batch_size"])
+    p.add_argument("--lr", type=common.positive_float, default=defaults["lr"])
+    p.add_argument("--shift", type=common.nonneg_int, default=defaults["shift"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, metavar="PATH")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     if args.arch[0] != 784 or args.arch[-1] != 10:
         p.error("--arch must start with 784 and end with 10")
-    args.progress = sys.stderr
 
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -49,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
     cpu0 = time.process_time()
-    model, history, _ = cli.train_float(args, x_train, y_train)
+    model, history, _ = train.train_float(
+        x_train, y_train, arch=args.arch, act=args.act, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, shift=args.shift, seed=args.seed,
+        progress=sys.stderr)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     acc = train.evaluate(model, x_test, y_test)

@@ -1,7 +1,7 @@
-"""`python -m piconn`: the command line (see piconn.cli)."""
+"""`python -m piconn`: the command line (see piconn.commands)."""
 
 import sys
 
-from piconn.cli import main
+from piconn.commands import main
 
 sys.exit(main())

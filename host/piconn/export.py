@@ -2,8 +2,7 @@
 
     piconn export MODEL --name mnist_q8 --out DIR [--samples N] [--json]
 
-MODEL is a trained/compressed .npz (lowered with `lower.to_device`) or a .nnb
-(already lowered). Writes
+MODEL is a trained/compressed .npz or a .nnb (read with `lower.load_file`). Writes
 
 - DIR/NAME.py: a module holding the model as ONE bytes constant `MODEL` (frozen
   into the firmware it stays in flash and `nn.load(module)` reads it in place)
@@ -23,7 +22,6 @@ the device.
 
 from __future__ import annotations
 
-import argparse
 import keyword
 import os
 import zlib
@@ -32,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from . import format as fmt
-from . import ir
+from . import ir, lower
+from .data import load_mnist
 
 SAMPLES_MODULE = "mnist_samples"
 _LINE_BYTES = 48  # bytes per source line of a bytes literal
@@ -51,23 +50,6 @@ def device_check(blob: bytes) -> None:
 
 
 # ------------------------------------------------------------------ sources
-
-
-def load_model(path: str | Path) -> tuple[bytes, ir.DeviceModel, dict]:
-    """The device bytes of a .nnb or .npz model, its DeviceModel and its metadata."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head == fmt.MAGIC:
-        blob = path.read_bytes()
-        return blob, fmt.from_bytes(blob), {}
-    if path.suffix != ".npz" and head[:2] != b"PK":
-        raise ValueError(f"{path}: neither a .nnb model (magic {fmt.MAGIC!r}) nor a .npz")
-    from . import lower, nn
-
-    model, meta = nn.load(path)
-    dm = lower.to_device(model, meta)
-    return fmt.to_bytes(dm), dm, dict(meta or {})
 
 
 def _bytes_literal(data: bytes, indent: str = "    ") -> str:
@@ -167,14 +149,13 @@ def export(model: str | Path, name: str, out: str | Path, samples: int = 0,
     check_name(name)
     if samples < 0:
         raise ValueError("--samples must be 0 or more")
-    blob, dm, meta = load_model(model)
+    loaded = lower.load_file(model)
+    blob, dm, meta = loaded.blob, loaded.model, loaded.meta
     fmt.from_bytes(blob)  # refuse before reading the samples
     out = Path(out)
     samples_path = None
     if samples:
-        from . import data
-
-        _, _, x_test, y_test = data.load_mnist(data_path, download=False)
+        _, _, x_test, y_test = load_mnist(data_path, download=False)
         if samples > len(x_test):
             raise ValueError(f"--samples {samples}: the test set has {len(x_test)} digits")
         if dm.input_size != x_test.shape[1]:
@@ -185,35 +166,8 @@ def export(model: str | Path, name: str, out: str | Path, samples: int = 0,
     if samples_path is not None:
         _write(samples_path, samples_source(x_test[:samples], y_test[:samples]))
     return {
-        "command": "export", "name": name, "model": str(model), "kind": dm.family,
+        "name": name, "model": str(model), "kind": dm.family,
         "module": str(mod_path), "nnb": str(nnb_path), "bytes": len(blob),
         "crc32": f"{zlib.crc32(blob) & 0xFFFFFFFF:08x}",
         "samples": str(samples_path) if samples_path else None, "n_samples": samples,
     }
-
-
-def run_export(args: argparse.Namespace) -> tuple[dict, str]:
-    result = export(args.model, args.name, args.out, args.samples, getattr(args, "data", None))
-    text = (f"exported {result['name']} ({result['kind']}, {result['bytes']} bytes) to "
-            f"{result['module']} and {result['nnb']}")
-    if result["samples"]:
-        text += f"; {args.samples} test digits in {result['samples']}"
-    return result, text
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """The `export` subcommand."""
-    from . import cli
-
-    p = sub.add_parser("export", help="write a model as a MicroPython module (+ .nnb) for the device",
-                       description="Write MODEL (.npz or .nnb) as DIR/NAME.py (one bytes constant, "
-                       "frozen into flash) and DIR/NAME.nnb.")
-    p.add_argument("model", help="trained model (.npz) or device model (.nnb)")
-    p.add_argument("--name", required=True, help="module name, e.g. mnist_q8")
-    p.add_argument("--out", required=True, help="output folder, e.g. build/models")
-    p.add_argument("--samples", type=cli.nonneg_int, default=0, metavar="N",
-                   help=f"also write N MNIST test digits to DIR/{SAMPLES_MODULE}.py (shared by "
-                   "all models)")
-    p.add_argument("--data", default=None, help="MNIST folder (default: the usual places)")
-    cli.add_common(p)
-    p.set_defaults(handler=run_export)

@@ -49,6 +49,7 @@ __all__ = [
     "REGISTRY",
     "SGD",
     "Adam",
+    "BatchNorm1d",
     "Dropout",
     "Flatten",
     "Linear",
@@ -263,9 +264,6 @@ def need_cache(module: Module, value: Any) -> Any:
     return value
 
 
-_need_cache = need_cache  # old name, used by other modules
-
-
 # ------------------------------------------------------------------------- layers
 
 
@@ -444,6 +442,66 @@ class Dropout(Module):
         if self.p == 0.0:
             return grad_y
         return grad_y * need_cache(self, self._keep)
+
+
+@register
+class BatchNorm1d(Module):
+    """Batch norm over the batch axis of (N, n): y = gamma*(x - mean)/sqrt(var + eps) + beta.
+
+    Training uses batch statistics and updates running ones (unbiased variance,
+    `momentum` weight of the new batch); eval uses the running statistics.
+    """
+
+    buffers = ("running_mean", "running_var")
+
+    def __init__(self, n: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.n, self.eps, self.momentum = int(n), float(eps), float(momentum)
+        self.gamma = Param(np.ones(self.n, DEFAULT_DTYPE))
+        self.beta = Param(np.zeros(self.n, DEFAULT_DTYPE))
+        self.running_mean = np.zeros(self.n, DEFAULT_DTYPE)
+        self.running_var = np.ones(self.n, DEFAULT_DTYPE)
+        self._cache: tuple | None = None
+
+    def config(self) -> dict:
+        return {"n": self.n, "eps": self.eps, "momentum": self.momentum}
+
+    def init(self, rng: np.random.Generator) -> None:
+        dt = self.gamma.data.dtype
+        self.gamma.data, self.beta.data = np.ones(self.n, dt), np.zeros(self.n, dt)
+        self.gamma.grad, self.beta.grad = np.zeros(self.n, dt), np.zeros(self.n, dt)
+        self.running_mean, self.running_var = np.zeros(self.n, dt), np.ones(self.n, dt)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[-1] != self.n:
+            raise ValueError(f"BatchNorm1d({self.n}) got input shape {x.shape}")
+        if self.training:
+            mean, var = x.mean(axis=0), x.var(axis=0)
+            n = x.shape[0]
+            mom = self.momentum
+            self.running_mean = ((1 - mom) * self.running_mean + mom * mean).astype(x.dtype)
+            unbiased = var * n / max(n - 1, 1)
+            self.running_var = ((1 - mom) * self.running_var + mom * unbiased).astype(x.dtype)
+        else:
+            mean, var = self.running_mean, self.running_var
+        inv = 1.0 / np.sqrt(var + self.eps)
+        xhat = (x - mean) * inv
+        self._cache = (xhat, inv) if self.training else None
+        return (self.gamma.data * xhat + self.beta.data).astype(x.dtype)
+
+    def backward(self, grad_y: np.ndarray) -> np.ndarray:
+        xhat, inv = need_cache(self, self._cache)
+        self.gamma.grad += (grad_y * xhat).sum(axis=0)
+        self.beta.grad += grad_y.sum(axis=0)
+        g = grad_y * self.gamma.data
+        n = grad_y.shape[0]
+        return inv / n * (n * g - g.sum(axis=0) - xhat * (g * xhat).sum(axis=0))
+
+    def affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """Inference as y = k*x + c (float64)."""
+        k = self.gamma.data.astype(np.float64) / np.sqrt(
+            self.running_var.astype(np.float64) + self.eps)
+        return k, self.beta.data.astype(np.float64) - k * self.running_mean.astype(np.float64)
 
 
 @register

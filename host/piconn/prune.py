@@ -17,7 +17,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from . import nn
+from . import nn, train
+from .data import random_shift
 
 
 def check_sparsity(sparsity: float) -> float:
@@ -112,8 +113,6 @@ def prune(model: nn.Sequential, x: np.ndarray, y: np.ndarray, sparsity: float, *
     image shifts of up to that many pixels (as the float model was trained).
     Returns the training history.
     """
-    from . import data, train
-
     s = check_sparsity(sparsity)
     if epochs < 0 or update_every < 1 or not 0 < prune_frac <= 1:
         raise ValueError("need epochs >= 0, update_every >= 1 and 0 < prune_frac <= 1")
@@ -133,90 +132,6 @@ def prune(model: nn.Sequential, x: np.ndarray, y: np.ndarray, sparsity: float, *
     hist = train.fit(model, x, y, loss="cross_entropy", optimizer=opt, epochs=epochs,
                      batch_size=batch_size, seed=seed, on_step=on_step, on_epoch=on_epoch,
                      progress=progress, schedule=lambda e: lr * decay**e,
-                     augment=(lambda xb, rng: data.random_shift(xb, rng, shift)) if shift else None)
+                     augment=(lambda xb, rng: random_shift(xb, rng, shift)) if shift else None)
     magnitude_prune(model, s, global_)  # exact final count (a no-op after the schedule)
     return hist
-
-
-# ------------------------------------------------------------------------------ CLI
-
-
-def _sparsity_arg(text: str) -> float:
-    import argparse
-
-    try:
-        return check_sparsity(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def add_parser(sub: Any) -> None:
-    """`piconn prune MODEL --sparsity S --out FILE [--epochs N] [--global]`."""
-    from . import cli
-
-    p = sub.add_parser(
-        "prune", help="magnitude-prune a float model, fine-tuning as it goes (.npz)",
-        description="Prune the Linear weights of a float model to a target sparsity "
-                    "(gradually, cubic schedule, while fine-tuning on the training set).")
-    cli.add_common(p)
-    p.add_argument("model", metavar="MODEL", help="float model (.npz from piconn train)")
-    p.add_argument("--sparsity", type=_sparsity_arg, default=0.9,
-                   help="fraction of weights removed, in [0, 1) (default 0.9)")
-    p.add_argument("--out", "-o", required=True, metavar="FILE", help="pruned model (.npz)")
-    p.add_argument("--epochs", type=cli.nonneg_int, default=20,
-                   help="fine-tuning epochs; 0 = prune once, no fine-tuning (default 20)")
-    scope = p.add_mutually_exclusive_group()
-    scope.add_argument("--global", dest="global_", action="store_true", default=True,
-                       help="one magnitude threshold over all layers (the default: the small "
-                            "output layer keeps more of its weights)")
-    scope.add_argument("--per-layer", dest="global_", action="store_false",
-                       help="every Linear layer pruned to the same sparsity")
-    p.add_argument("--lr", type=cli.positive_float, default=2e-3,
-                   help="initial fine-tuning learning rate (default 2e-3, decays 10x)")
-    p.add_argument("--batch-size", type=cli.positive_int, default=128)
-    p.add_argument("--update-every", type=cli.positive_int, default=50,
-                   help="steps between mask updates (default 50)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    cli.add_data(p)
-    p.set_defaults(handler=run_prune)
-
-
-def run_prune(args: Any) -> tuple[dict, str]:
-    import sys
-    import time
-
-    from . import cli, lower, train
-
-    path = cli.model_file(args.model)
-    model, meta = nn.load(path)
-    if lower.is_xnor(model):
-        raise cli.CliError("XNOR models cannot be pruned (their weights are already binary)")
-    lower.linear_chain(model)  # ValueError unless a Linear/activation model
-    x_train, y_train, x_test, y_test = cli.load_data(args)
-    acc_before = train.evaluate(model, x_test, y_test)
-    t0 = time.perf_counter()
-    shift = int(meta.get("shift") or 0)
-    history = prune(model, x_train, y_train, args.sparsity, epochs=args.epochs,
-                    global_=args.global_, lr=args.lr, lr_end=args.lr / 10,
-                    batch_size=args.batch_size, update_every=args.update_every, seed=args.seed,
-                    shift=shift, progress=False if args.quiet else sys.stderr)
-    seconds = time.perf_counter() - t0
-    acc = train.evaluate(model, x_test, y_test)
-    rep = report(model)
-    info = {"sparsity": args.sparsity, "global": args.global_, "epochs": args.epochs,
-            "lr": args.lr, "shift": shift, "source": str(path),
-            "source_accuracy": acc_before, "layers": rep["layers"], "history": history}
-    meta = {**meta, "kind": "pruned", "test_accuracy": acc, "pruning": info}
-    out = nn.save(model, args.out, meta)
-    result = {"command": "prune", "out": str(out), "accuracy": acc,
-              "accuracy_before": acc_before, "n": len(y_test), "sparsity": rep["sparsity"],
-              "nnz": rep["nnz"], "weights": rep["weights"], "layers": rep["layers"],
-              "global": args.global_, "epochs": args.epochs, "seconds": round(seconds, 3)}
-    lines = [f"layer {r['layer']} {r['shape'][0]}x{r['shape'][1]}: {r['nnz']}/{r['weights']} "
-             f"weights kept, sparsity {100 * r['sparsity']:.1f}%" for r in rep["layers"]]
-    lines.append(f"total sparsity {100 * rep['sparsity']:.1f}% ({rep['nnz']} of {rep['weights']} "
-                 f"weights kept)")
-    lines.append(f"test accuracy {100 * acc:.2f}% (before pruning {100 * acc_before:.2f}%); "
-                 f"saved {out}")
-    return result, "\n".join(lines)

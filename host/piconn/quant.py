@@ -20,12 +20,10 @@ Quantization of a real value v with scale s and zero point z: `q = clamp(round(v
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from . import ir, nn
-from .lower import Dense, _meta, input_scale, is_xnor, linear_chain
+from .lower import Dense, device_meta, input_scale, is_xnor, linear_chain
 from .reference import requantize
 
 MODES = ("weights", "full")
@@ -150,7 +148,7 @@ def _weights_only(chain: list[Dense], meta: dict | None) -> ir.DeviceModel:
             scale, in_dtype = scale * s_in, "u8"
         layers.append(ir.DenseQ8W(q, zw, scale.astype(np.float32), d.b.astype(np.float32),
                                   d.act, in_dtype))
-    dm = ir.DeviceModel(layers, "uint8", 1.0, {**_meta(meta), "quant": "weights"})
+    dm = ir.DeviceModel(layers, "uint8", 1.0, {**device_meta(meta), "quant": "weights"})
     dm.check()
     return dm
 
@@ -208,63 +206,6 @@ def _full(chain: list[Dense], meta: dict | None, x_calib: np.ndarray, percentile
         s_x, zx = s_y, zy
     family = "sparse" if any(d.mask is not None for d in chain) else "uint8"
     dm = ir.DeviceModel(layers, family, out_scale,
-                        {**_meta(meta), "quant": "full", "percentile": percentile})
+                        {**device_meta(meta), "quant": "full", "percentile": percentile})
     dm.check()
     return dm
-
-
-# ------------------------------------------------------------------------------ CLI
-
-
-def add_parser(sub: Any) -> None:
-    """`piconn quantize MODEL --mode {weights,full} --out FILE.nnb`."""
-    from . import cli
-
-    p = sub.add_parser(
-        "quantize", help="quantize a float (or pruned) model to uint8 and write a .nnb",
-        description="uint8 quantization. weights: u8 weights, float activations (dense_q8w). "
-                    "full: integer-only inference (dense_q8 / sparse_q8), activation ranges "
-                    "calibrated on training images.")
-    cli.add_common(p)
-    p.add_argument("model", metavar="MODEL", help="float or pruned model (.npz)")
-    p.add_argument("--mode", choices=MODES, default="full", help="default full")
-    p.add_argument("--out", "-o", required=True, metavar="FILE", help="output model (.nnb)")
-    p.add_argument("--calib", type=cli.positive_int, default=5000,
-                   help="training images used to calibrate activations (default 5000)")
-    p.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
-                   help=f"activation range: this percentile of each ReLU output "
-                        f"(100 = max; default {DEFAULT_PERCENTILE})")
-    p.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
-                   help="do not correct the mean output shift of weight rounding")
-    p.add_argument("--seed", type=int, default=0, help="calibration sample")
-    cli.add_data(p)
-    p.set_defaults(handler=run_quantize)
-
-
-def run_quantize(args: Any) -> tuple[dict, str]:
-    from pathlib import Path
-
-    from . import cli, reference, train
-    from . import format as fmt
-
-    path = cli.model_file(args.model)
-    model, meta = nn.load(path)
-    x_train, _, x_test, y_test = cli.load_data(args)
-    x_cal = None
-    if args.mode == "full":
-        idx = np.random.default_rng(args.seed).permutation(len(x_train))[:args.calib]
-        x_cal = x_train[np.sort(idx)]
-    dm = quantize(model, meta, args.mode, x_cal, args.percentile, args.bias_correction)
-    blob = fmt.to_bytes(dm)
-    out = Path(args.out)
-    out.write_bytes(blob)
-    acc = float((reference.predict(dm, x_test) == y_test).mean())
-    acc_float = train.evaluate(model, x_test, y_test)
-    result = {"command": "quantize", "out": str(out), "mode": args.mode, "accuracy": acc,
-              "accuracy_float": acc_float, "n": len(y_test), **reference.stats(dm, blob),
-              "layers": [la.kind if getattr(la, "mask", None) is None
-                         else la.kind.replace("dense", "sparse") for la in dm.layers]}
-    text = (f"{args.mode} uint8: test accuracy {100 * acc:.2f}% (device arithmetic; float "
-            f"{100 * acc_float:.2f}%); {len(blob)} bytes; layers {', '.join(result['layers'])}; "
-            f"saved {out}")
-    return result, text

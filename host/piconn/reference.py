@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import format as fmt
 from . import ir
 from .format import pack_bits
 
@@ -171,7 +172,7 @@ def logits(dm: ir.DeviceModel, x: np.ndarray) -> np.ndarray:
     return y * np.float32(dm.output_scale) if y.dtype == np.int32 else y
 
 
-# ------------------------------------------------------------------ file evaluation
+# ------------------------------------------------------------------ size figures
 
 
 def stats(dm: ir.DeviceModel, blob: bytes | None = None) -> dict:
@@ -183,8 +184,6 @@ def stats(dm: ir.DeviceModel, blob: bytes | None = None) -> dict:
     parameter arrays alone as stored on the device (with 4-byte padding); nnz:
     stored weights, only for models with sparse layers.
     """
-    from . import format as fmt
-
     blob = fmt.to_bytes(dm) if blob is None else blob
     params, nnz, sparse = 0, 0, False
     for la in dm.layers:
@@ -201,36 +200,3 @@ def stats(dm: ir.DeviceModel, blob: bytes | None = None) -> dict:
     if sparse:
         out["nnz"] = nnz
     return out
-
-
-def load_device_model(path: str) -> ir.DeviceModel | None:
-    """A .nnb file, or a compressed .npz (pruned or XNOR) lowered; None for a plain float .npz."""
-    from pathlib import Path
-
-    from . import format as fmt
-    from . import lower, nn
-
-    path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head == fmt.MAGIC:
-        return fmt.from_bytes(path.read_bytes())
-    model, meta = nn.load(path)
-    if lower.is_xnor(model) or any(getattr(la, "mask", None) is not None for la in model.layers):
-        return lower.to_device(model, meta)
-    return None
-
-
-def eval_file(path: str, x: np.ndarray, y: np.ndarray) -> tuple[dict, str] | None:
-    """Device-exact accuracy of a .nnb or compressed .npz (None: a float .npz, not handled)."""
-    dm = load_device_model(path)
-    if dm is None:
-        return None
-    acc = float((predict(dm, x) == np.asarray(y)).mean())
-    st = stats(dm)
-    result = {"command": "eval", "model": str(path), "kind": dm.family, "reference": True,
-              "accuracy": acc, "n": len(y), **st}
-    nnz = f", {st['nnz']} stored weights" if "nnz" in st else ""
-    text = (f"test accuracy {100 * acc:.2f}% on {len(y)} images (device arithmetic, "
-            f"{dm.family}); {st['params']} parameters{nnz}, {st['bytes']} bytes as .nnb ({path})")
-    return result, text

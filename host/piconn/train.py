@@ -3,6 +3,9 @@
 Input convention (all of piconn): pixels as floats x/255, no mean/std. `fit`,
 `evaluate` and `predict` accept raw uint8 arrays and apply that scale batch by
 batch (so a 60000x784 float copy is never made); float arrays are used as given.
+
+`train_float` is the training policy of `piconn train --kind float` (its
+defaults in `FLOAT_DEFAULTS`); `xnor.train_xnor` is the binary one.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import nn
-from .data import INPUT_SCALE
+from .data import INPUT_SCALE, random_shift
 
 LOSSES: dict[str, Callable[[np.ndarray, Any], nn.Loss]] = {
     "cross_entropy": nn.cross_entropy,
@@ -210,3 +213,44 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1
     _check_xy(np.asarray(x), y)
     out = predict(model, x, batch_size)
     return _correct(out, y) / len(y)
+
+
+# ------------------------------------------------------------------ float MLPs
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid,
+                                           "tanh": nn.Tanh}
+
+# The float MLP's policy: Adam, cosine decay, +-1 pixel shifts.
+FLOAT_DEFAULTS = {"arch": [784, 128, 10], "act": "relu", "epochs": 15, "batch_size": 128,
+                  "lr": 2e-3, "shift": 1}
+
+
+def build_mlp(sizes: list[int], act: str = "relu") -> nn.Sequential:
+    """Linear layers of `sizes` with `act` between them; the last layer outputs logits."""
+    model = nn.Sequential()
+    for k in range(len(sizes) - 1):
+        if k:
+            model.add(ACTIVATIONS[act]())
+        model.add(nn.Linear(sizes[k], sizes[k + 1]))
+    return model
+
+
+def cosine(lr: float, epochs: int) -> Callable[[int], float]:
+    """Cosine decay from lr (epoch 0) towards 0 (after the last epoch)."""
+    return lambda e: float(lr * 0.5 * (1 + np.cos(np.pi * e / max(epochs, 1))))
+
+
+def train_float(x: np.ndarray, y: np.ndarray, *, arch: list[int], act: str, epochs: int,
+                batch_size: int, lr: float, shift: int, seed: int = 0,
+                progress: bool | TextIO | None = None
+                ) -> tuple[nn.Sequential, list[dict], dict]:
+    """Float MLP: Adam, cosine learning-rate decay, random +-shift pixel augmentation.
+
+    Returns (model, history, meta): meta names the optimizer, schedule and shift.
+    """
+    model = build_mlp(arch, act).init(seed)
+    opt = nn.Adam(model.params(), lr)
+    aug = (lambda xb, rng: random_shift(xb, rng, shift)) if shift else None
+    history = fit(model, x, y, optimizer=opt, epochs=epochs, batch_size=batch_size, seed=seed,
+                  progress=progress, schedule=cosine(lr, epochs), augment=aug)
+    return model, history, {"optimizer": "adam", "schedule": "cosine", "shift": shift}

@@ -31,7 +31,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from . import ir, nn
+from . import ir, nn, train
+from .data import random_shift
 from .format import words
 
 DEFAULT_ARCH = (784, 256, 256, 10)
@@ -74,7 +75,7 @@ class SignSTE(nn.Module):
         return _sign(x)
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray:
-        return grad_y * nn._need_cache(self, getattr(self, "_pass", None))
+        return grad_y * nn.need_cache(self, getattr(self, "_pass", None))
 
 
 @nn.register
@@ -118,7 +119,7 @@ class BinaryLinear(nn.Module):
         return y
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray:
-        x = nn._need_cache(self, self._x)
+        x = nn.need_cache(self, self._x)
         gw = grad_y.T @ x
         gw *= np.abs(self.weight.data) <= 1
         self.weight.grad += gw
@@ -127,66 +128,6 @@ class BinaryLinear(nn.Module):
         if not self.input_grad:
             return None  # type: ignore[return-value]
         return grad_y @ self.binary_weight()
-
-
-@nn.register
-class BatchNorm1d(nn.Module):
-    """Batch norm over the batch axis of (N, n): y = gamma*(x - mean)/sqrt(var + eps) + beta.
-
-    Training uses batch statistics and updates running ones (unbiased variance,
-    `momentum` weight of the new batch); eval uses the running statistics.
-    """
-
-    buffers = ("running_mean", "running_var")
-
-    def __init__(self, n: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
-        super().__init__()
-        self.n, self.eps, self.momentum = int(n), float(eps), float(momentum)
-        self.gamma = nn.Param(np.ones(self.n, nn.DEFAULT_DTYPE))
-        self.beta = nn.Param(np.zeros(self.n, nn.DEFAULT_DTYPE))
-        self.running_mean = np.zeros(self.n, nn.DEFAULT_DTYPE)
-        self.running_var = np.ones(self.n, nn.DEFAULT_DTYPE)
-        self._cache: tuple | None = None
-
-    def config(self) -> dict:
-        return {"n": self.n, "eps": self.eps, "momentum": self.momentum}
-
-    def init(self, rng: np.random.Generator) -> None:
-        dt = self.gamma.data.dtype
-        self.gamma.data, self.beta.data = np.ones(self.n, dt), np.zeros(self.n, dt)
-        self.gamma.grad, self.beta.grad = np.zeros(self.n, dt), np.zeros(self.n, dt)
-        self.running_mean, self.running_var = np.zeros(self.n, dt), np.ones(self.n, dt)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[-1] != self.n:
-            raise ValueError(f"BatchNorm1d({self.n}) got input shape {x.shape}")
-        if self.training:
-            mean, var = x.mean(axis=0), x.var(axis=0)
-            n = x.shape[0]
-            mom = self.momentum
-            self.running_mean = ((1 - mom) * self.running_mean + mom * mean).astype(x.dtype)
-            unbiased = var * n / max(n - 1, 1)
-            self.running_var = ((1 - mom) * self.running_var + mom * unbiased).astype(x.dtype)
-        else:
-            mean, var = self.running_mean, self.running_var
-        inv = 1.0 / np.sqrt(var + self.eps)
-        xhat = (x - mean) * inv
-        self._cache = (xhat, inv) if self.training else None
-        return (self.gamma.data * xhat + self.beta.data).astype(x.dtype)
-
-    def backward(self, grad_y: np.ndarray) -> np.ndarray:
-        xhat, inv = nn._need_cache(self, self._cache)
-        self.gamma.grad += (grad_y * xhat).sum(axis=0)
-        self.beta.grad += grad_y.sum(axis=0)
-        g = grad_y * self.gamma.data
-        n = grad_y.shape[0]
-        return inv / n * (n * g - g.sum(axis=0) - xhat * (g * xhat).sum(axis=0))
-
-    def affine(self) -> tuple[np.ndarray, np.ndarray]:
-        """Inference as y = k*x + c (float64)."""
-        k = self.gamma.data.astype(np.float64) / np.sqrt(
-            self.running_var.astype(np.float64) + self.eps)
-        return k, self.beta.data.astype(np.float64) - k * self.running_mean.astype(np.float64)
 
 
 # ----------------------------------------------------------------------------- models
@@ -220,7 +161,7 @@ def build(arch: str | tuple[int, ...] | list[int] = DEFAULT_ARCH,
     model = nn.Sequential(InputBinarize(threshold, input_scale))
     for k, (a, b) in enumerate(itertools.pairwise(sizes)):
         model.add(BinaryLinear(a, b))
-        model.add(BatchNorm1d(b))
+        model.add(nn.BatchNorm1d(b))
         if k < len(sizes) - 2:
             model.add(SignSTE())
             if dropout:
@@ -237,11 +178,9 @@ def fit(model: nn.Sequential, x: np.ndarray, y: np.ndarray, *, epochs: int = 30,
 
     `shift` > 0: random image shifts of up to that many pixels (augmentation).
     """
-    from . import data, train
-
     opt = nn.Adam(model.params(), lr)
     decay = (lr_end / lr) ** (1 / max(epochs - 1, 1))
-    aug = (lambda xb, rng: data.random_shift(xb, rng, shift)) if shift else None
+    aug = (lambda xb, rng: random_shift(xb, rng, shift)) if shift else None
     return train.fit(model, x, y, loss="cross_entropy", optimizer=opt, epochs=epochs,
                      batch_size=batch_size, seed=seed, on_epoch=on_epoch, progress=progress,
                      schedule=lambda e: lr * decay**e, augment=aug)
@@ -297,7 +236,7 @@ def _groups(model: nn.Sequential) -> tuple[InputBinarize, list[tuple[BinaryLinea
                              "BinaryLinear BatchNorm1d)")
         i += 1
         bn = None
-        if i < len(layers) and isinstance(layers[i], BatchNorm1d):
+        if i < len(layers) and isinstance(layers[i], nn.BatchNorm1d):
             bn, i = layers[i], i + 1
         sign = i < len(layers) and isinstance(layers[i], SignSTE)
         i += sign
@@ -312,7 +251,7 @@ def _groups(model: nn.Sequential) -> tuple[InputBinarize, list[tuple[BinaryLinea
     return layers[0], groups
 
 
-def _affine(lin: BinaryLinear, bn: BatchNorm1d | None) -> tuple[np.ndarray, np.ndarray]:
+def _affine(lin: BinaryLinear, bn: nn.BatchNorm1d | None) -> tuple[np.ndarray, np.ndarray]:
     """The layer's real output as k*h + c in terms of the ±1 dot product h."""
     bias = lin.bias.data.astype(np.float64) if lin.bias is not None else np.zeros(lin.n_out)
     if bn is None:
@@ -348,41 +287,27 @@ def weight_bytes(dm: ir.DeviceModel) -> int:
                if isinstance(la, (ir.XnorDense, ir.XnorOut)))
 
 
-# ------------------------------------------------------------------------------ CLI
+# ------------------------------------------------------------------------------ training policy
 
 # 784-256-256-10, 30 epochs, +-1 pixel shifts: 97.35% on the MNIST test set (seed 0).
 TRAIN_DEFAULTS = {"arch": list(DEFAULT_ARCH), "epochs": 30, "batch_size": 100, "lr": 1e-2,
                   "shift": 1}
 
 
-def _add_arguments(p: Any) -> None:
-    p.add_argument("--binarize-threshold", type=int, default=DEFAULT_THRESHOLD, metavar="T",
-                   help=f"xnor: input pixels >= T are +1, others -1 (default {DEFAULT_THRESHOLD})")
-    p.add_argument("--xnor-dropout", type=float, default=0.0, metavar="P",
-                   help="xnor: dropout after each hidden sign activation (default 0)")
+def train_xnor(x: np.ndarray, y: np.ndarray, *, arch: str | tuple[int, ...] | list[int],
+               epochs: int, batch_size: int, lr: float, shift: int, seed: int = 0,
+               threshold: int = DEFAULT_THRESHOLD, dropout: float = 0.0,
+               progress: bool | TextIO | None = None) -> tuple[nn.Sequential, list[dict], dict]:
+    """`piconn train mnist --kind xnor`: Adam, lr decaying 100x exponentially.
 
-
-def _train_kind(args: Any, x: np.ndarray, y: np.ndarray) -> tuple[nn.Sequential, list[dict], dict]:
-    """`piconn train mnist --kind xnor`: Adam, lr decaying 100x exponentially."""
-    model = build(args.arch, threshold=args.binarize_threshold, dropout=args.xnor_dropout,
-                  seed=args.seed)
-    lr_end = args.lr / 100
-    history = fit(model, x, y, epochs=args.epochs, lr=args.lr, lr_end=lr_end,
-                  batch_size=args.batch_size, seed=args.seed, shift=args.shift,
-                  progress=args.progress)
-    n_words = weight_words(args.arch)
+    Returns (model, history, meta): meta names the schedule, threshold, dropout,
+    shift and the packed weight size.
+    """
+    model = build(arch, threshold=threshold, dropout=dropout, seed=seed)
+    lr_end = lr / 100
+    history = fit(model, x, y, epochs=epochs, lr=lr, lr_end=lr_end, batch_size=batch_size,
+                  seed=seed, shift=shift, progress=progress)
+    n_words = weight_words(arch)
     return model, history, {"optimizer": "adam", "schedule": "exponential", "lr_end": lr_end,
-                             "threshold": args.binarize_threshold, "dropout": args.xnor_dropout,
-                             "shift": args.shift, "weight_words": n_words,
-                             "weight_bytes": 4 * n_words}
-
-
-def _register_cli() -> None:
-    from . import cli
-
-    cli.register_train_kind(cli.TrainKind(
-        "xnor", _train_kind, "binary MLP: binarized input, XNOR/popcount layers",
-        TRAIN_DEFAULTS, _add_arguments))
-
-
-_register_cli()
+                             "threshold": threshold, "dropout": dropout, "shift": shift,
+                             "weight_words": n_words, "weight_bytes": 4 * n_words}
