@@ -142,8 +142,10 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, loss: str | Callable 
     n_batches = math.ceil(n / batch_size)
     history: list[dict] = []
     step = 0
-    # The model input needs no gradient: skip the first layer's largest product.
-    first = model.layers[0] if isinstance(model, nn.Sequential) and len(model) else None
+    # The model input needs no gradient: skip the largest product of the first layer
+    # with parameters (layers before it, e.g. Reshape or Flatten, have nothing to learn).
+    first = next((layer for layer in model.layers if layer.params()), None) \
+        if isinstance(model, nn.Sequential) else None
     saved_input_grad = getattr(first, "input_grad", None)
     if saved_input_grad is not None:
         first.input_grad = False  # type: ignore[union-attr]
