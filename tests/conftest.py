@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import gzip
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-# One BLAS thread per process: far faster than two on a small shared machine.
-# Must happen before numpy is imported.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import piconn  # noqa: F401  first: it sets the BLAS thread count, which numpy reads on import
 
+# isort: split
 import numpy as np
 import pytest
 
