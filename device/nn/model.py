@@ -64,21 +64,9 @@ _NAN = float("nan")  # not math.nan: mpy-cross would freeze a NaN literal (inval
 
 # ------------------------------------------------------------------ tiers
 
-try:
-    import _nn_c  # type: ignore[import-not-found]  # the C module (firmware builds)
-except ImportError:
-    _nn_c = None
-try:
-    from nn import _viper
-except (ImportError, SyntaxError, NameError, AttributeError):
-    _viper = None  # type: ignore[assignment]
-
-_TIERS = []
-if _nn_c is not None:
-    _TIERS.append(("c", _nn_c))
-if _viper is not None:
-    _TIERS.append(("viper", _viper))
-_TIERS.append(("python", _python))
+# (name, module) fastest first, and the C module ('c' firmware or 'natmod'), or None
+from nn._tiers import C_MODULE as _nn_c
+from nn._tiers import TIERS as _TIERS
 
 _cur = 0  # index into _TIERS of the tier in use
 # kernel per slot: from the tier in use, else the next one down
@@ -115,7 +103,7 @@ def _rebuild():
                 _tbl[k] = f
                 _tbl_tier[k] = _TIERS[t][0]
                 break
-    _crun = _run is not None and _TIERS[_cur][0] == "c"
+    _crun = _run is not None and _TIERS[_cur][1] is _nn_c
 
 
 _rebuild()

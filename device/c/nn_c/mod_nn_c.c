@@ -5,8 +5,10 @@
 // kernel in nn_kernels.c. Nothing is allocated (except the exception on bad input),
 // so the functions run under micropython.heap_lock(). Contents are trusted: nn.load
 // has validated the model (sparse row indices, monotonic colptr).
+#ifndef NN_C_NATMOD  // the native module (device/c/natmod/natmod.c) includes py/dynruntime.h
 #include "py/binary.h"
 #include "py/runtime.h"
+#endif
 
 #include "nn_kernels.h"
 
@@ -394,6 +396,7 @@ static mp_obj_t nn_c_run(mp_obj_t steps_in, mp_obj_t x_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(nn_c_run_obj, nn_c_run);
 
+#ifndef NN_C_NATMOD  // a native module stores its functions at import instead (natmod.c)
 static const mp_rom_map_elem_t nn_c_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__nn_c) },
     { MP_ROM_QSTR(MP_QSTR_run), MP_ROM_PTR(&nn_c_run_obj) },
@@ -419,3 +422,4 @@ const mp_obj_module_t nn_c_user_cmodule = {
 };
 
 MP_REGISTER_MODULE(MP_QSTR__nn_c, nn_c_user_cmodule);
+#endif
