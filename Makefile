@@ -280,11 +280,47 @@ deploy:
 test-builds: venv
 	@if $(MAKE) --no-print-directory mp-tree; then \
 	  $(MAKE) --no-print-directory firmware-UNIX || exit 1; \
+	  $(MAKE) --no-print-directory firmware-stock-UNIX natmod NATMOD_ARCHS=x64 || exit 1; \
 	  if $(MAKE) --no-print-directory arm-toolchain; then \
 	    $(MAKE) --no-print-directory firmware-PICO || exit 1; \
 	    $(MAKE) --no-print-directory firmware-PICO2 || exit 1; \
+	    $(MAKE) --no-print-directory firmware-stock-PICO natmod || exit 1; \
 	  else echo "note: no Arm toolchain: build/PICO/firmware.uf2 not built, its tests will skip"; fi; \
 	else echo "note: no MicroPython tree: firmware not built, the firmware tests will skip"; fi
+
+# --- stock MicroPython: nn installed with mip, the C kernels as a native module ----
+#   make firmware-stock [BOARD=PICO]   MicroPython's own firmware, unmodified (PICO: RPI_PICO,
+#                                      PICO2: RPI_PICO2, UNIX: the unix port) in build/STOCK_<BOARD>/
+#   make natmod [NATMOD_ARCHS=...]     _nn_c as a native module: build/natmod/<arch>/_nn_c.mpy
+#                                      (armv6m: RP2040, armv7emsp: RP2350, x64: the unix port)
+#   make mip-package                   device/mip/ and device/package.json, what `mpremote mip
+#                                      install` copies (committed: tools/mip_package.py --check)
+.PHONY: firmware-stock firmware-stock-PICO firmware-stock-PICO2 firmware-stock-UNIX natmod mip-package
+STOCK_PICO_BOARD := RPI_PICO
+STOCK_PICO2_BOARD := RPI_PICO2
+firmware-stock: firmware-stock-$(BOARD)
+
+firmware-stock-PICO firmware-stock-PICO2: firmware-stock-%: venv mp-tree arm-toolchain mpy-cross
+	@[ -f build/STOCK_$*/cmake/Makefile ] || cmake -S $(MICROPY_DIR)/ports/rp2 -B build/STOCK_$*/cmake \
+	  -DPICO_BUILD_DOCS=0 -DPICO_NO_PICOTOOL=1 -DMICROPY_BOARD=$(STOCK_$*_BOARD)
+	cmake --build build/STOCK_$*/cmake -j $(JOBS) -- --no-print-directory
+	@cp build/STOCK_$*/cmake/firmware.bin build/STOCK_$*/
+	@$(PY) tools/uf2.py build/STOCK_$*/firmware.bin build/STOCK_$*/firmware.uf2 --family $($*_FAMILY) $($*_UF2_FLAGS)
+
+# The standard variant without the parts that need libraries (as firmware-UNIX).
+firmware-stock-UNIX: venv mp-tree host-tools mpy-cross
+	$(MAKE) --no-print-directory -C $(MICROPY_DIR)/ports/unix -j$(JOBS) BUILD=$(abspath build/STOCK_UNIX/obj) \
+	  MICROPY_PY_FFI=0 MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0
+	@cp build/STOCK_UNIX/obj/micropython build/STOCK_UNIX/micropython
+
+NATMOD_ARCHS ?= armv6m armv7emsp
+natmod: venv mp-tree $(if $(filter arm%,$(NATMOD_ARCHS)),arm-toolchain,host-tools)
+	@for a in $(NATMOD_ARCHS); do mkdir -p build/natmod/$$a && \
+	  $(MAKE) --no-print-directory -C build/natmod/$$a -f $(abspath device/c/natmod/Makefile) ARCH=$$a \
+	    MPY_DIR=$(MICROPY_DIR) PYTHON=$(abspath $(PY)) || exit 1; done
+
+mip-package: natmod
+	$(PY) tools/mip_package.py --natmod build/natmod
 
 # --- benchmarks -------------------------------------------------------------
 #   make bench [BENCH_ARGS=...]   every MNIST variant x kernel tier (c, viper, python) and the
