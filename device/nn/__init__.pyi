@@ -39,7 +39,7 @@ class Model:
     copies: int  # bytes of misaligned word arrays copied to RAM
     aligned: bool
     in_flash: bool
-    where: str  # 'flash', 'romfs', 'ram' (read from a file or a bytearray) or 'in place'
+    where: str  # 'flash', 'romfs', 'file' (read into RAM), 'ram' (a bytearray) or 'in place'
     integer: bool  # no float layers: allocation-free in every tier
     def __init__(self, buf: memoryview, owner: Any = None, name: str | None = None,
                  where: str | None = None) -> None: ...
