@@ -8,8 +8,12 @@ alone, and nnz = 0 models run under MicroPython in every kernel tier.
 
 from __future__ import annotations
 
+import importlib.util
 import struct
+import sys
+import types
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,3 +112,65 @@ def test_header_dtypes(device_models, kind):
     b[29] = fmt.DTYPE_CODES["u8"]
     with pytest.raises(ValueError, match="output dtype 0: must be f32 or i32"):
         fmt.from_bytes(_recrc(b))
+
+
+# ------------------------------------------------------------------ the device's copy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def device_format():
+    """device/nn/_format.py (the device reader's layouts and kind table) imported under
+    CPython, with micropython.const as the identity."""
+    shim = types.ModuleType("micropython")
+    shim.const = lambda v: v  # type: ignore[attr-defined]
+    saved = sys.modules.get("micropython")
+    sys.modules["micropython"] = shim
+    try:
+        spec = importlib.util.spec_from_file_location("device_nn_format",
+                                                      ROOT / "device" / "nn" / "_format.py")
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        if saved is None:
+            sys.modules.pop("micropython", None)
+        else:
+            sys.modules["micropython"] = saved
+    return mod
+
+
+SIZES = [(1, 1, 0, 1), (100, 22, 500, 1), (33, 300, 7, 2), (784, 128, 0, 1), (65, 31, 2015, 1)]
+
+
+def test_device_tables_match_the_host():
+    """nn._format's layouts, codes and table of kinds equal format.py's, entry by entry:
+    dtypes each kind takes and gives, its slots, which of them are f32, and the byte length
+    of every slot for several layer shapes (rq only for a u8 output)."""
+    d = device_format()
+    assert (d.MAGIC, d.VERSION, d.HEADER_SIZE, d.RECORD_SIZE, d.MAX_LAYERS, d.N_SLOTS) == (
+        fmt.MAGIC, fmt.VERSION, fmt.HEADER_SIZE, fmt.RECORD_SIZE, fmt.MAX_LAYERS, fmt.N_SLOTS)
+    assert "<4s" + d.HEADER[1:] == fmt._HEADER.format
+    assert d.RECORD == fmt._RECORD.format
+    assert dict(enumerate(d.DTYPES)) == fmt.DTYPE_NAMES
+    assert {name: code for code, name in enumerate(d.ACTS)} == fmt.ACT_CODES
+    assert d.KINDS[0] is None and len(d.KINDS) == len(fmt.KIND_CODES) + 1 == d.N_KINDS + 1
+    for name, code in fmt.KIND_CODES.items():
+        entry = d.KINDS[code]
+        assert entry[d.KIND_NAME] == name
+        ins, outs = fmt.KIND_DTYPES[name]
+        assert tuple(d.DTYPES[c] for c in entry[d.KIND_IN]) == ins, name
+        assert tuple(d.DTYPES[c] for c in entry[d.KIND_OUT]) == outs, name
+        slots = entry[d.KIND_SLOTS]
+        assert len(slots) == fmt.N_KIND_SLOTS[name], name
+        f32 = tuple(i for i, (_, el) in enumerate(slots) if el == d.EL_F32)
+        assert f32 == fmt.F32_SLOTS.get(name, ()), name
+        for n_i, n_o, nnz, ib in SIZES:
+            for out in outs:
+                for slot in range(fmt.N_SLOTS):
+                    host = fmt._array_bytes(name, slot, n_i, n_o, nnz, ib)
+                    rq = (name, slot) in (("dense_q8", 3), ("sparse_q8", 5))
+                    if rq and out != "u8":
+                        host = 0  # the rq slot exists only for a u8 output
+                    dev = d.array_bytes(code, slot, n_i, n_o, nnz, ib, fmt.DTYPE_CODES[out])
+                    assert dev == host, (name, out, slot, n_i, n_o, nnz, ib)

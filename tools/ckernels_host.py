@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 SRC_DIR = ROOT / "device" / "c" / "nn_c"
 SOURCES = [SRC_DIR / "nn_kernels.c"]
-HEADERS = [SRC_DIR / "nn_kernels.h"]
+HEADERS = [SRC_DIR / "nn_kernels.h", SRC_DIR / "arch_armv6m.h"]
 HOST_CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
 
 # Argument kinds per kernel: p input array (or None for NULL), o output array (written),

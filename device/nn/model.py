@@ -5,61 +5,52 @@
 # trust it. Buffers for activations are allocated at load; forward() and
 # predict() allocate nothing of their own (integer kinds run under
 # micropython.heap_lock() in every tier; float kinds only in the C tier).
-import struct
 from array import array
 
 from micropython import const
 
-from nn import _python
+from nn import _format, _python
 
 try:
     import uctypes
 except ImportError:  # pragma: no cover
     uctypes = None  # type: ignore[assignment]
-try:
-    from binascii import crc32 as _crc32
-except ImportError:  # pragma: no cover - ports without binascii.crc32
-    _crc32 = None  # type: ignore[assignment]
 
-MAGIC = b"PCNN"
-VERSION = const(1)
-HEADER_SIZE = const(40)
-RECORD_SIZE = const(48)
-MAX_LAYERS = const(64)
+MAGIC = _format.MAGIC
+VERSION = _format.VERSION
+KINDS = tuple(k[_format.KIND_NAME] if k else "" for k in _format.KINDS)
+DTYPES = _format.DTYPES
+ACTS = _format.ACTS
 
-# layer kinds (FORMAT.md) and the extra kernel slots of the dispatch tables
-DENSE_F32 = const(1)
-DENSE_Q8W = const(2)
-DENSE_Q8 = const(3)
-SPARSE_F32 = const(4)
-SPARSE_Q8 = const(5)
-BINARIZE = const(6)
-XNOR_DENSE = const(7)
-XNOR_OUT = const(8)
+# The dispatch tables: a kernel per slot, the layer kinds' codes first (FORMAT.md)
+_FUNCS = KINDS + ("relu_f32", "argmax_i32", "argmax_f32", "check_csc", "check_f32")
 _RELU = const(9)
 _ARGMAX_I32 = const(10)
 _ARGMAX_F32 = const(11)
 _CHECK_CSC = const(12)
 _CHECK_F32 = const(13)
 
-KINDS = ("", "dense_f32", "dense_q8w", "dense_q8", "sparse_f32", "sparse_q8",
-         "binarize", "xnor_dense", "xnor_out")
-_FUNCS = KINDS + ("relu_f32", "argmax_i32", "argmax_f32", "check_csc", "check_f32")
-DTYPES = ("u8", "f32", "bits", "i32")
-ACTS = ("none", "relu", "sigmoid", "tanh", "softmax")
-_U8 = const(0)
+_DENSE_Q8 = const(3)  # _format's kind codes used on the hot path (const: no lookup)
+_SPARSE_Q8 = const(5)
+_U8 = const(0)  # and dtype codes
 _F32 = const(1)
 _BITS = const(2)
 _I32 = const(3)
+_ACT_RELU = const(1)
 
-# (allowed in dtypes, allowed out dtypes) as bit masks over dtype codes, per kind
-_KIND_DT = ((0, 0), (3, 2), (3, 2), (1, 9), (3, 2), (1, 9), (1, 4), (4, 4), (4, 8))
-# f32 parameter slots (checked finite at load), per kind
-_F32_SLOTS = (0, 0b11, 0b1100, 0, 0b1100, 0, 0, 0, 0)
-# parameter slots that must be word-aligned for the viper/C tiers, per kind
-_WORD_SLOTS = (0, 0b11, 0b1100, 0b1100, 0b1101, 0b110001, 0, 0b11, 0b111)
-_I32_MAX = const(0x7FFFFFFF)
-_MAC_MAX = const(65025)  # 255 * 255: the largest |x * (w - zw)| of a u8 layer
+# A layer of a model's plan: a tuple, read with these indices
+_L_KIND = const(0)
+_L_ACT = const(1)
+_L_N_IN = const(2)
+_L_N_OUT = const(3)
+_L_Y = const(4)  # its output buffer
+_L_ARGS = const(5)  # its kernel's arguments, a list (_kernel_args); [0] is the input
+_L_OUT_AT = const(6)  # the argument indices of the output buffer (forward's `out`)
+_L_PYONLY = const(7)  # runs in the python tier: a misaligned array could not be copied
+_L_DT_IN = const(8)
+_L_DT_OUT = const(9)
+_L_PARAM_BYTES = const(10)
+
 _NAN = float("nan")  # not math.nan: mpy-cross would freeze a NaN literal (invalid C)
 
 # ------------------------------------------------------------------ tiers
@@ -141,65 +132,6 @@ def _address(buf):
     if uctypes is not None:
         return uctypes.addressof(buf)
     return None
-
-
-_CRC_TABLE = None
-
-
-def _crc32_py(data):
-    # CRC-32 (zlib), nibble table; only for ports without binascii.crc32
-    global _CRC_TABLE
-    if _CRC_TABLE is None:
-        t = []
-        for n in range(16):
-            c = n
-            for _ in range(4):
-                c = (c >> 1) ^ (0xEDB88320 if c & 1 else 0)
-            t.append(c)
-        _CRC_TABLE = t
-    t = _CRC_TABLE
-    c = 0xFFFFFFFF
-    for b in data:
-        c ^= b
-        c = (c >> 4) ^ t[c & 15]
-        c = (c >> 4) ^ t[c & 15]
-    return c ^ 0xFFFFFFFF
-
-
-def _array_bytes(kind, slot, n_i, n_o, nnz, ib):
-    # byte length of parameter array `slot` of a layer (before padding); 0 = unused
-    sizes = ()  # type: tuple
-    if kind == DENSE_F32:
-        sizes = (4 * n_i * n_o, 4 * n_o)
-    elif kind == DENSE_Q8W:
-        sizes = (n_i * n_o, n_o, 4 * n_o, 4 * n_o)
-    elif kind == DENSE_Q8:
-        sizes = (n_i * n_o, n_o, 4 * n_o, 4 * n_o)
-    elif kind == SPARSE_F32:
-        sizes = (4 * (n_i + 1), ib * nnz, 4 * nnz, 4 * n_o)
-    elif kind == SPARSE_Q8:
-        sizes = (4 * (n_i + 1), ib * nnz, nnz, n_o, 4 * n_o, 4 * n_o)
-    elif kind == XNOR_DENSE:
-        sizes = (((n_i + 31) >> 5) * 4 * n_o, 4 * n_o)
-    elif kind == XNOR_OUT:
-        sizes = (((n_i + 31) >> 5) * 4 * n_o, 4 * n_o, 4 * n_o)
-    return sizes[slot] if slot < len(sizes) else 0
-
-
-def _i32_at(m, k):
-    # i32 element k of byte buffer m, as a Python int (load time only)
-    return struct.unpack_from("<i", m, k << 2)[0]
-
-
-def _abs_i32_max(m, n):
-    top = 0
-    for c in range(n):
-        v = _i32_at(m, c)
-        if v < 0:
-            v = -v
-        if v > top:
-            top = v
-    return top
 
 
 def _buffer(n, dtype):
@@ -290,128 +222,67 @@ class Model:
     # ------------------------------------------------------------ parsing
 
     def _parse(self, buf, where):
+        n_layers, in_size, out_size, in_dt, out_dt, out_scale = _format.header(buf)
         n = len(buf)
-        if n < HEADER_SIZE:
-            raise ValueError("model too short: %d bytes, the header alone is %d" % (n, HEADER_SIZE))
-        magic = bytes(buf[0:4])
-        if magic != MAGIC:
-            raise ValueError("not a piconn model: magic %r, expected %r" % (magic, MAGIC))
-        (version, hsize, total, crc, n_layers, rsize, in_size, out_size, in_dt, out_dt,
-         _r0, out_scale, _r1) = struct.unpack_from("<HHIIHHIIBBHfI", buf, 4)
-        if version != VERSION:
-            raise ValueError("model format version %d, this reader knows version %d"
-                             % (version, VERSION))
-        if hsize != HEADER_SIZE or rsize != RECORD_SIZE:
-            raise ValueError("header/record size %d/%d, expected %d/%d"
-                             % (hsize, rsize, HEADER_SIZE, RECORD_SIZE))
-        if total != n:
-            raise ValueError("model says %d bytes but the buffer has %d" % (total, n))
-        got = _crc32(buf[16:]) if _crc32 is not None else _crc32_py(buf[16:])
-        if got & 0xFFFFFFFF != crc:
-            raise ValueError("model CRC mismatch: the bytes are corrupt")
-        if not 1 <= n_layers <= MAX_LAYERS:
-            raise ValueError("bad layer count %d (1..%d)" % (n_layers, MAX_LAYERS))
-        table_end = HEADER_SIZE + RECORD_SIZE * n_layers
-        if table_end > total:
-            raise ValueError("layer table runs past the end of the model")
-        if in_dt != _U8 and in_dt != _F32:
-            raise ValueError("model input dtype %d: must be u8 or f32" % in_dt)
-        if out_dt != _F32 and out_dt != _I32:
-            raise ValueError("model output dtype %d: must be f32 or i32" % out_dt)
-
+        table_end = _format.HEADER_SIZE + _format.RECORD_SIZE * n_layers
         base = _address(buf)
         self.aligned = base is None or base & 3 == 0
         self.in_flash = base is not None and _is_flash(base)  # frozen bytes or ROMFS
         self.where = where or ("flash" if self.in_flash else "in place")
         ram = n if where == "file" else 0  # the copy load() made
         copies = 0
-        plan = []
-        kinds = []
+        layers = []  # type: list  # (kind, act, n_i, n_o, y, p, dt_in, dt_out, zy, ib, thr, pyonly)
         prev_n, prev_dt = in_size, in_dt
         max_acc = 0
         param_bytes = 0
         for k in range(n_layers):
-            rec = struct.unpack_from("<BBBBHHIBBBB8I", buf, HEADER_SIZE + RECORD_SIZE * k)
-            (kind, act, dt_in, dt_out, n_i, n_o, nnz, zy, ib, thr) = rec[:10]
-            offs = rec[11:]
-            if not 1 <= kind <= 8:
-                raise ValueError("layer %d: unknown layer kind %d" % (k, kind))
-            kname = KINDS[kind]
-            ok_in, ok_out = _KIND_DT[kind]
-            if dt_in > 3 or dt_out > 3 or not (ok_in >> dt_in) & 1 or not (ok_out >> dt_out) & 1:
-                raise ValueError("layer %d (%s): dtypes %s->%s not allowed"
-                                 % (k, kname, _dtn(dt_in), _dtn(dt_out)))
-            if n_i != prev_n or dt_in != prev_dt:
-                raise ValueError("layer %d (%s) takes %d %s, previous gives %d %s"
-                                 % (k, kname, n_i, _dtn(dt_in), prev_n, _dtn(prev_dt)))
-            if act >= len(ACTS) or (act and dt_out != _F32):
-                raise ValueError("layer %d: bad activation code %d" % (k, act))
-            sparse = kind == SPARSE_F32 or kind == SPARSE_Q8
-            if sparse:
-                if ib != 1 and ib != 2 or ib == 1 and n_o > 256:
-                    raise ValueError("layer %d: bad sparse index width %d" % (k, ib))
-                if nnz > n_i * n_o:
-                    raise ValueError("layer %d: bad stored-weight count %d" % (k, nnz))
-            else:
-                if ib:
-                    raise ValueError("layer %d: bad sparse index width %d" % (k, ib))
-                if nnz:
-                    raise ValueError("layer %d: bad stored-weight count %d" % (k, nnz))
-            if kind == BINARIZE and n_i != n_o:
-                raise ValueError("layer %d: binarize must keep its size" % k)
-            p = [None] * 6  # type: list
-            words = _WORD_SLOTS[kind] | (0b10 if sparse and ib == 2 else 0)
+            (kind, act, dt_in, dt_out, n_i, n_o, nnz, zy, ib, thr,
+             offs) = _format.record(buf, k, n_layers, prev_n, prev_dt)
+            p = _format.arrays(buf, k, kind, offs, n_i, n_o, nnz, ib, dt_out, table_end)
             pyonly = False
-            for slot in range(8):
-                off = offs[slot]
-                size = _array_bytes(kind, slot, n_i, n_o, nnz, ib)
-                if ((kind == DENSE_Q8 and slot == 3) or (kind == SPARSE_Q8 and slot == 5)) \
-                        and dt_out != _U8:
-                    size = 0
-                if size == 0:
-                    if off:
-                        raise ValueError("layer %d: unused parameter slot %d has an offset"
-                                         % (k, slot))
-                    continue
-                if off & 3 or off < table_end or off + size > total:
-                    raise ValueError("layer %d: parameter %d at %d+%d outside the model"
-                                     % (k, slot, off, size))
-                a = buf[off:off + size]
-                param_bytes += size
-                if (words >> slot) & 1 and base is not None and (base + off) & 3:
+            for slot in range(len(p)):
+                a = p[slot]
+                param_bytes += len(a)
+                if len(a) and _format.word_slot(kind, slot, ib) and base is not None \
+                        and (base + offs[slot]) & 3:
                     try:
-                        a = memoryview(bytearray(a))  # heap blocks are word-aligned
-                        copies += size
+                        p[slot] = memoryview(bytearray(a))  # heap blocks are word-aligned
+                        copies += len(a)
                     except MemoryError:
                         pyonly = True  # the python tier reads any alignment
-                p[slot] = a
-            for slot in range(6):
-                if p[slot] is None:
-                    p[slot] = b""  # nnz == 0: empty arrays
-            self._check_layer(k, kind, p, n_i, n_o, nnz, ib, dt_in, dt_out, pyonly)
+            t = _tbl_py if pyonly else _tbl
+            _format.content(k, kind, p, n_i, n_o, nnz, ib, dt_in, dt_out, t[_CHECK_F32],
+                            t[_CHECK_CSC])
             y, nb = _buffer(n_o, dt_out)
             ram += nb
-            if (kind == DENSE_Q8 or kind == SPARSE_Q8) and dt_out == _U8 and n_o > max_acc:
+            if (kind == _DENSE_Q8 or kind == _SPARSE_Q8) and dt_out == _U8 and n_o > max_acc:
                 max_acc = n_o
-            plan.append([kind, act, n_i, n_o, y, None, 1 if dt_in == _U8 else 0, zy, ib, thr,
-                         pyonly, p[0], p[1], p[2], p[3], p[4], p[5], dt_in, dt_out])
-            kinds.append(kind)
+            layers.append((kind, act, n_i, n_o, y, p, dt_in, dt_out, zy, ib, thr, pyonly))
             prev_n, prev_dt = n_o, dt_out
         if prev_n != out_size or prev_dt != out_dt:
             raise ValueError("last layer gives %d %s, the header says %d %s"
-                             % (prev_n, _dtn(prev_dt), out_size, _dtn(out_dt)))
+                             % (prev_n, _format.dtype_name(prev_dt), out_size,
+                                _format.dtype_name(out_dt)))
         acc = None
         if max_acc:
-            acc = array("i", bytes(4 * max_acc))
+            acc = array("i", bytes(4 * max_acc))  # the requantizing layers' accumulators
             ram += 4 * max_acc
-        for L in plan:
-            if L[0] == DENSE_Q8 or L[0] == SPARSE_Q8:
-                L[5] = acc if type(L[4]) is bytearray else L[4]
-        self._plan = [tuple(L) for L in plan]
-        self._last = self._plan[-1]
+        plan = []  # type: list
+        x = None  # the first layer's input: forward's x
+        for (kind, act, n_i, n_o, y, p, dt_in, dt_out, zy, ib, thr, pyonly) in layers:
+            args = _kernel_args(kind, x, p, y, y if dt_out == _I32 else acc, n_i, n_o,
+                                dt_in == _U8, zy, ib, thr)
+            out_at = tuple(i for i in range(len(args)) if args[i] is y)
+            pb = 0
+            for a in p:
+                pb += len(a)
+            plan.append((kind, act, n_i, n_o, y, args, out_at, pyonly, dt_in, dt_out, pb))
+            x = y
+        self._plan = plan
+        self._last = plan[-1]
         # the whole model as one _nn_c.run() call (forward; predict with the argmax too)
-        self._fwd, self._pred, self._post = _c_steps(self._plan, out_size, out_dt == _I32)
-        self._y = self._last[4]
+        self._fwd, self._pred, self._post = _c_steps(plan, out_size, out_dt == _I32)
+        self._y = self._last[_L_Y]
         self.input_size = in_size
         self.output_size = out_size
         self.input_dtype = DTYPES[in_dt]
@@ -434,55 +305,17 @@ class Model:
         ram += 4 * out_size
         self.copies = copies
         self.ram = ram + copies
-        if any(k == XNOR_DENSE or k == XNOR_OUT for k in kinds):
+        kinds = [L[_L_KIND] for L in plan]
+        if any(k == _format.XNOR_DENSE or k == _format.XNOR_OUT for k in kinds):
             self.family = "xnor"
-        elif any(k == SPARSE_F32 or k == SPARSE_Q8 for k in kinds):
+        elif any(k == _format.SPARSE_F32 or k == _SPARSE_Q8 for k in kinds):
             self.family = "sparse"
-        elif any(k == DENSE_Q8 or k == DENSE_Q8W for k in kinds):
+        elif any(k == _DENSE_Q8 or k == _format.DENSE_Q8W for k in kinds):
             self.family = "uint8"
         else:
             self.family = "float"
-        self.integer = all(k != DENSE_F32 and k != DENSE_Q8W and k != SPARSE_F32 for k in kinds)
-
-    def _check_layer(self, k, kind, p, n_i, n_o, nnz, ib, dt_in, dt_out, pyonly):
-        # content checks (FORMAT.md), after all sizes are known to be in bounds
-        f32 = _F32_SLOTS[kind]
-        for slot in range(4):
-            if (f32 >> slot) & 1 and len(p[slot]):
-                if (_tbl_py if pyonly else _tbl)[_CHECK_F32](p[slot], len(p[slot]) >> 2):
-                    raise ValueError("layer %d: parameter %d holds NaN or infinity" % (k, slot))
-        if kind == SPARSE_F32 or kind == SPARSE_Q8:
-            bad = (_tbl_py if pyonly else _tbl)[_CHECK_CSC](p[0], p[1], ib, n_i, n_o, nnz)
-            if bad:
-                if bad > n_i:
-                    raise ValueError("layer %d: sparse column pointers are not a valid CSC "
-                                     "index" % k)
-                raise ValueError("layer %d: sparse column %d: row indices not increasing or "
-                                 "outside %d outputs" % (k, bad - 1, n_o))
-        if kind == DENSE_Q8 or kind == SPARSE_Q8:
-            if dt_out == _U8:
-                rq = p[3] if kind == DENSE_Q8 else p[5]
-                for c in range(n_o):
-                    o = c << 2
-                    if rq[o + 1] & 0x80 or rq[o + 2] > 31 or not 1 <= rq[o + 3] <= 30:
-                        raise ValueError("layer %d: requantization parameters out of range" % k)
-            bias = p[2] if kind == DENSE_Q8 else p[4]
-            _bound(k, _abs_i32_max(bias, n_o), _MAC_MAX * n_i)
-        elif kind == DENSE_Q8W and dt_in == _U8:
-            _bound(k, 0, _MAC_MAX * n_i)
-        elif kind == XNOR_DENSE or kind == XNOR_OUT:
-            nw = (n_i + 31) >> 5
-            pad = n_i & 31
-            if pad:
-                w = p[0]
-                keep = (1 << pad) - 1  # valid bits of the last word
-                for c in range(n_o):
-                    o = ((c + 1) * nw - 1) << 2
-                    last = w[o] | (w[o + 1] << 8) | (w[o + 2] << 16) | (w[o + 3] << 24)
-                    if last & ~keep:
-                        raise ValueError("layer %d: padding bits set in weight row %d" % (k, c))
-            if kind == XNOR_OUT:
-                _bound(k, _abs_i32_max(p[2], n_o), _abs_i32_max(p[1], n_o) * n_i)
+        self.integer = all(k != _format.DENSE_F32 and k != _format.DENSE_Q8W and
+                           k != _format.SPARSE_F32 for k in kinds)
 
     # ------------------------------------------------------------ running
 
@@ -547,38 +380,40 @@ class Model:
         if out is not None:
             self._check_out(out)
         last = self._last
+        self._plan[0][_L_ARGS][0] = x
         for L in self._plan:
-            k = L[0]
-            f = _tbl_py[k] if L[10] else _tbl[k]
-            y = L[4]
-            if out is not None and L is last:
-                y = out
-            if k == DENSE_Q8:
-                f(x, L[11], L[12], L[13], L[14] if L[14] else None,
-                  L[5] if type(y) is bytearray else y, y, L[2], L[3], L[7])
-            elif k == SPARSE_Q8:
-                f(x, L[11], L[12], L[8], L[13], L[14], L[15], L[16] if L[16] else None,
-                  L[5] if type(y) is bytearray else y, y, L[2], L[3], L[7])
-            elif k == XNOR_DENSE:
-                f(x, L[11], L[12], y, L[2], L[3])
-            elif k == XNOR_OUT:
-                f(x, L[11], L[12], L[13], y, L[2], L[3])
-            elif k == BINARIZE:
-                f(x, L[9], y, L[2])
-            elif k == DENSE_F32:
-                f(x, L[6], L[11], L[12], y, L[2], L[3])
-            elif k == DENSE_Q8W:
-                f(x, L[6], L[11], L[12], L[13], L[14], y, L[2], L[3])
-            else:  # SPARSE_F32
-                f(x, L[6], L[11], L[12], L[8], L[13], L[14], y, L[2], L[3])
-            a = L[1]
-            if a:
-                if a == 1:
-                    (_tbl_py[_RELU] if L[10] else _tbl[_RELU])(y, L[3])
+            k = L[_L_KIND]
+            f = _tbl_py[k] if L[_L_PYONLY] else _tbl[k]
+            a = L[_L_ARGS]
+            y = L[_L_Y]
+            if L is last:
+                if out is not None:
+                    y = out
+                for i in L[_L_OUT_AT]:
+                    a[i] = y
+            # f(*a), without the allocation of a star call
+            n = len(a)
+            if n == 10:
+                f(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9])
+            elif n == 7:
+                f(a[0], a[1], a[2], a[3], a[4], a[5], a[6])
+            elif n == 13:
+                f(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11],
+                  a[12])
+            elif n == 9:
+                f(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8])
+            elif n == 6:
+                f(a[0], a[1], a[2], a[3], a[4], a[5])
+            else:
+                f(a[0], a[1], a[2], a[3])
+            act = L[_L_ACT]
+            if act:
+                if act == _ACT_RELU:
+                    (_tbl_py[_RELU] if L[_L_PYONLY] else _tbl[_RELU])(y, L[_L_N_OUT])
                 else:
-                    _activate(y, L[3], a)
-            x = y
-        return x
+                    _activate(y, L[_L_N_OUT], act)
+        self._plan[0][_L_ARGS][0] = None  # keep no reference to the caller's input
+        return y
 
     def predict(self, x):
         """Class index (int) of one input: the first maximum of forward(x), NaN first
@@ -615,7 +450,7 @@ class Model:
 
     def tiers(self):
         """The tier ('c', 'viper', 'python') that runs each layer, as a list."""
-        return [("python" if L[10] else _tbl_tier[L[0]]) for L in self._plan]
+        return [("python" if L[_L_PYONLY] else _tbl_tier[L[_L_KIND]]) for L in self._plan]
 
     def summary(self):
         """A table of the layers (kind, activation, sizes, parameter bytes, tier) and the
@@ -630,12 +465,10 @@ class Model:
         tiers = self.tiers()
         for i in range(len(self._plan)):
             L = self._plan[i]
-            pb = 0
-            for s in range(11, 17):
-                pb += len(L[s])
             lines.append("  %-2d %-11s %-8s %-11s %-11s %-9d %s" % (
-                i, KINDS[L[0]], ACTS[L[1]], "%d %s" % (L[2], DTYPES[L[17]]),
-                "%d %s" % (L[3], DTYPES[L[18]]), pb, tiers[i]))
+                i, KINDS[L[_L_KIND]], ACTS[L[_L_ACT]],
+                "%d %s" % (L[_L_N_IN], DTYPES[L[_L_DT_IN]]),
+                "%d %s" % (L[_L_N_OUT], DTYPES[L[_L_DT_OUT]]), L[_L_PARAM_BYTES], tiers[i]))
         copied = self.model_bytes if self.where == "file" else 0
         lines.append("  model %d B (%s), parameters %d B read in place; RAM buffers %d B "
                      "(%sactivations and scratch %d B, aligned copies %d B)" % (
@@ -652,6 +485,29 @@ class Model:
                                              self.output_size)
 
 
+def _kernel_args(kind, x, p, y, acc, n_i, n_o, x_u8, zy, ib, thr):
+    """The arguments of layer `kind`'s kernel (docs/KERNELS.md) as a list, args[0] the
+    input x. p: the parameter arrays in slot order; y: the output buffer; acc: the int32
+    accumulators of a full-integer layer (y itself for an i32 output). Both forward()
+    and the steps of _nn_c.run use these lists."""
+    if kind == _DENSE_Q8:
+        return [x, p[0], p[1], p[2], p[3] or None, acc, y, n_i, n_o, zy]
+    if kind == _SPARSE_Q8:
+        return [x, p[0], p[1], ib, p[2], p[3], p[4], p[5] or None, acc, y, n_i, n_o, zy]
+    if kind == _format.XNOR_DENSE:
+        return [x, p[0], p[1], y, n_i, n_o]
+    if kind == _format.XNOR_OUT:
+        return [x, p[0], p[1], p[2], y, n_i, n_o]
+    if kind == _format.BINARIZE:
+        return [x, thr, y, n_i]
+    u8 = 1 if x_u8 else 0
+    if kind == _format.DENSE_F32:
+        return [x, u8, p[0], p[1], y, n_i, n_o]
+    if kind == _format.DENSE_Q8W:
+        return [x, u8, p[0], p[1], p[2], p[3], y, n_i, n_o]
+    return [x, u8, p[0], p[1], ib, p[2], p[3], y, n_i, n_o]  # SPARSE_F32
+
+
 def _c_steps(plan, n_out, out_i32):
     # (forward steps, predict steps, activation left to Python) for _nn_c.run, or
     # (None, None, 0) when a layer cannot run in C. The steps are the kernel calls of
@@ -660,49 +516,23 @@ def _c_steps(plan, n_out, out_i32):
     if _run is None:
         return None, None, 0
     steps = []  # type: list
-    x = None
     post = 0
-    for i in range(len(plan)):
-        L = plan[i]
-        k = L[0]
-        f = getattr(_nn_c, _FUNCS[k], None)
-        if f is None or L[10] or post:
+    y = None
+    for L in plan:
+        f = getattr(_nn_c, _FUNCS[L[_L_KIND]], None)
+        if f is None or L[_L_PYONLY] or post:
             return None, None, 0
-        y = L[4]
-        a = ()  # type: tuple
-        if k == DENSE_Q8:
-            a = (x, L[11], L[12], L[13], L[14] if L[14] else None,
-                 L[5] if type(y) is bytearray else y, y, L[2], L[3], L[7])
-        elif k == SPARSE_Q8:
-            a = (x, L[11], L[12], L[8], L[13], L[14], L[15], L[16] if L[16] else None,
-                 L[5] if type(y) is bytearray else y, y, L[2], L[3], L[7])
-        elif k == XNOR_DENSE:
-            a = (x, L[11], L[12], y, L[2], L[3])
-        elif k == XNOR_OUT:
-            a = (x, L[11], L[12], L[13], y, L[2], L[3])
-        elif k == BINARIZE:
-            a = (x, L[9], y, L[2])
-        elif k == DENSE_F32:
-            a = (x, L[6], L[11], L[12], y, L[2], L[3])
-        elif k == DENSE_Q8W:
-            a = (x, L[6], L[11], L[12], L[13], L[14], y, L[2], L[3])
-        else:  # SPARSE_F32
-            a = (x, L[6], L[11], L[12], L[8], L[13], L[14], y, L[2], L[3])
-        steps.append((f, a))
-        if L[1] == 1:
-            steps.append((_nn_c.relu_f32, (y, L[3])))
-        elif L[1]:
-            post = L[1]
-        x = y
+        y = L[_L_Y]
+        steps.append((f, tuple(L[_L_ARGS])))
+        if L[_L_ACT] == _ACT_RELU:
+            steps.append((_nn_c.relu_f32, (y, L[_L_N_OUT])))
+        elif L[_L_ACT]:
+            post = L[_L_ACT]
     fwd = tuple(steps)
     if post:
         return fwd, None, post
     am = _nn_c.argmax_i32 if out_i32 else _nn_c.argmax_f32
-    return fwd, fwd + ((am, (x, n_out)),), 0
-
-
-def _dtn(code):
-    return DTYPES[code] if code < 4 else "dtype%d" % code
+    return fwd, fwd + ((am, (y, n_out)),), 0
 
 
 def _int_typed(model, x):
@@ -721,12 +551,6 @@ def _int_typed(model, x):
             pass
     if ok:
         raise TypeError("this model takes array('f'), not an integer array")
-
-
-def _bound(k, bias, macs):
-    if bias + macs > _I32_MAX:
-        raise ValueError("layer %d: accumulator could leave the int32 range (|bias| %d + "
-                         "%d)" % (k, bias, macs))
 
 
 def _is_flash(addr):
