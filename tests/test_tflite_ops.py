@@ -18,7 +18,7 @@ runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime",
 from tflite_build import ModelBuilder
 
 from piconn import graph as g
-from piconn import int8_ops
+from piconn import int8, int8_ops
 from piconn.tflite import import_tflite
 
 SAME, VALID = 0, 1
@@ -137,6 +137,35 @@ def test_fully_connected(per_channel, act):
     b.op("FULLY_CONNECTED", [x, wt, bias], [y], "FullyConnectedOptions",
          FusedActivationFunction=act)
     assert agree(b.build([x], [y]), int8_inputs([1, depth])) > 1
+
+
+def test_fully_connected_per_tensor_multiplier_in_double():
+    """The per-tensor multiplier is input x weight / output scale formed in double. At these
+    scales a float32 product changes the multiplier by 87 units; the accumulators where that
+    changes the output are put in the biases, and TFLite Micro agrees with the double one."""
+    si, sw, so = 0.08532493561506271, 0.007818369194865227, 1.413415789604187
+    m32, s32 = int8.quantize_multiplier(float(np.float32(si) * np.float32(sw))
+                                        / float(np.float32(so)))
+    m64, s64 = int8.quantize_multiplier(float(np.float32(si)) * float(np.float32(sw))
+                                        / float(np.float32(so)))
+    acc = np.arange(-100000, 100000)
+    critical = acc[int8.mbqm(acc, m32, s32) != int8.mbqm(acc, m64, s64)]
+    assert len(critical) >= 4
+    b = ModelBuilder()
+    x = b.tensor([1, 1], scale=si, zero=0)
+    wt = b.tensor([len(critical), 1], scale=[sw], zero=[0], data=np.ones((len(critical), 1)))
+    bias = b.tensor([len(critical)], "int32", data=critical)  # acc = bias + x
+    y = b.tensor([1, len(critical)], scale=so, zero=0)
+    b.op("FULLY_CONNECTED", [x, wt, bias], [y], "FullyConnectedOptions")
+    data = b.build([x], [y])
+    it = tflm(data)
+    it.set_input(np.zeros((1, 1), dtype=np.int8), 0)
+    it.invoke()
+    want = it.get_output(0)[0]
+    np.testing.assert_array_equal(want, int8.mbqm(critical, m64, s64))
+    assert np.all(want != int8.mbqm(critical, m32, s32))
+    np.testing.assert_array_equal(int8_ops.run(import_tflite(data),
+                                               np.zeros((1, 1), dtype=np.int8))[0], want)
 
 
 def test_fully_connected_batches_and_4d_input():

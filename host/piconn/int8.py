@@ -49,7 +49,11 @@ def round_half_away_f32(x: np.ndarray) -> np.ndarray:
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
-    """QuantizeMultiplier: real = multiplier * 2^(shift - 31), multiplier in [2^30, 2^31)."""
+    """QuantizeMultiplier: real = multiplier * 2^(shift - 31), multiplier in [2^30, 2^31).
+
+    ValueError for a negative, infinite or NaN multiplier (no int8 model has one)."""
+    if not math.isfinite(real) or real < 0:
+        raise ValueError(f"requantization scale {real} is not a finite non-negative number")
     if real == 0.0:
         return 0, 0
     q, shift = math.frexp(real)
@@ -72,7 +76,11 @@ def calculate_input_radius(integer_bits: int, left_shift: int, total_bits: int =
 def activation_range(activation: str, scale: float, zero_point: int) -> tuple[int, int]:
     """CalculateActivationRangeQuantized for int8: the fused activation as a clamp."""
     def quantize(real: float) -> int:  # float32 division, std::round on float
-        return zero_point + int(round_half_away_f32(np.float32(real) / np.float32(scale)))
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            q = round_half_away_f32(np.float32(real) / np.float32(scale))
+        if not abs(q) <= INT32_MAX:
+            raise ValueError(f"the activation bound {real} does not fit int32 at scale {scale}")
+        return zero_point + int(q)
 
     lo, hi = INT8_MIN, INT8_MAX
     if activation in ("relu", "relu6"):
