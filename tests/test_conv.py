@@ -131,6 +131,63 @@ def test_batchnorm2d_normalizes_per_channel_and_tracks_statistics(rng):
     np.testing.assert_allclose(bn.eval().forward(x).var(axis=(0, 1, 2)), 1 - 1 / 200, rtol=1e-3)
 
 
+TFLITE_CASES = [
+    ("CONV_2D", lambda: conv.Conv2d(3, 4, 3, 1, "same"), (1, 6, 7, 3)),
+    ("CONV_2D", lambda: conv.Conv2d(3, 4, 3, 2, "same"), (1, 7, 6, 3)),
+    ("CONV_2D", lambda: conv.Conv2d(3, 4, 3, 2, "same"), (1, 4, 4, 3)),
+    ("CONV_2D", lambda: conv.Conv2d(2, 5, (2, 3), (1, 2), "same"), (1, 6, 8, 2)),
+    ("CONV_2D", lambda: conv.Conv2d(3, 2, 3, 2, "valid"), (1, 8, 7, 3)),
+    ("DEPTHWISE_CONV_2D", lambda: conv.DepthwiseConv2d(3, 3, 1, 2, "same"), (1, 7, 6, 3)),
+    ("DEPTHWISE_CONV_2D", lambda: conv.DepthwiseConv2d(2, 3, 2, 1, "valid"), (1, 5, 6, 2)),
+    ("MAX_POOL_2D", lambda: conv.MaxPool2d(2, 2, "same"), (1, 5, 7, 3)),
+    ("MAX_POOL_2D", lambda: conv.MaxPool2d(3, 2, "valid"), (1, 7, 8, 2)),
+    ("AVERAGE_POOL_2D", lambda: conv.AvgPool2d(2, 2, "same"), (1, 5, 7, 3)),
+    ("AVERAGE_POOL_2D", lambda: conv.AvgPool2d(3, 2, "same"), (1, 6, 5, 2)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(TFLITE_CASES)))
+def test_layers_match_tflite_micro_float_kernels(case, rng):
+    """Layouts and "same" padding as TFLite: the layer's arrays copied into a float32
+    .tflite give the same output in TFLite Micro's reference kernels."""
+    pytest.importorskip("tflite", reason="PyPI tflite (test extra) builds the models")
+    runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime",
+                                  reason="PyPI tflite-micro (test extra) runs them")
+    from tflite_build import ModelBuilder
+
+    kind, make, shape = TFLITE_CASES[case]
+    layer = make()
+    nn.Sequential(layer).init(case).eval()
+    x = (rng.standard_normal(shape) - 0.5).astype(np.float32)
+    want = layer.forward(x)
+    b = ModelBuilder()
+    xt = b.tensor(list(shape), "float32")
+    yt = b.tensor(list(want.shape), "float32")
+    padding = {"same": 0, "valid": 1}[layer.padding]  # tflite.Padding: SAME, VALID
+    stride = {"StrideH": layer.stride[0], "StrideW": layer.stride[1]}
+    if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        layer.bias.data[:] = rng.standard_normal(layer.out_ch)
+        want = layer.forward(x)
+        weight = layer.weight.data if kind == "CONV_2D" else layer.weight.data[None]
+        wt = b.tensor(list(weight.shape), "float32", data=weight)
+        bt = b.tensor([layer.out_ch], "float32", data=layer.bias.data)
+        if kind == "CONV_2D":
+            b.op(kind, [xt, wt, bt], [yt], "Conv2DOptions", Padding=padding, **stride,
+                 DilationWFactor=1, DilationHFactor=1)
+        else:
+            b.op(kind, [xt, wt, bt], [yt], "DepthwiseConv2DOptions", Padding=padding, **stride,
+                 DepthMultiplier=layer.depth_multiplier, DilationWFactor=1, DilationHFactor=1)
+    else:
+        b.op(kind, [xt], [yt], "Pool2DOptions", Padding=padding, **stride,
+             FilterHeight=layer.pool[0], FilterWidth=layer.pool[1])
+    interpreter = runtime.Interpreter.from_bytes(b.build([xt], [yt]), arena_size=1 << 20)
+    interpreter.set_input(x, 0)
+    interpreter.invoke()
+    got = interpreter.get_output(0)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 # -------------------------------------------------------------------- gradients
 
 
@@ -241,6 +298,18 @@ def test_folded_batchnorm_equals_unfolded_in_eval(rng):
     model32.astype(np.float32)
     np.testing.assert_allclose(conv.fold_batchnorms(model32).forward(x), model32.forward(x),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_linear_and_batchnorm1d_fold_too(rng):
+    shape = (6, 5)
+    model = _trained_bn_model([nn.Linear(5, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3)],
+                              shape, rng)
+    model[0].mask = rng.random((4, 5)) > 0.3
+    folded = conv.fold_batchnorms(model)
+    assert [type(layer).__name__ for layer in folded] == ["Linear", "ReLU", "Linear"]
+    np.testing.assert_array_equal(folded[0].mask, model[0].mask)
+    x = rng.standard_normal(shape)
+    np.testing.assert_allclose(folded.forward(x), model.forward(x), rtol=1e-10, atol=1e-12)
 
 
 def test_fold_batchnorm_refuses_what_it_cannot_fold():

@@ -55,7 +55,6 @@ Small CNN for int8 on the RP2040 (`SMALL_CNN`): "c8k3s2v-c16k3s2v-f10" ... see
 from __future__ import annotations
 
 import copy
-import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -929,6 +928,6 @@ def train_cnn(x: np.ndarray, y: np.ndarray, *, arch: str = DEFAULT_CNN,
     aug = (lambda xb, rng: random_shift(xb, rng, shift, side)) if shift else None
     history = train.fit(model, x, y, optimizer=opt, epochs=epochs, batch_size=batch_size,
                         seed=seed, progress=progress, augment=aug,
-                        schedule=lambda e: lr * 0.5 * (1 + math.cos(math.pi * e / max(epochs, 1))))
+                        schedule=train.cosine(lr, epochs))
     meta = {"arch": arch, "optimizer": "adam", "schedule": "cosine", "shift": shift}
     return model, history, meta
