@@ -66,6 +66,9 @@ def test_shapes_and_macs(model):
     assert graph.tensors[graph.outputs[0]].shape == out_shape
     assert round(graph.macs() / 1e6, 2) == pytest.approx(macs_m, abs=0.005)
     assert graph.name == Path(name).stem
+    summary = graph.summary().splitlines()
+    assert len(summary) == 1 + len(graph.operators)
+    assert f"{graph.macs():,} MACs" in summary[0]
 
 
 def test_agrees_with_tflite_micro(model):

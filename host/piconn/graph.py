@@ -56,6 +56,7 @@ ACT_RELU6 = "relu6"
 ACTIVATIONS = (ACT_NONE, ACT_RELU, ACT_RELU6)
 
 NO_TENSOR = -1  # an optional operator input that is absent (a convolution without bias)
+MAX_ELEMENTS = 2**31 - 1  # elements of one tensor (sizes and offsets are 32-bit)
 
 
 class GraphError(ValueError):
@@ -186,8 +187,9 @@ class Graph:
         for t in self.tensors:
             if t.dtype not in NUMPY_DTYPES:
                 raise GraphError(f"tensor {t.name!r}: unknown dtype {t.dtype!r}")
-            if any(d < 0 for d in t.shape):
-                raise GraphError(f"tensor {t.name!r}: negative dimension in {t.shape}")
+            if any(d < 0 for d in t.shape) or t.size > MAX_ELEMENTS:
+                raise GraphError(f"tensor {t.name!r}: shape {list(t.shape)} has a negative"
+                                 f" dimension or more than {MAX_ELEMENTS} elements")
             if t.data is not None and (t.data.shape != t.shape
                                        or t.data.dtype != NUMPY_DTYPES[t.dtype]):
                 raise GraphError(f"tensor {t.name!r}: data {t.data.dtype}{list(t.data.shape)}"
