@@ -15,6 +15,7 @@ TFLite Micro's Prepare does) and int8 NHWC arrays.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -228,6 +229,104 @@ def reciprocal(x: np.ndarray, integer_bits: int) -> tuple[np.ndarray, np.ndarray
 
 # --------------------------------------------------------------------------- kernels
 
+@dataclass
+class ConvParams:
+    """CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED (no spatial fields used)."""
+
+    input_offset: int  # minus the input zero point
+    output_zero: int
+    multiplier: np.ndarray  # int64 [c_out]
+    shift: np.ndarray  # int64 [c_out]; > 0 shifts left
+    act_min: int
+    act_max: int
+    stride_h: int = 1
+    stride_w: int = 1
+    pad_top: int = 0
+    pad_left: int = 0
+    out_h: int = 1
+    out_w: int = 1
+    depth_multiplier: int = 1
+
+
+@dataclass
+class PoolParams:
+    filter_h: int
+    filter_w: int
+    act_min: int
+    act_max: int
+    stride_h: int
+    stride_w: int
+    pad_top: int
+    pad_left: int
+    out_h: int
+    out_w: int
+
+
+@dataclass
+class AddParams:
+    input1_offset: int
+    input2_offset: int
+    left_shift: int
+    input1_multiplier: int
+    input1_shift: int
+    input2_multiplier: int
+    input2_shift: int
+    output_multiplier: int
+    output_shift: int
+    output_zero: int
+    act_min: int
+    act_max: int
+
+
+@dataclass
+class SoftmaxParams:
+    input_multiplier: int
+    input_left_shift: int
+    diff_min: int
+
+
+@dataclass
+class SigmoidParams:
+    """LOGISTIC and TANH: the input rescaled to Q4.27."""
+
+    input_zero: int
+    input_range_radius: int
+    input_multiplier: int
+    input_left_shift: int
+
+
+@dataclass
+class MeanParams:
+    input_zero_times_count: int
+    multiplier: int  # already divided by the count of averaged values
+    shift: int
+    output_zero: int
+
+
+@dataclass
+class PadParams:
+    paddings: tuple[tuple[int, int], ...]
+    value: int
+
+
+@dataclass
+class QuantizeParams:
+    """QUANTIZE float32 -> int8 (scale, output_zero) or int8 -> int8 (multiplier, shift)."""
+
+    scale: float
+    output_zero: int
+    input_zero: int = 0
+    multiplier: int = 0
+    shift: int = 0
+
+
+@dataclass
+class DequantizeParams:
+    scale: float
+    input_zero: int
+
+
+
 
 def _requantize(acc: np.ndarray, multiplier, shift, out_zero: int, lo: int, hi: int
                 ) -> np.ndarray:
@@ -248,7 +347,7 @@ def _windows(x: np.ndarray, kh: int, kw: int, stride_h: int, stride_w: int, pad_
     return win[:, ::stride_h, ::stride_w]
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, p) -> np.ndarray:
+def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, p: ConvParams) -> np.ndarray:
     """ConvPerChannel: x int8 [n,h,w,c_in], w int8 [c_out,kh,kw,c_in], bias int32 [c_out].
 
     Taps outside the image are skipped; padding with the input zero point gives the same
@@ -261,7 +360,8 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, p) -> np.ndarray:
     return _requantize(acc + bias, p.multiplier, p.shift, p.output_zero, p.act_min, p.act_max)
 
 
-def depthwise_conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, p) -> np.ndarray:
+def depthwise_conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, p: ConvParams
+                     ) -> np.ndarray:
     """DepthwiseConvPerChannel: w int8 [1,kh,kw,c_out], output c reads input c // multiplier."""
     _, kh, kw, _ = w.shape
     win = _windows(x, kh, kw, p.stride_h, p.stride_w, p.pad_top, p.pad_left, p.out_h,
@@ -271,13 +371,14 @@ def depthwise_conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, p) -> np.nd
     return _requantize(acc + bias, p.multiplier, p.shift, p.output_zero, p.act_min, p.act_max)
 
 
-def fully_connected(x: np.ndarray, w: np.ndarray, bias: np.ndarray, p) -> np.ndarray:
+def fully_connected(x: np.ndarray, w: np.ndarray, bias: np.ndarray, p: ConvParams
+                    ) -> np.ndarray:
     """FullyConnected(PerChannel): x int8 [batches, depth], w int8 [c_out, depth]."""
     acc = (x.astype(np.int64) + p.input_offset) @ w.astype(np.int64).T
     return _requantize(acc + bias, p.multiplier, p.shift, p.output_zero, p.act_min, p.act_max)
 
 
-def average_pool(x: np.ndarray, p) -> np.ndarray:
+def average_pool(x: np.ndarray, p: PoolParams) -> np.ndarray:
     """AveragePool int8: the mean of the taps inside the image, rounded half away from 0."""
     win = _windows(x, p.filter_h, p.filter_w, p.stride_h, p.stride_w, p.pad_top, p.pad_left,
                    p.out_h, p.out_w, 0)
@@ -290,14 +391,14 @@ def average_pool(x: np.ndarray, p) -> np.ndarray:
     return np.clip(avg, p.act_min, p.act_max).astype(np.int8)
 
 
-def max_pool(x: np.ndarray, p) -> np.ndarray:
+def max_pool(x: np.ndarray, p: PoolParams) -> np.ndarray:
     """MaxPool int8: the largest tap inside the image, clamped to the activation range."""
     win = _windows(x, p.filter_h, p.filter_w, p.stride_h, p.stride_w, p.pad_top, p.pad_left,
                    p.out_h, p.out_w, INT8_MIN - 1)
     return np.clip(win.max(axis=(4, 5)), p.act_min, p.act_max).astype(np.int8)
 
 
-def add(x1: np.ndarray, x2: np.ndarray, p) -> np.ndarray:
+def add(x1: np.ndarray, x2: np.ndarray, p: AddParams) -> np.ndarray:
     """Add int8 with rescaling: both inputs to a common scale (left shift 20), then output."""
     a = (x1.astype(np.int64) + p.input1_offset) << p.left_shift
     b = (x2.astype(np.int64) + p.input2_offset) << p.left_shift
@@ -311,7 +412,7 @@ SOFTMAX_DIFF_INTEGER_BITS = 5  # input differences in Q5.26
 SOFTMAX_ACCUMULATION_INTEGER_BITS = 12  # the sum of exponentials in Q12.19
 
 
-def softmax(x: np.ndarray, p) -> np.ndarray:
+def softmax(x: np.ndarray, p: SoftmaxParams) -> np.ndarray:
     """Softmax int8 -> int8 (output scale 1/256, zero point -128) over the last axis."""
     rows = x.reshape(-1, x.shape[-1]).astype(np.int64)
     diff = rows - rows.max(axis=1, keepdims=True)
@@ -327,7 +428,7 @@ def softmax(x: np.ndarray, p) -> np.ndarray:
     return out.astype(np.int8).reshape(x.shape)
 
 
-def logistic(x: np.ndarray, p) -> np.ndarray:
+def logistic(x: np.ndarray, p: SigmoidParams) -> np.ndarray:
     """Logistic int8 -> int8 (output scale 1/256, zero point -128)."""
     v = x.astype(np.int64) - p.input_zero
     q4 = mbqm(np.clip(v, -p.input_range_radius, p.input_range_radius), p.input_multiplier,
@@ -338,7 +439,7 @@ def logistic(x: np.ndarray, p) -> np.ndarray:
     return np.where(v >= p.input_range_radius, INT8_MAX, out).astype(np.int8)
 
 
-def tanh(x: np.ndarray, p) -> np.ndarray:
+def tanh(x: np.ndarray, p: SigmoidParams) -> np.ndarray:
     """Tanh int8 -> int8 (output scale 1/128, zero point 0)."""
     v = x.astype(np.int64) - p.input_zero
     q4 = mbqm(np.clip(v, -p.input_range_radius, p.input_range_radius), p.input_multiplier,
@@ -348,31 +449,31 @@ def tanh(x: np.ndarray, p) -> np.ndarray:
     return np.where(v >= p.input_range_radius, INT8_MAX, out).astype(np.int8)
 
 
-def mean_hw(x: np.ndarray, p) -> np.ndarray:
+def mean_hw(x: np.ndarray, p: MeanParams) -> np.ndarray:
     """Mean int8 over height and width of NHWC: [n, c] (QuantizedMeanOrSum)."""
     total = x.astype(np.int64).sum(axis=(1, 2)) - p.input_zero_times_count
     out = mbqm(wrap32(total), p.multiplier, p.shift) + p.output_zero
     return np.clip(out, INT8_MIN, INT8_MAX).astype(np.int8)
 
 
-def pad(x: np.ndarray, p) -> np.ndarray:
+def pad(x: np.ndarray, p: PadParams) -> np.ndarray:
     """Pad int8 with the output zero point."""
     return np.pad(x, p.paddings, constant_values=p.value).astype(np.int8)
 
 
-def quantize(x: np.ndarray, p) -> np.ndarray:
+def quantize(x: np.ndarray, p: QuantizeParams) -> np.ndarray:
     """AffineQuantize float32 -> int8: round(x / scale) + zero point, in float32."""
     q = round_half_away_f32(np.asarray(x, dtype=np.float32) / np.float32(p.scale))
     q = np.clip(q, INT32_MIN, INT32_MAX).astype(np.int64) + p.output_zero
     return np.clip(q, INT8_MIN, INT8_MAX).astype(np.int8)
 
 
-def requantize(x: np.ndarray, p) -> np.ndarray:
+def requantize(x: np.ndarray, p: QuantizeParams) -> np.ndarray:
     """Requantize int8 -> int8 (QUANTIZE between two int8 quantizations)."""
     out = mbqm(x.astype(np.int64) - p.input_zero, p.multiplier, p.shift) + p.output_zero
     return np.clip(out, INT8_MIN, INT8_MAX).astype(np.int8)
 
 
-def dequantize(x: np.ndarray, p) -> np.ndarray:
+def dequantize(x: np.ndarray, p: DequantizeParams) -> np.ndarray:
     """Dequantize int8 -> float32: float(double scale * (q - zero point))."""
     return (np.float64(p.scale) * (x.astype(np.int64) - p.input_zero)).astype(np.float32)

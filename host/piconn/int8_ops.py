@@ -14,114 +14,29 @@ TFLite Micro's reference kernels compute (`keep=True` also returns every tensor)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from . import graph as g
 from . import int8
-from .int8 import quantize_multiplier
+from .int8 import (
+    AddParams,
+    ConvParams,
+    DequantizeParams,
+    MeanParams,
+    PadParams,
+    PoolParams,
+    QuantizeParams,
+    SigmoidParams,
+    SoftmaxParams,
+    quantize_multiplier,
+)
 
 MAX_SHIFT = 30  # the requantization's left shift must keep x * 2^shift inside int32
 MAX_SOFTMAX_DEPTH = 511  # beyond, TFLite Micro's sum of exponentials can exceed its range
 MAX_ACCUMULATOR = 2**31 - 1
-
-
-@dataclass
-class ConvParams:
-    """CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED (no spatial fields used)."""
-
-    input_offset: int  # minus the input zero point
-    output_zero: int
-    multiplier: np.ndarray  # int64 [c_out]
-    shift: np.ndarray  # int64 [c_out]; > 0 shifts left
-    act_min: int
-    act_max: int
-    stride_h: int = 1
-    stride_w: int = 1
-    pad_top: int = 0
-    pad_left: int = 0
-    out_h: int = 1
-    out_w: int = 1
-    depth_multiplier: int = 1
-
-
-@dataclass
-class PoolParams:
-    filter_h: int
-    filter_w: int
-    act_min: int
-    act_max: int
-    stride_h: int
-    stride_w: int
-    pad_top: int
-    pad_left: int
-    out_h: int
-    out_w: int
-
-
-@dataclass
-class AddParams:
-    input1_offset: int
-    input2_offset: int
-    left_shift: int
-    input1_multiplier: int
-    input1_shift: int
-    input2_multiplier: int
-    input2_shift: int
-    output_multiplier: int
-    output_shift: int
-    output_zero: int
-    act_min: int
-    act_max: int
-
-
-@dataclass
-class SoftmaxParams:
-    input_multiplier: int
-    input_left_shift: int
-    diff_min: int
-
-
-@dataclass
-class SigmoidParams:
-    """LOGISTIC and TANH: the input rescaled to Q4.27."""
-
-    input_zero: int
-    input_range_radius: int
-    input_multiplier: int
-    input_left_shift: int
-
-
-@dataclass
-class MeanParams:
-    input_zero_times_count: int
-    multiplier: int  # already divided by the count of averaged values
-    shift: int
-    output_zero: int
-
-
-@dataclass
-class PadParams:
-    paddings: tuple[tuple[int, int], ...]
-    value: int
-
-
-@dataclass
-class QuantizeParams:
-    """QUANTIZE float32 -> int8 (scale, output_zero) or int8 -> int8 (multiplier, shift)."""
-
-    scale: float
-    output_zero: int
-    input_zero: int = 0
-    multiplier: int = 0
-    shift: int = 0
-
-
-@dataclass
-class DequantizeParams:
-    scale: float
-    input_zero: int
+OptionsT = TypeVar("OptionsT")
 
 
 # --------------------------------------------------------------------------- checks
@@ -136,6 +51,13 @@ class _Op:
 
     def fail(self, message: str) -> g.GraphError:
         return self.graph.error(self.index, message)
+
+    def options(self, cls: type[OptionsT]) -> OptionsT:
+        """The operator's options, which must be of `cls`."""
+        if not isinstance(self.op.options, cls):
+            raise self.fail(f"options must be {cls.__name__}, not"
+                            f" {type(self.op.options).__name__}")
+        return self.op.options
 
     def counts(self, inputs: tuple[int, ...], outputs: int = 1) -> None:
         if len(self.op.inputs) not in inputs or len(self.op.outputs) != outputs:
@@ -202,7 +124,8 @@ def _pad_before(size: int, filt: int, stride: int, out: int) -> int:
     return max((out - 1) * stride + filt - size, 0) // 2
 
 
-def _spatial(o: _Op, x: g.Tensor, y: g.Tensor, kh: int, kw: int, opt) -> dict:
+def _spatial(o: _Op, x: g.Tensor, y: g.Tensor, kh: int, kw: int,
+             opt: g.ConvOptions | g.DepthwiseOptions | g.PoolOptions) -> dict:
     _, h, w, _ = x.shape
     out_h = _out_size(opt.padding, h, kh, opt.stride_h)
     out_w = _out_size(opt.padding, w, kw, opt.stride_w)
@@ -258,7 +181,7 @@ def _channel_multipliers(o: _Op, in_scale: float, w_scales: np.ndarray, out_scal
 def _conv(o: _Op) -> ConvParams:
     o.counts((2, 3))
     x, y = o.input(0, rank=4), o.output(rank=4)
-    opt = o.op.options
+    opt = o.options(g.ConvOptions)
     w = _weights(o, y.shape[3], 0)
     if len(w.shape) != 4 or w.shape[0] != y.shape[3] or w.shape[3] != x.shape[3]:
         raise o.fail(f"weights {list(w.shape)} must be [{y.shape[3]}, kh, kw, {x.shape[3]}]"
@@ -275,7 +198,7 @@ def _conv(o: _Op) -> ConvParams:
 def _depthwise(o: _Op) -> ConvParams:
     o.counts((2, 3))
     x, y = o.input(0, rank=4), o.output(rank=4)
-    opt = o.op.options
+    opt = o.options(g.DepthwiseOptions)
     c_out = x.shape[3] * opt.depth_multiplier
     if y.shape[3] != c_out:
         raise o.fail(f"output channels {y.shape[3]} != input channels {x.shape[3]} x depth"
@@ -316,14 +239,14 @@ def _fully_connected(o: _Op) -> ConvParams:
     # float32 product differs in the last bits of the multiplier, and TFLite Micro's
     # outputs agree with the double one on the MLPerf Tiny autoencoder).
     mult, shift = _channel_multipliers(o, si, w.quant.scale, so, c_out)
-    lo, hi = int8.activation_range(o.op.options.activation, so, zo)
+    lo, hi = int8.activation_range(o.options(g.FullyConnectedOptions).activation, so, zo)
     return ConvParams(-zi, zo, mult, shift, lo, hi)
 
 
 def _pool(o: _Op) -> PoolParams:
     o.counts((1,))
     x, y = o.input(0, rank=4), o.output(rank=4)
-    opt = o.op.options
+    opt = o.options(g.PoolOptions)
     o.same_quant(x, y, tolerance=1e-6)
     if y.shape[3] != x.shape[3]:
         raise o.fail("a pool keeps the number of channels")
@@ -351,7 +274,7 @@ def _add(o: _Op) -> AddParams:
     m1, sh1 = quantize_multiplier(float(s1) / twice_max)
     m2, sh2 = quantize_multiplier(float(s2) / twice_max)
     mo, sho = quantize_multiplier(real_out)
-    lo, hi = int8.activation_range(o.op.options.activation, so, zo)
+    lo, hi = int8.activation_range(o.options(g.AddOptions).activation, so, zo)
     return AddParams(-z1, -z2, left_shift, m1, sh1, m2, sh2, mo, sho, zo, lo, hi)
 
 
@@ -367,7 +290,8 @@ def _softmax(o: _Op) -> SoftmaxParams:
         raise o.fail("the int8 output must have scale 1/256 and zero point -128")
     si, _ = o.per_tensor(x)
     # PreprocessSoftmaxScaling with 5 integer bits, then QuantizeMultiplierGreaterThanOne
-    real = min(float(np.float32(o.op.options.beta)) * si * (1 << 26), (1 << 31) - 1.0)
+    beta = float(np.float32(o.options(g.SoftmaxOptions).beta))
+    real = min(beta * si * (1 << 26), (1 << 31) - 1.0)
     if real <= 1.0:
         raise o.fail("input scale x beta too small (TFLite Micro needs > 2^-26)")
     mult, shift = quantize_multiplier(real)
@@ -403,7 +327,7 @@ def _mean(o: _Op) -> MeanParams:
     if sorted(int(a) % 4 for a in axes) != [1, 2] or len(axes) != 2:
         raise o.fail(f"MEAN over axes {list(axes)}; supported: height and width (1, 2)")
     n, _, _, c = x.shape
-    want = (n, 1, 1, c) if o.op.options.keep_dims else (n, c)
+    want = (n, 1, 1, c) if o.options(g.MeanOptions).keep_dims else (n, c)
     if y.shape != want:
         raise o.fail(f"output shape {list(y.shape)}, expected {list(want)}")
     (si, zi), (so, zo) = o.per_tensor(x), o.per_tensor(y)

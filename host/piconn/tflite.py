@@ -18,6 +18,7 @@ float32 graph output.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -235,55 +236,86 @@ def _dilation(o: Table, slot_w: int, slot_h: int, what: str) -> None:
         raise TFLiteError(f"{what}: dilation {dh}x{dw} is not supported (only 1)")
 
 
+def _int(o: Table, slot: int, kind: str = "i32") -> int:
+    return int(o.scalar(slot, kind))
+
+
+def _conv_options(o: Table, what: str) -> g.ConvOptions:
+    F = Conv2DField
+    _dilation(o, F.DILATION_W, F.DILATION_H, what)
+    return g.ConvOptions(_positive(_int(o, F.STRIDE_H), "stride", what),
+                         _positive(_int(o, F.STRIDE_W), "stride", what),
+                         _padding(_int(o, F.PADDING, "i8"), what),
+                         _activation(_int(o, F.FUSED_ACTIVATION, "i8"), what))
+
+
+def _depthwise_options(o: Table, what: str) -> g.DepthwiseOptions:
+    F = DepthwiseConv2DField
+    _dilation(o, F.DILATION_W, F.DILATION_H, what)
+    return g.DepthwiseOptions(_positive(_int(o, F.STRIDE_H), "stride", what),
+                              _positive(_int(o, F.STRIDE_W), "stride", what),
+                              _padding(_int(o, F.PADDING, "i8"), what),
+                              _positive(_int(o, F.DEPTH_MULTIPLIER), "depth multiplier", what),
+                              _activation(_int(o, F.FUSED_ACTIVATION, "i8"), what))
+
+
+def _pool_options(o: Table, what: str) -> g.PoolOptions:
+    F = Pool2DField
+    return g.PoolOptions(_positive(_int(o, F.FILTER_HEIGHT), "filter height", what),
+                         _positive(_int(o, F.FILTER_WIDTH), "filter width", what),
+                         _positive(_int(o, F.STRIDE_H), "stride", what),
+                         _positive(_int(o, F.STRIDE_W), "stride", what),
+                         _padding(_int(o, F.PADDING, "i8"), what),
+                         _activation(_int(o, F.FUSED_ACTIVATION, "i8"), what))
+
+
+def _fully_connected_options(o: Table, what: str) -> g.FullyConnectedOptions:
+    F = FullyConnectedField
+    if _int(o, F.WEIGHTS_FORMAT, "i8") != FullyConnectedWeightsFormat.DEFAULT:
+        raise TFLiteError(f"{what}: shuffled weights are not supported")
+    return g.FullyConnectedOptions(_activation(_int(o, F.FUSED_ACTIVATION, "i8"), what),
+                                   bool(o.scalar(F.KEEP_NUM_DIMS, "bool")))
+
+
+def _add_options(o: Table, what: str) -> g.AddOptions:
+    return g.AddOptions(_activation(_int(o, AddField.FUSED_ACTIVATION, "i8"), what))
+
+
+def _softmax_options(o: Table, what: str) -> g.SoftmaxOptions:
+    beta = float(o.scalar(SoftmaxField.BETA, "f32"))
+    if not np.isfinite(beta) or beta <= 0:
+        raise TFLiteError(f"{what}: softmax beta {beta} must be finite and positive")
+    return g.SoftmaxOptions(beta)
+
+
+def _mean_options(o: Table, what: str) -> g.MeanOptions:
+    return g.MeanOptions(bool(o.scalar(ReducerField.KEEP_DIMS, "bool")))
+
+
+# kind -> (read its options table, make its options when the table is absent; None: required)
+OptionReader = Callable[[Table, str], g.Options]
+OPTION_READERS: dict[str, tuple[OptionReader, Callable[[], g.Options] | None]] = {
+    g.CONV_2D: (_conv_options, None),
+    g.DEPTHWISE_CONV_2D: (_depthwise_options, None),
+    g.AVERAGE_POOL_2D: (_pool_options, None),
+    g.MAX_POOL_2D: (_pool_options, None),
+    g.SOFTMAX: (_softmax_options, None),
+    g.FULLY_CONNECTED: (_fully_connected_options, g.FullyConnectedOptions),
+    g.ADD: (_add_options, g.AddOptions),
+    g.MEAN: (_mean_options, g.MeanOptions),
+}
+
+
 def _options(kind: str, o: Table | None, what: str) -> g.Options:
-    """The graph options of one operator from its options table (None: defaults)."""
-    needs_table = (g.CONV_2D, g.DEPTHWISE_CONV_2D, g.AVERAGE_POOL_2D, g.MAX_POOL_2D, g.SOFTMAX)
-    if kind in needs_table and o is None:
+    """The graph options of one operator from its options table."""
+    if kind not in OPTION_READERS:
+        return None
+    read, default = OPTION_READERS[kind]
+    if o is not None:
+        return read(o, what)
+    if default is None:
         raise TFLiteError(f"{what}: the options table is missing")
-    if kind == g.CONV_2D:
-        F = Conv2DField
-        _dilation(o, F.DILATION_W, F.DILATION_H, what)
-        return g.ConvOptions(_positive(int(o.scalar(F.STRIDE_H, "i32")), "stride", what),
-                             _positive(int(o.scalar(F.STRIDE_W, "i32")), "stride", what),
-                             _padding(int(o.scalar(F.PADDING, "i8")), what),
-                             _activation(int(o.scalar(F.FUSED_ACTIVATION, "i8")), what))
-    if kind == g.DEPTHWISE_CONV_2D:
-        F = DepthwiseConv2DField
-        _dilation(o, F.DILATION_W, F.DILATION_H, what)
-        return g.DepthwiseOptions(
-            _positive(int(o.scalar(F.STRIDE_H, "i32")), "stride", what),
-            _positive(int(o.scalar(F.STRIDE_W, "i32")), "stride", what),
-            _padding(int(o.scalar(F.PADDING, "i8")), what),
-            _positive(int(o.scalar(F.DEPTH_MULTIPLIER, "i32")), "depth multiplier", what),
-            _activation(int(o.scalar(F.FUSED_ACTIVATION, "i8")), what))
-    if kind in (g.AVERAGE_POOL_2D, g.MAX_POOL_2D):
-        F = Pool2DField
-        return g.PoolOptions(
-            _positive(int(o.scalar(F.FILTER_HEIGHT, "i32")), "filter height", what),
-            _positive(int(o.scalar(F.FILTER_WIDTH, "i32")), "filter width", what),
-            _positive(int(o.scalar(F.STRIDE_H, "i32")), "stride", what),
-            _positive(int(o.scalar(F.STRIDE_W, "i32")), "stride", what),
-            _padding(int(o.scalar(F.PADDING, "i8")), what),
-            _activation(int(o.scalar(F.FUSED_ACTIVATION, "i8")), what))
-    if kind == g.FULLY_CONNECTED:
-        if o is None:
-            return g.FullyConnectedOptions()
-        F = FullyConnectedField
-        if int(o.scalar(F.WEIGHTS_FORMAT, "i8")) != FullyConnectedWeightsFormat.DEFAULT:
-            raise TFLiteError(f"{what}: shuffled weights are not supported")
-        return g.FullyConnectedOptions(_activation(int(o.scalar(F.FUSED_ACTIVATION, "i8")), what),
-                                       bool(o.scalar(F.KEEP_NUM_DIMS, "bool")))
-    if kind == g.ADD:
-        act = Activation.NONE if o is None else int(o.scalar(AddField.FUSED_ACTIVATION, "i8"))
-        return g.AddOptions(_activation(act, what))
-    if kind == g.SOFTMAX:
-        beta = float(o.scalar(SoftmaxField.BETA, "f32"))
-        if not np.isfinite(beta) or beta <= 0:
-            raise TFLiteError(f"{what}: softmax beta {beta} must be finite and positive")
-        return g.SoftmaxOptions(beta)
-    if kind == g.MEAN:
-        return g.MeanOptions(bool(o is not None and o.scalar(ReducerField.KEEP_DIMS, "bool")))
-    return None
+    return default()
 
 
 def _operator(t: Table, index: int, codes: list[int | str], tensors: list[g.Tensor]
