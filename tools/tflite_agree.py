@@ -6,7 +6,7 @@ For each model (by default MLPerf Tiny's four int8 reference models in $PICONN_M
 imports it with `piconn.tflite.import_tflite`, runs `int8_ops.run` and TFLite Micro's
 interpreter (PyPI tflite-micro) on the same N random int8 inputs (the first three all -128,
 0 and 127) and counts the outputs that differ in any byte. Prints one row per model:
-MACs, constant bytes, the arena of piconn's memory plan (4- and 16-byte aligned) beside
+MACs, constant bytes, the size of its version-2 file (docs/FORMAT.md), the arena of piconn's memory plan (4- and 16-byte aligned) beside
 TFLite Micro's planned arena ("head") and its whole arena (head + persistent data, for this
 64-bit host build), host milliseconds per inference of both, and the mismatches.
 Exit status 1 if any output differs.
@@ -28,8 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "host"))
 
+from piconn import format2, int8_ops
 from piconn import graph as g
-from piconn import int8_ops
 from piconn.tflite import import_tflite
 
 DEFAULT_DIR = os.environ.get("PICONN_MLPERF_TINY", "/work/shared/models/mlperf-tiny")
@@ -75,7 +75,7 @@ def check(runtime, path: Path, n: int) -> dict:
         mismatches += not np.array_equal(got, want)
     head, total = tflm_arena(runtime, path)
     return {"model": path.name, "inputs": n, "mismatches": mismatches, "macs": graph.macs(),
-            "constant_bytes": graph.constant_bytes(),
+            "constant_bytes": graph.constant_bytes(), "v2_bytes": len(format2.to_bytes(graph)),
             "arena_4": g.plan_memory(graph, 4).arena_size,
             "arena_16": g.plan_memory(graph, 16).arena_size,
             "tflm_head": head, "tflm_total": total,
@@ -101,7 +101,8 @@ def main() -> int:
               file=sys.stderr)
         return 2
     if not args.json:
-        print(f"{'model':32s} {'MACs':>11s} {'const B':>9s} {'arena/4':>8s} {'arena/16':>8s}"
+        print(f"{'model':32s} {'MACs':>11s} {'const B':>9s} {'v2 B':>9s} {'arena/4':>8s}"
+              f" {'arena/16':>8s}"
               f" {'TFLM head':>9s} {'TFLM all':>9s} {'ms ref':>7s} {'ms TFLM':>7s}  agree")
     bad = 0
     for f in files:
@@ -111,7 +112,7 @@ def main() -> int:
             print(json.dumps(r))
         else:
             print(f"{r['model']:32s} {r['macs']:11,d} {r['constant_bytes']:9,d}"
-                  f" {r['arena_4']:8,d} {r['arena_16']:8,d} {r['tflm_head']:9,d}"
+                  f" {r['v2_bytes']:9,d} {r['arena_4']:8,d} {r['arena_16']:8,d} {r['tflm_head']:9,d}"
                   f" {r['tflm_total']:9,d} {r['ms_reference']:7.1f} {r['ms_tflm']:7.1f}"
                   f"  {r['inputs'] - r['mismatches']}/{r['inputs']}")
     return 1 if bad else 0
