@@ -25,7 +25,9 @@ from piconn.tflite import import_tflite
 runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime",
                               reason="PyPI tflite-micro (test extra) is the oracle")
 
-MODELS_DIR = Path(os.environ.get("PICONN_MLPERF_TINY", "/work/shared/models/mlperf-tiny"))
+# The MLPerf Tiny models: $PICONN_MLPERF_TINY, else ../shared/models/mlperf-tiny beside the repository.
+MODELS_DIR = Path(os.environ.get("PICONN_MLPERF_TINY")
+                  or Path(__file__).resolve().parents[2] / "shared" / "models" / "mlperf-tiny")
 N_INPUTS = int(os.environ.get("PICONN_TFLITE_INPUTS", "25"))
 
 # file -> (MACs in millions as MLPerf Tiny publishes them, input shape, output shape)

@@ -32,7 +32,7 @@ from piconn import format2, int8_ops
 from piconn import graph as g
 from piconn.tflite import import_tflite
 
-DEFAULT_DIR = os.environ.get("PICONN_MLPERF_TINY", "/work/shared/models/mlperf-tiny")
+DEFAULT_DIR = os.environ.get("PICONN_MLPERF_TINY") or str(ROOT.parent / "shared" / "models" / "mlperf-tiny")
 MLPERF_TINY = ("kws_ref_model.tflite", "vww_96_int8.tflite", "pretrainedResnet_quant.tflite",
                "ad01_int8.tflite")
 
