@@ -486,6 +486,35 @@ def bad_models(device_models) -> list[tuple[str, bytes, str]]:
     mut(device_models["sparse_f32"][1], "infinite bias", "infinity",
         lambda b: struct.pack_into("<f", b, struct.unpack_from("<I", b, _rec(1) + 16 + 12)[0],
                                    float("-inf")))
+
+    # every "must" and "else 0" of FORMAT.md's header and record fields
+    mut(q8, "reserved header u16", "reserved header field", lambda b: b.__setitem__(31, 1))
+    mut(q8, "reserved header u32", "reserved header field",
+        lambda b: struct.pack_into("<I", b, 36, 1 << 20))
+    mut(q8, "reserved record byte", "reserved record byte",
+        lambda b: b.__setitem__(_rec(1) + 15, 1))
+    mut(q8, "zy on an i32 output", "output zero point", lambda b: b.__setitem__(_rec(1) + 12, 7))
+    mut(xn, "zy on xnor_dense", "output zero point", lambda b: b.__setitem__(_rec(1) + 12, 1))
+    mut(q8, "threshold on dense_q8", "threshold", lambda b: b.__setitem__(_rec(0) + 14, 9))
+    mut(xn, "threshold on xnor_out", "threshold", lambda b: b.__setitem__(_rec(3) + 14, 1))
+    mut(device_models["float_acts"][1], "softmax not last", "softmax on a layer",
+        lambda b: b.__setitem__(_rec(0) + 1, 4))
+    for what, scale in (("NaN", float("nan")), ("infinite", float("inf")), ("zero", 0.0),
+                        ("negative", -0.001)):
+        mut(q8, f"{what} output scale", "output scale",
+            lambda b, v=scale: struct.pack_into("<f", b, 32, v))
+    mut(device_models["float"][1], "f32 output scale 2", "output scale",
+        lambda b: struct.pack_into("<f", b, 32, 2.0))
+
+    def zero_out(b: bytearray) -> None:  # layer 0 gives 0 outputs, layer 1 takes 0 inputs
+        struct.pack_into("<H", b, _rec(0) + 6, 0)
+        struct.pack_into("<H", b, _rec(1) + 4, 0)
+    mut(q8, "zero outputs", "sizes are 1..65535", zero_out)
+
+    def zero_in(b: bytearray) -> None:  # the model and its first layer take 0 inputs
+        struct.pack_into("<I", b, 20, 0)
+        struct.pack_into("<H", b, _rec(0) + 4, 0)
+    mut(q8, "zero inputs", "sizes are 1..65535", zero_in)
     return cases
 
 

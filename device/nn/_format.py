@@ -94,6 +94,9 @@ I32_MAX = const(0x7FFFFFFF)
 MAC_MAX = const(65025)  # 255 * 255: the largest |x * (w - zw)| of a u8 layer
 
 
+_INF = float("inf")
+
+
 def dtype_name(code):
     return DTYPES[code] if code < len(DTYPES) else "dtype%d" % code
 
@@ -158,10 +161,16 @@ def header(buf):
         raise ValueError("bad layer count %d (1..%d)" % (n_layers, MAX_LAYERS))
     if HEADER_SIZE + RECORD_SIZE * n_layers > total:
         raise ValueError("layer table runs past the end of the model")
+    if reserved16 or reserved32:
+        raise ValueError("reserved header field not 0 (%d, %d)" % (reserved16, reserved32))
     if in_dt != U8 and in_dt != F32:
         raise ValueError("model input dtype %d: must be u8 or f32" % in_dt)
     if out_dt != F32 and out_dt != I32:
         raise ValueError("model output dtype %d: must be f32 or i32" % out_dt)
+    # finite and positive: predict's argmax of the raw output is the argmax of the logits
+    if not 0 < out_scale < _INF or out_dt == F32 and out_scale != 1.0:
+        raise ValueError("bad output scale %r: must be finite and > 0, and 1.0 for an f32 "
+                         "output" % out_scale)
     return n_layers, in_size, out_size, in_dt, out_dt, out_scale
 
 
@@ -180,8 +189,13 @@ def record(buf, k, n_layers, prev_n, prev_dt):
     if n_i != prev_n or dt_in != prev_dt:
         raise ValueError("layer %d (%s) takes %d %s, previous gives %d %s"
                          % (k, name, n_i, dtype_name(dt_in), prev_n, dtype_name(prev_dt)))
+    if n_i == 0 or n_o == 0:
+        raise ValueError("layer %d (%s): size %d->%d, sizes are 1..%d"
+                         % (k, name, n_i, n_o, MAX_N))
     if act >= len(ACTS) or (act and dt_out != F32):
         raise ValueError("layer %d: bad activation code %d" % (k, act))
+    if act == ACT_SOFTMAX and k != n_layers - 1:
+        raise ValueError("layer %d: softmax on a layer that is not the last" % k)
     if _sparse(kind):
         if ib != 1 and ib != 2 or ib == 1 and n_o > 256:
             raise ValueError("layer %d: bad sparse index width %d" % (k, ib))
@@ -192,6 +206,13 @@ def record(buf, k, n_layers, prev_n, prev_dt):
             raise ValueError("layer %d: bad sparse index width %d" % (k, ib))
         if nnz:
             raise ValueError("layer %d: bad stored-weight count %d" % (k, nnz))
+    if zy and not ((kind == DENSE_Q8 or kind == SPARSE_Q8) and dt_out == U8):
+        raise ValueError("layer %d: output zero point %d on a layer without a u8 output"
+                         % (k, zy))
+    if thr and kind != BINARIZE:
+        raise ValueError("layer %d: threshold %d on a layer that is not binarize" % (k, thr))
+    if reserved:
+        raise ValueError("layer %d: reserved record byte not 0 (%d)" % (k, reserved))
     if kind == BINARIZE and n_i != n_o:
         raise ValueError("layer %d: binarize must keep its size" % k)
     return kind, act, dt_in, dt_out, n_i, n_o, nnz, zy, ib, thr, rec[11:]

@@ -289,7 +289,7 @@ def from_bytes(buf: bytes) -> ir.DeviceModel:
     if len(buf) < HEADER_SIZE:
         raise ValueError(f"model too short: {len(buf)} bytes, the header alone is {HEADER_SIZE}")
     (magic, version, hsize, total, crc, n_layers, rsize, in_size, out_size, in_dt, out_dt,
-     _r0, out_scale, _r1) = _HEADER.unpack_from(buf)
+     reserved16, out_scale, reserved32) = _HEADER.unpack_from(buf)
     if magic != MAGIC:
         raise ValueError(f"not a piconn model: magic {magic!r}, expected {MAGIC!r}")
     if version != VERSION:
@@ -305,14 +305,20 @@ def from_bytes(buf: bytes) -> ir.DeviceModel:
     table_end = HEADER_SIZE + RECORD_SIZE * n_layers
     if table_end > total:
         raise ValueError("layer table runs past the end of the model")
+    if reserved16 or reserved32:
+        raise ValueError(f"reserved header field not 0 ({reserved16}, {reserved32})")
     if DTYPE_NAMES.get(in_dt) not in MODEL_IN_DTYPES:
         raise ValueError(f"model input dtype {in_dt}: must be u8 or f32")
     if DTYPE_NAMES.get(out_dt) not in MODEL_OUT_DTYPES:
         raise ValueError(f"model output dtype {out_dt}: must be f32 or i32")
+    # finite and positive: predict's argmax of the raw output is the argmax of the logits
+    if not 0 < out_scale < np.inf or DTYPE_NAMES[out_dt] == "f32" and out_scale != 1.0:
+        raise ValueError(f"bad output scale {out_scale!r}: must be finite and > 0, and 1.0 "
+                         "for an f32 output")
     layers: list[ir.Layer] = []
     prev = (in_size, DTYPE_NAMES.get(in_dt))
     for k in range(n_layers):
-        (code, act, ldt_in, ldt_out, n_i, n_o, nnz, zy, ib, thr, _res,
+        (code, act, ldt_in, ldt_out, n_i, n_o, nnz, zy, ib, thr, reserved,
          *offs) = _RECORD.unpack_from(buf, HEADER_SIZE + RECORD_SIZE * k)
         kind = KIND_NAMES.get(code)
         if kind is None:
@@ -323,13 +329,23 @@ def from_bytes(buf: bytes) -> ir.DeviceModel:
             raise ValueError(f"layer {k} ({kind}): dtypes {dt_in}->{dt_out} not allowed")
         if (n_i, dt_in) != prev:
             raise ValueError(f"layer {k} ({kind}) takes {n_i} {dt_in}, previous gives {prev[0]} {prev[1]}")
+        if n_i == 0 or n_o == 0:
+            raise ValueError(f"layer {k} ({kind}): size {n_i}->{n_o}, sizes are 1..65535")
         if act >= len(ir.ACTS) or (act and dt_out != "f32"):
             raise ValueError(f"layer {k}: bad activation code {act}")
+        if ir.ACTS[act] == "softmax" and k != n_layers - 1:
+            raise ValueError(f"layer {k}: softmax on a layer that is not the last")
         sparse = kind.startswith("sparse")
         if (ib not in (1, 2) or ib == 1 and n_o > 256) if sparse else ib:
             raise ValueError(f"layer {k}: bad sparse index width {ib}")
         if nnz and not sparse or sparse and nnz > n_i * n_o:
             raise ValueError(f"layer {k}: bad stored-weight count {nnz}")
+        if zy and not (kind in ("dense_q8", "sparse_q8") and dt_out == "u8"):
+            raise ValueError(f"layer {k}: output zero point {zy} on a layer without a u8 output")
+        if thr and kind != "binarize":
+            raise ValueError(f"layer {k}: threshold {thr} on a layer that is not binarize")
+        if reserved:
+            raise ValueError(f"layer {k}: reserved record byte not 0 ({reserved})")
         if kind == "binarize" and n_i != n_o:
             raise ValueError(f"layer {k}: binarize must keep its size")
         arrays = []  # every slot of the kind in order; b"" for an empty or unused one
