@@ -95,6 +95,89 @@ def assert_agrees(dm, y_dev: np.ndarray, x: np.ndarray) -> None:
         assert np.all(np.abs(y_dev - y_ref) <= 1e-4 * scale), np.abs(y_dev - y_ref).max()
 
 
+def assert_same_floats(y_dev: np.ndarray, y_ref: np.ndarray, what: str = "") -> None:
+    """Float outputs agree: NaN and +-inf exactly where the reference has them, finite
+    values to 1e-4 of the row's largest finite magnitude."""
+    y_dev = np.asarray(y_dev, np.float32)
+    y_ref = np.asarray(y_ref, np.float32)
+    np.testing.assert_array_equal(np.isnan(y_dev), np.isnan(y_ref), err_msg=f"NaN {what}")
+    np.testing.assert_array_equal(np.where(np.isinf(y_dev), np.sign(y_dev), 0),
+                                  np.where(np.isinf(y_ref), np.sign(y_ref), 0),
+                                  err_msg=f"inf {what}")
+    fin = np.isfinite(y_ref)
+    mag = np.where(fin, np.abs(y_ref), 0).max(axis=-1, keepdims=True)
+    scale = np.broadcast_to(np.maximum(mag, 1e-30), y_ref.shape)
+    assert np.all(np.abs(y_dev[fin] - y_ref[fin]) <= 1e-4 * scale[fin]), what
+
+
+def _recrc_bytes(b: bytearray) -> bytes:
+    b[12:16] = struct.pack("<I", zlib.crc32(bytes(b[16:])) & 0xFFFFFFFF)
+    return bytes(b)
+
+
+def overflow_cases(device_models) -> list[tuple[str, bytes, np.ndarray]]:
+    """Models and inputs whose float sums overflow float32: (name, model, inputs)."""
+    rng = np.random.default_rng(9)
+    cases = []
+    models = ROOT / "build" / "models"
+    sparse = (models / "mnist_sparse.nnb").read_bytes() if (models / "mnist_sparse.nnb").is_file() \
+        else device_models["sparse_f32"][1]
+    b = bytearray(sparse)
+    cp_off, _, vals_off = struct.unpack_from("<III", b, _rec(0) + 16)
+    n_in = struct.unpack_from("<H", b, _rec(0) + 4)[0]
+    colptr = np.frombuffer(bytes(b), "<u4", n_in + 1, cp_off)
+    k = 9638 if colptr[-1] > 9638 else int(colptr[-1]) // 2  # a stored weight made huge
+    struct.pack_into("<f", b, vals_off + 4 * k, 3.4e38)
+    col = int(np.searchsorted(colptr, k, side="right") - 1)
+    x = _inputs(fmt.from_bytes(sparse), rng, 4)
+    x[:, col] = [200, 1, 0, 255]
+    cases.append(("sparse stored weight 3.4e38", _recrc_bytes(b), x))
+
+    q8w = (models / "mnist_q8w.nnb").read_bytes() if (models / "mnist_q8w.nnb").is_file() \
+        else device_models["uint8_weights"][1]
+    b = bytearray(q8w)
+    n_out = struct.unpack_from("<H", b, _rec(0) + 6)[0]
+    b_off = struct.unpack_from("<I", b, _rec(0) + 16 + 12)[0]
+    for c in range(0, n_out, 3):
+        struct.pack_into("<f", b, b_off + 4 * c, 3.4e38 if c % 2 else -3.4e38)
+    cases.append(("dense_q8w biases +-3.4e38", _recrc_bytes(b), _inputs(fmt.from_bytes(q8w), rng, 4)))
+
+    b = bytearray(device_models["float"][1])
+    w_off = struct.unpack_from("<I", b, _rec(0) + 16)[0]
+    for i in range(0, 40, 7):
+        struct.pack_into("<f", b, w_off + 4 * (i * 22 + i % 22), 3.0e38 * (-1) ** i)
+    cases.append(("dense_f32 weights +-3e38", _recrc_bytes(b),
+                  _inputs(device_models["float"][0], rng, 4)))
+
+    fin = device_models["float_f32in"]
+    x = rng.normal(0, 1, (5, fin[0].input_size)).astype(np.float32)
+    x[0, :4] = [3e38, 3e38, -3e38, 1e38]
+    x[1, 3] = np.inf
+    x[2, 5] = -np.inf
+    x[3, 7] = np.nan
+    x[4, :] = 3e38
+    cases.append(("f32 inputs: huge, inf, NaN", fin[1], x))
+    return cases
+
+
+@pytest.mark.parametrize("rt", RT, ids=_ids)
+def test_float_overflow_matches_reference(rt, device_models, tmp_path):
+    """Float kinds are IEEE float32 with every product and sum rounded, summed for
+    increasing input index over the stored weights (FORMAT.md), in every tier and in
+    piconn.reference: sums that overflow give NaN and +-inf in the same places. (The
+    reference once multiplied infinities by a sparse layer's unstored zeros, and the
+    python/viper tiers summed in doubles where MicroPython's floats are doubles.)"""
+    runner, tier = rt
+    for name, blob, x in overflow_cases(device_models):
+        dm = fmt.from_bytes(blob)
+        _, y, preds = run_model(runner, tier, blob, x, tmp_path)
+        with np.errstate(all="ignore"):
+            ref = reference.run(dm, x)
+        assert not np.all(np.isfinite(ref)), name  # the case does overflow
+        assert_same_floats(y, ref, name)
+        np.testing.assert_array_equal(preds, np.argmax(ref, axis=1), err_msg=name)
+
+
 KINDS = ("float", "float_acts", "float_f32in", "sparse_f32", "uint8", "sparse_uint8",
          "sparse_u16", "uint8_weights", "xnor")
 

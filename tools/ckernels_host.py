@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC_DIR = ROOT / "device" / "c" / "nn_c"
 SOURCES = [SRC_DIR / "nn_kernels.c"]
 HEADERS = [SRC_DIR / "nn_kernels.h", SRC_DIR / "arch_armv6m.h"]
-HOST_CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
+HOST_CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-ffp-contract=off"]
 
 # Argument kinds per kernel: p input array (or None for NULL), o output array (written),
 # u uint32, i int32. Second item: return type, "v" void, "u" uint32, "b" uint8.

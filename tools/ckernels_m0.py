@@ -29,7 +29,7 @@ from ckernels_host import SIGS, SOURCES, At, source_hash
 
 ARM_CC = "arm-none-eabi-gcc"
 ARM_CFLAGS = ["-mcpu=cortex-m0plus", "-mthumb", "-Wall", "-Wextra", "-Werror",
-              "-ffunction-sections", "-fno-common"]
+              "-ffunction-sections", "-fno-common", "-ffp-contract=off"]
 RAM = 0x20000000
 FLASH = 0x10000000  # input arrays go to (emulated) flash, like the model's weights
 CODE_MAX = 0x8000  # code and constants at the start of SRAM

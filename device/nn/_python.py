@@ -8,10 +8,20 @@
 # handled byte by byte (bit j is bit j % 8 of byte j // 8, the same as the
 # format's little-endian u32 words), so no u32 ever becomes a big int.
 #
+# Float kinds compute in float32 (FORMAT.md): every product and every sum is
+# rounded to float32, as the C tier's. Where MicroPython's floats are float32 (rp2)
+# that is the arithmetic itself; where they are doubles (unix, webassembly) each
+# result goes through a float32 array slot (_F32_SLOT) before the next operation.
+# One double operation on float32 operands rounded to float32 is exactly the
+# float32 operation (a double carries more than 2 * 24 + 2 bits), overflow and NaN
+# included, so both give the C tier's values.
+#
 # Cost: bytecode, roughly 3,000-5,000 cycles per multiply-add on a Cortex-M0+;
 # the slowest tier, kept exact and allocation-free for the integer kinds
 # (dense_q8, sparse_q8, binarize, xnor_*). Float kinds allocate a boxed float
 # per operation on ports without unboxed floats (rp2, unix, webassembly).
+from array import array
+
 from micropython import const
 
 try:
@@ -26,6 +36,8 @@ _I32_SIGN = const(0x80)
 POP8 = bytes(bin(i).count("1") for i in range(256))
 
 _scratch = None  # int scratch for dense_q8w with u8 input (floats allocate anyway)
+_F32_SLOT = array("f", bytes(4))  # rounds a double to float32: store, then load
+_ROUND = 1.0 + 2.0 ** -30 != 1.0  # floats are wider than float32 here: round each result
 
 
 def _u32(m, k):
@@ -112,41 +124,65 @@ def dense_f32(x, x_u8, w, b, y, n_in, n_out):
     B = _f32(b, n_out)
     for c in range(n_out):
         y[c] = B[c]
+    t = _F32_SLOT
     base = 0
     for i in range(n_in):
         xi = x[i]
         if xi:
-            for c in range(n_out):
-                y[c] += xi * W[base + c]
+            if _ROUND:
+                for c in range(n_out):
+                    t[0] = xi * W[base + c]
+                    y[c] += t[0]
+            else:
+                for c in range(n_out):
+                    y[c] += xi * W[base + c]
         base += n_out
+
+
+def scale_bias(s, scale, b, y, n):
+    """y[c] = scale[c]*s[c] + b[c] in float32 (dense_q8w's last step): s[c] an int32 sum
+    (converted to float32 first) or a float32; scale, b: f32 byte buffers."""
+    S = _f32(scale, n)
+    B = _f32(b, n)
+    if _ROUND:
+        t = _F32_SLOT
+        for c in range(n):
+            t[0] = s[c]
+            t[0] = S[c] * t[0]
+            y[c] = t[0] + B[c]
+    else:
+        for c in range(n):
+            y[c] = S[c] * s[c] + B[c]
 
 
 def dense_q8w(x, x_u8, w, zw, scale, b, y, n_in, n_out):
     """y[c] = scale[c]*sum_i x[i]*(W[i][c]-zw[c]) + b[c]; exact integer sum for u8 x."""
     global _scratch
-    S = _f32(scale, n_out)
-    B = _f32(b, n_out)
     if x_u8:
         acc = _scratch
         if acc is None or len(acc) < n_out:
-            from array import array
-
             acc = _scratch = array("i", bytes(4 * n_out))
         sx = _acc_u8(x, w, acc, n_in, n_out)
         for c in range(n_out):
-            y[c] = S[c] * (acc[c] - zw[c] * sx) + B[c]
+            acc[c] -= zw[c] * sx
+        scale_bias(acc, scale, b, y, n_out)
         return
     for c in range(n_out):
         y[c] = 0.0
+    t = _F32_SLOT
     base = 0
     for i in range(n_in):
         xi = x[i]
         if xi:
-            for c in range(n_out):
-                y[c] += xi * (w[base + c] - zw[c])
+            if _ROUND:
+                for c in range(n_out):
+                    t[0] = xi * (w[base + c] - zw[c])
+                    y[c] += t[0]
+            else:
+                for c in range(n_out):
+                    y[c] += xi * (w[base + c] - zw[c])
         base += n_out
-    for c in range(n_out):
-        y[c] = S[c] * y[c] + B[c]
+    scale_bias(y, scale, b, y, n_out)
 
 
 def dense_q8(x, w, zw, bias, rq, acc, y, n_in, n_out, zy):
@@ -160,6 +196,8 @@ def sparse_f32(x, x_u8, colptr, rows, index_bytes, vals, b, y, n_in, n_out):
     B = _f32(b, n_out)
     for c in range(n_out):
         y[c] = B[c]
+    t = _F32_SLOT
+    rnd = _ROUND
     k = 0
     for i in range(n_in):
         end = _u32(colptr, i + 1)
@@ -168,12 +206,20 @@ def sparse_f32(x, x_u8, colptr, rows, index_bytes, vals, b, y, n_in, n_out):
             if index_bytes == 1:
                 while k < end:
                     r = rows[k]
-                    y[r] += xi * V[k]
+                    if rnd:
+                        t[0] = xi * V[k]
+                        y[r] += t[0]
+                    else:
+                        y[r] += xi * V[k]
                     k += 1
             else:
                 while k < end:
                     r = rows[k << 1] | (rows[(k << 1) + 1] << 8)
-                    y[r] += xi * V[k]
+                    if rnd:
+                        t[0] = xi * V[k]
+                        y[r] += t[0]
+                    else:
+                        y[r] += xi * V[k]
                     k += 1
         k = end
 

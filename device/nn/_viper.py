@@ -121,12 +121,9 @@ def dense_q8w(x, x_u8, w, zw, scale, b, y, n_in, n_out):
         return
     sx = _accum_u8(0, 0, x, w, y, n_in, n_out)  # y's words hold the int32 sums for now
     _q8w_int(y, zw, sx, n_out)
-    S = _python._f32(scale, n_out)
-    B = _python._f32(b, n_out)
     Y = _python.uctypes.struct(_python.uctypes.addressof(y),
                                (_python.uctypes.ARRAY | 0, _python.uctypes.INT32 | n_out))
-    for c in range(n_out):
-        y[c] = S[c] * Y[c] + B[c]  # type: ignore[index]
+    _python.scale_bias(Y, scale, b, y, n_out)  # reads Y[c] before it writes y[c]
 
 
 @micropython.viper

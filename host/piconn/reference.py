@@ -12,10 +12,15 @@ layer, vectorized over the batch. Rules (the same as the device tiers):
 - Binarization: bit set (+1) iff `x >= threshold`. Bits are packed with
   `format.pack_bits` (bit j%32 of word j//32, padding 0) and mismatches are
   counted by popcount over the u32 words, as the device does.
-- Float kinds (`dense_f32`, `sparse_f32`, `dense_q8w`) compute in float32; the
-  device sums in a fixed order, numpy's matmul may not, so float outputs agree
-  with the device to float32 rounding (not bit for bit). A `dense_q8w` layer with
-  a `u8` input sums the exact integer `sum x*(W - zw)` first and scales it after.
+- Float kinds (`dense_f32`, `sparse_f32`, `dense_q8w`) compute in IEEE float32 as
+  FORMAT.md says: every product and every sum rounded to float32, summed for
+  increasing input index, zero inputs and unstored (pruned) weights skipped. Where
+  no partial sum can overflow a float32 matmul computes the same values up to
+  rounding (its order of summation differs), so that is used; rows of a batch where
+  a sum could reach infinity, or whose input is not finite, are summed in the
+  device's order, so infinities and NaNs appear exactly where the device has them.
+  A `dense_q8w` layer with a `u8` input sums the exact integer `sum x*(W - zw)`
+  first and scales it after.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from . import ir
 from .format import pack_bits
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+_F32_MAX = float(np.finfo(np.float32).max)
 _CHUNK = 256  # batch rows per popcount block (bounds the temporary XOR array)
 
 if hasattr(np, "bitwise_count"):
@@ -47,6 +53,11 @@ def _check_i32(a: np.ndarray, what: str) -> np.ndarray:
 
 
 def _act(y: np.ndarray, act: str) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _act_f32(y, act)
+
+
+def _act_f32(y: np.ndarray, act: str) -> np.ndarray:
     if act == "none":
         return y
     if act == "relu":
@@ -96,12 +107,44 @@ def _dense_q8(layer: ir.DenseQ8, x: np.ndarray) -> np.ndarray:
     return requantize(acc, layer.mult, layer.s1, layer.s2, layer.zy)
 
 
+def _f32_sums(x: np.ndarray, w: np.ndarray, start: np.ndarray,
+              mask: np.ndarray | None = None) -> np.ndarray:
+    """start[c] + sum_i x[:, i]*w[c, i] in float32 (FORMAT.md): x [N, n_in], w [n_out,
+    n_in], start [n_out]; inputs that are 0 and weights where mask is False are skipped."""
+    xf = x.astype(np.float32)
+    w = w.astype(np.float32)
+    start = start.astype(np.float32)
+    if mask is not None:
+        w = np.where(mask, w, np.float32(0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = (xf @ w.T + start).astype(np.float32)
+        # |partial sum| <= bound: below half the float32 range no order overflows
+        bound = np.abs(xf.astype(np.float64)) @ np.abs(w.astype(np.float64)).T
+        bound += np.abs(start.astype(np.float64))
+        exact = ~(np.all(np.isfinite(xf), axis=1) & np.all(bound < _F32_MAX / 2, axis=1))
+    rows = np.flatnonzero(exact)
+    if rows.size:
+        y[rows] = _f32_sums_in_order(xf[rows], w, start, mask)
+    return y
+
+
+def _f32_sums_in_order(x: np.ndarray, w: np.ndarray, start: np.ndarray,
+                       mask: np.ndarray | None) -> np.ndarray:
+    """_f32_sums one input at a time, as the device adds them (float32 x and w)."""
+    y = np.repeat(start[None, :], x.shape[0], axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(x.shape[1]):
+            rows = np.flatnonzero(x[:, i] != 0)
+            if not rows.size:
+                continue
+            cols = np.flatnonzero(mask[:, i]) if mask is not None else np.arange(w.shape[0])
+            at = np.ix_(rows, cols)
+            y[at] = y[at] + x[rows, i][:, None] * w[cols, i][None, :]
+    return y
+
+
 def _dense_f32(layer: ir.DenseF32, x: np.ndarray) -> np.ndarray:
-    w = layer.w.astype(np.float32)
-    if layer.mask is not None:
-        w = w * layer.mask
-    y = x.astype(np.float32) @ w.T + layer.b.astype(np.float32)
-    return _act(y.astype(np.float32), layer.act)
+    return _act(_f32_sums(x, layer.w, layer.b, layer.mask), layer.act)
 
 
 def _dense_q8w(layer: ir.DenseQ8W, x: np.ndarray) -> np.ndarray:
@@ -109,8 +152,9 @@ def _dense_q8w(layer: ir.DenseQ8W, x: np.ndarray) -> np.ndarray:
     if x.dtype == np.uint8:
         s = _check_i32(x.astype(np.int64) @ wz.T, "dense_q8w integer sum").astype(np.float32)
     else:
-        s = (x.astype(np.float32) @ wz.T.astype(np.float32)).astype(np.float32)
-    y = layer.scale.astype(np.float32) * s + layer.b.astype(np.float32)
+        s = _f32_sums(x, wz, np.zeros(len(wz), np.float32))
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = layer.scale.astype(np.float32) * s + layer.b.astype(np.float32)
     return _act(y.astype(np.float32), layer.act)
 
 

@@ -18,9 +18,10 @@ target_include_directories(usermod_nn_c INTERFACE
 target_compile_definitions(usermod_nn_c INTERFACE NN_KERNELS_IN_RAM=1)
 
 # The firmware is built -Os (MinSizeRel); the kernels want -O2, as MicroPython does for
-# its own hot files (py/vm.c, py/map.c).
+# its own hot files (py/vm.c, py/map.c). Float kinds are IEEE float32 with every product
+# and sum rounded (docs/FORMAT.md): no fused multiply-add (the RP2350's FPU has one).
 set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/nn_kernels.c
-    PROPERTIES COMPILE_OPTIONS "-O2"
+    PROPERTIES COMPILE_OPTIONS "-O2;-ffp-contract=off"
 )
 
 target_link_libraries(usermod INTERFACE usermod_nn_c)

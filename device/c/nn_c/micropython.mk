@@ -7,3 +7,6 @@ SRC_USERMOD_C += $(NN_C_MOD_DIR)/mod_nn_c.c
 SRC_USERMOD_LIB_C += $(NN_C_MOD_DIR)/nn_kernels.c
 
 CFLAGS_USERMOD += -I$(NN_C_MOD_DIR)
+# Float kinds are IEEE float32 with every product and sum rounded (docs/FORMAT.md): no
+# fused multiply-add, which GCC otherwise forms on targets that have one.
+CFLAGS_USERMOD += -ffp-contract=off
