@@ -271,6 +271,43 @@ def test_heap_lock_c_float(rt, device_models, tmp_path):
         assert out.startswith("OK"), (kind, out)
 
 
+HEAP_F32 = """
+import nn, micropython, array
+nn.use_backend({tier!r})
+m = nn.load({model!r})
+x = array.array('f', [0.5] * m.input_size)
+out = array.array('f', bytes(4 * m.output_size))
+m.forward(x, out)
+
+def run(m, x, out):
+    err = None
+    micropython.heap_lock()
+    try:
+        m.forward(x)
+        m.forward(x, out)
+        m.predict(x)
+    except Exception as e:
+        err = e
+    micropython.heap_unlock()
+    return err
+
+err = run(m, x, out)
+print('OK' if err is None else type(err).__name__)
+"""
+
+
+@pytest.mark.parametrize("rt", RT, ids=_ids)
+def test_heap_lock_float_input(rt, device_models, tmp_path):
+    """A valid array('f') input under heap_lock(): the C tier runs it (with `out` too)
+    without allocating; the python and viper tiers box floats, and say so with the
+    MemoryError that is (it was a TypeError about 8-byte floats)."""
+    runner, tier = rt
+    (tmp_path / "m.nnb").write_bytes(device_models["float_f32in"][1])
+    out = runner.run(HEAP_F32.format(tier=tier, model=str(tmp_path / "m.nnb")),
+                     dirs=(tmp_path,), timeout=60).strip()
+    assert out == ("OK" if tier == "c" else "MemoryError"), out
+
+
 CRUN = """
 import nn, array, binascii
 nn.use_backend('c')
@@ -371,6 +408,72 @@ def test_bad_inputs(rt, device_models, tmp_path):
     assert good == ["accepted"] * 5
 
 
+ELEMENTS = """
+import nn, array
+nn.use_backend({tier!r})
+m = nn.load({model!r})
+mf = nn.load({fmodel!r})
+x = open({inputs!r}, 'rb').read()
+xf = array.array('f', [0.25] * mf.input_size)
+def check(model, v, out=None):
+    try:
+        y = model.forward(v, out) if out is not None else model.forward(v)
+        k = model.predict(v)
+        print('OK', k, bytes(y).hex())
+    except (TypeError, ValueError) as e:
+        print(type(e).__name__, e)
+check(m, array.array('b', x))
+check(m, memoryview(array.array('b', x)))
+check(m, x)
+check(m, array.array('B', x))
+check(m, memoryview(array.array('B', x)))
+check(m, x, memoryview(array.array('i', bytes(4 * m.output_size))))
+check(m, x, array.array('I', bytes(4 * m.output_size)))
+check(m, x, memoryview(bytearray(4 * m.output_size)))
+check(mf, xf)
+check(mf, xf, memoryview(array.array('f', bytes(4 * mf.output_size))))
+check(mf, xf, memoryview(bytearray(4 * mf.output_size)))
+check(mf, xf, array.array('d', bytes(8 * mf.output_size)))
+check(mf, array.array('d', [0.25] * mf.input_size))
+"""
+
+
+@pytest.mark.parametrize("rt", RT, ids=_ids)
+def test_input_and_out_element_types(rt, device_models, tmp_path):
+    """The model's dtypes decide the element types it takes, the same in every tier: a u8
+    input is typecode 'B' (bytes, bytearray, array('B'), a memoryview of one), so signed
+    bytes (array('b'), once read as 7 in the C and viper tiers and 5 in the python tier)
+    are refused with a TypeError saying so; `out` is array('i') / array('f') or a
+    memoryview of one (accepted: same output), anything else refused with the reason."""
+    runner, tier = rt
+    path = ROOT / "build" / "models" / "mnist_q8.nnb"
+    blob = path.read_bytes() if path.is_file() else device_models["uint8"][1]
+    dm = fmt.from_bytes(blob)
+    x = _inputs(dm, np.random.default_rng(5), 3)[2]
+    (tmp_path / "m.nnb").write_bytes(blob)
+    (tmp_path / "f.nnb").write_bytes(device_models["float_f32in"][1])
+    (tmp_path / "x.bin").write_bytes(x.tobytes())
+    out = runner.run(ELEMENTS.format(tier=tier, model=str(tmp_path / "m.nnb"),
+                                     fmodel=str(tmp_path / "f.nnb"),
+                                     inputs=str(tmp_path / "x.bin")), dirs=(tmp_path,))
+    lines = out.splitlines()
+    assert len(lines) == 13, lines
+    for line in lines[:2]:
+        assert line.startswith("TypeError") and "signed bytes" in line and "'B'" in line, line
+    ok = [line for line in lines[2:6]]
+    ref = reference.run(dm, x)
+    for line in ok:
+        assert line.startswith("OK"), line
+        assert int(line.split()[1]) == int(np.argmax(ref))
+        np.testing.assert_array_equal(np.frombuffer(bytes.fromhex(line.split()[2]), "<i4"), ref)
+    assert lines[6].startswith("TypeError") and "array('i')" in lines[6], lines[6]
+    assert lines[7].startswith("TypeError") and "array('i')" in lines[7], lines[7]
+    assert lines[8].startswith("OK") and lines[9].startswith("OK"), lines[8:10]
+    assert lines[8].split()[2] == lines[9].split()[2]
+    for line in lines[10:]:
+        assert line.startswith("TypeError") and "array('f')" in line, line
+
+
 SOURCES = """
 import nn, sys
 sys.path.insert(0, {dir!r})
@@ -378,14 +481,12 @@ import mymodel
 d = open({path!r}, 'rb').read()
 x = bytes(range(100))
 outs = []
-for src in (d, bytearray(d), memoryview(d), mymodel, {path!r}):
+for src in (d, memoryview(d), mymodel, {path!r}):
     m = nn.load(src)
     outs.append(list(m.forward(x)))
 print('SAME', all(o == outs[0] for o in outs))
 print('NAME', nn.load(mymodel).name, nn.load({path!r}).name)
-buf = bytearray(len(d) + 1)
-buf[1:] = d
-mis = nn.load(memoryview(buf)[1:])
+mis = nn.load(memoryview(b'\\0' + d)[1:])
 print('MISALIGNED', mis.aligned, mis.copies > 0, list(mis.forward(x)) == outs[0])
 print(mis.summary())
 class Empty:
@@ -404,7 +505,7 @@ except OSError:
 
 @needs_mp
 def test_load_sources(micropython, device_models, tmp_path):
-    """bytes, bytearray, memoryview, an exported module, a path; misaligned buffers."""
+    """bytes, a memoryview of bytes, an exported module, a path; misaligned buffers."""
     dm, blob = device_models["xnor"]
     export.export_bytes(blob, dm, "mymodel", tmp_path)
     path = tmp_path / "mymodel.nnb"
@@ -417,6 +518,56 @@ def test_load_sources(micropython, device_models, tmp_path):
     assert "xnor_dense" in out and "aligned copies" in out
     assert sum(ln.startswith("TypeError") for ln in lines) == 3
     assert lines[-1] == "OSError"
+
+
+MUTABLE = """
+import nn, array
+nn.use_backend({tier!r})
+from nn import Model
+d = open({path!r}, 'rb').read()
+class Module:
+    MODEL = bytearray(d)
+for what, src in (('bytearray', lambda: nn.load(bytearray(d))),
+                  ('memoryview of a bytearray', lambda: nn.load(memoryview(bytearray(d)))),
+                  ('module', lambda: nn.load(Module)),
+                  ('Model', lambda: Model(memoryview(bytearray(d)))),
+                  ('array', lambda: nn.load(array.array('B', d)))):
+    try:
+        src()
+        print('LOADED', what)
+    except TypeError as e:
+        print('TypeError', e)
+# the probe's case: a bytearray, and colptr[1] of layer 0 made huge after the load
+b = bytearray(d)
+try:
+    m = nn.load(b)
+    b[140:144] = b'\\xf0\\xff\\xff\\xff'
+    m.forward(bytes(range({n})))
+    print('RAN')
+except TypeError as e:
+    print('TypeError', e)
+"""
+
+
+@pytest.mark.parametrize("rt", RT, ids=_ids)
+def test_mutable_buffers_refused(rt, device_models, tmp_path):
+    """nn.load checks a model once and reads it in place ever after, so a buffer Python can
+    change (bytearray, a writable memoryview, a module's bytearray MODEL, Model() given
+    one) is refused with a TypeError that says to pass bytes(buf); before, a bytearray
+    changed after the load made the C sparse kernel read and write outside its arrays."""
+    runner, tier = rt
+    path = ROOT / "build" / "models" / "mnist_sparse_q8.nnb"
+    blob = path.read_bytes() if path.is_file() else device_models["sparse_uint8"][1]
+    (tmp_path / "m.nnb").write_bytes(blob)
+    n = fmt.from_bytes(blob).input_size
+    lines = runner.run(MUTABLE.format(tier=tier, path=str(tmp_path / "m.nnb"), n=n),
+                       dirs=(tmp_path,)).splitlines()
+    assert len(lines) == 6, lines
+    for line in lines:
+        assert line.startswith("TypeError"), line
+    for line in lines[:2] + lines[3:4] + lines[5:]:
+        assert "read-only" in line and "bytes(buf)" in line, line
+    assert "MODEL must be bytes" in lines[2]
 
 
 BACKENDS = """

@@ -67,20 +67,25 @@ _tbl_py = [getattr(_python, f) if f else None for f in _FUNCS]  # type: list
 
 
 def _probe_run():
-    # _nn_c.run if it returns the last call's result (argmax steps) and checks its input,
-    # as the firmware built with this nn does; else None (then every call goes by bytecode)
+    # _nn_c.run if it is the run(steps, x, out) of docs/KERNELS.md, as in the firmware
+    # built with this nn (it returns the last call's result, takes `out`, and refuses
+    # signed bytes for a u8 input); else None (then every call goes by bytecode)
     r = getattr(_nn_c, "run", None) if _nn_c is not None else None
     if r is None:
         return None
     try:
-        if r(((_nn_c.argmax_i32, (None, 2)),), array("i", (0, 1))) == 1:
-            return r
+        if r(((_nn_c.argmax_i32, (None, 2)),), array("i", (0, 1)), None) != 1:
+            return None
     except (TypeError, ValueError):
-        pass
+        return None
+    try:
+        r(((_nn_c.binarize, (None, 0, bytearray(4), 1)),), array("b", (0,)))
+    except TypeError:
+        return r  # array('b') refused
     return None
 
 
-# run(steps, x): a whole model in one call from bytecode (docs/KERNELS.md), or None
+# run(steps, x, out): a whole model in one call from bytecode (docs/KERNELS.md), or None
 _run = _probe_run()
 _crun = False  # the tier in use is 'c' and has run(): models whose layers all run in C use it
 
@@ -150,7 +155,7 @@ def _buffer(n, dtype):
 def load(src, name=None):
     """Load and validate a model; returns a Model.
 
-    src: bytes / bytearray / memoryview holding the model (used in place: frozen
+    src: bytes (or a read-only memoryview) holding the model (used in place: frozen
     bytes stay in flash, nothing is copied); a module with a MODEL attribute (as
     written by `piconn export`); or a file path (a file on ROMFS is used in place
     through the buffer protocol, any other file is read into RAM). For ROMFS build
@@ -159,7 +164,10 @@ def load(src, name=None):
     which costs a RAM copy of every word array (see `copies`).
     Validates magic, version, sizes, CRC-32, every offset and length, sparse
     indices, requantization fields and the dtype chain: ValueError/TypeError with
-    a message on bad input. Cost: one pass over the bytes (CRC) plus one over the
+    a message on bad input. The model is checked once and then used in place, so
+    its bytes must not change: a writable buffer in RAM (bytearray, a memoryview of
+    one) is refused with TypeError (pass bytes(buf): a copy nothing else can
+    change); a ROMFS image must not be rewritten while its models are loaded. Cost: one pass over the bytes (CRC) plus one over the
     sparse indices; RAM: the activation buffers (a few hundred bytes for MNIST
     models) and copies of misaligned word arrays (none for aligned buffers).
     """
@@ -186,13 +194,11 @@ def load(src, name=None):
             name = src.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     elif t is bytes or t is bytearray or t is memoryview:
         owner = src
-        buf = src if t is memoryview else memoryview(src)
-        if t is bytearray:
-            where = "ram"
+        buf = src if t is memoryview else memoryview(src)  # (Model refuses a bytearray)
     elif hasattr(src, "MODEL"):
         owner = src
         model = src.MODEL
-        if type(model) is not bytes and type(model) is not bytearray:
+        if type(model) is not bytes:
             raise TypeError("%s.MODEL must be bytes, not %s" % (getattr(src, "__name__", "module"),
                                                                 type(model).__name__))
         buf = memoryview(model)
@@ -222,10 +228,17 @@ class Model:
     # ------------------------------------------------------------ parsing
 
     def _parse(self, buf, where):
+        base = _address(buf)
+        if _writable(buf) and not (base is not None and _is_flash(base)):
+            # validated once, used for good: the bytes must not change (stores to flash
+            # need its erase/program API, which nn's users do not call on a live model)
+            raise TypeError("nn.load needs a read-only model buffer (bytes, frozen bytes, a "
+                            "file): a %s could change after it is checked; pass bytes(buf)"
+                            % ("writable memoryview" if type(buf) is memoryview
+                               else type(buf).__name__))
         n_layers, in_size, out_size, in_dt, out_dt, out_scale = _format.header(buf)
         n = len(buf)
         table_end = _format.HEADER_SIZE + _format.RECORD_SIZE * n_layers
-        base = _address(buf)
         self.aligned = base is None or base & 3 == 0
         self.in_flash = base is not None and _is_flash(base)  # frozen bytes or ROMFS
         self.where = where or ("flash" if self.in_flash else "in place")
@@ -280,8 +293,13 @@ class Model:
             x = y
         self._plan = plan
         self._last = plan[-1]
+        self._xf = None  # type: array | None
+        if in_dt == _F32:
+            self._xf = array("f", bytes(4 * in_size))  # the input, copied (python tiers)
+            ram += 4 * in_size
         # the whole model as one _nn_c.run() call (forward; predict with the argmax too)
-        self._fwd, self._pred, self._post = _c_steps(plan, out_size, out_dt == _I32)
+        self._fwd, self._pred, self._post = _c_steps(plan, out_size, out_dt == _I32,
+                                                     self._xf)
         self._y = self._last[_L_Y]
         self.input_size = in_size
         self.output_size = out_size
@@ -293,16 +311,11 @@ class Model:
         self.model_bytes = n
         self._in_u8 = in_dt == _U8
         self._out_i32 = out_dt == _I32
-        # probes for alloc-free dtype checks of inputs (see _input)
+        # probes for alloc-free element type checks (_input, _check_out)
         self._b0 = array("B")
+        self._sb0 = array("b")
         self._i0 = array("i")
-        self._l0 = array("l")
-        self._xf = None  # type: array | None
-        if not self._in_u8:
-            self._xf = array("f", bytes(4 * in_size))
-            ram += 4 * in_size
-        self._yf = array("f", bytes(4 * out_size))
-        ram += 4 * out_size
+        self._xfm = None if self._xf is None else memoryview(self._xf)  # copies: no slice
         self.copies = copies
         self.ram = ram + copies
         kinds = [L[_L_KIND] for L in plan]
@@ -320,35 +333,37 @@ class Model:
     # ------------------------------------------------------------ running
 
     def _input(self, x):
-        # validate x without allocating; returns the buffer layer 0 reads
+        # check x as _nn_c.run does (the object's type, its elements, their number: O(1),
+        # allocation-free for a u8 input); returns the buffer layer 0 reads
         n = self.input_size
         t = type(x)
         if self._in_u8:
             if t is not bytes and t is not bytearray:
                 if t is not memoryview and t is not array:
-                    raise TypeError("this model takes %d raw bytes (bytes, bytearray, "
-                                    "memoryview), not %s" % (n, t.__name__))
+                    raise TypeError("input must be %d bytes (bytes, bytearray, array('B') or "
+                                    "a memoryview of one), not %s" % (n, t.__name__))
                 try:
-                    self._b0 < x  # only byte-typed buffers compare without error
+                    self._sb0 < x  # succeeds only for unsigned bytes ('B')
                 except Exception:
-                    raise TypeError("this model takes %d raw bytes; the %s holds wider "
-                                    "elements" % (n, t.__name__))
+                    signed = True
+                    try:
+                        self._b0 < x  # succeeds for bytes of either sign
+                    except Exception:
+                        signed = False
+                    if signed:
+                        raise TypeError("input must be %d u8 values (bytes, bytearray, "
+                                        "array('B')); the %s holds signed bytes (typecode "
+                                        "'b')" % (n, t.__name__))
+                    raise TypeError("input must be %d raw bytes; the %s holds wider elements"
+                                    % (n, t.__name__))
             if len(x) != n:
-                raise ValueError("this model takes %d bytes, got %d" % (n, len(x)))
+                raise ValueError("input takes %d bytes, got %d" % (n, len(x)))
             return x
-        if t is not array and t is not memoryview:
-            raise TypeError("this model takes array('f') of %d floats, not %s"
-                            % (n, t.__name__))
-        if len(x) != n:
-            raise ValueError("this model takes %d floats, got %d" % (n, len(x)))
-        _int_typed(self, x)
-        xf = self._xf
-        assert xf is not None
-        try:
-            xf[0:n] = x  # copies; refuses elements that are not 4 bytes wide
-        except Exception:
-            raise TypeError("this model takes array('f'), not an array of 8-byte floats")
-        return xf
+        _f32_buffer(x, n, "input")
+        xfm = self._xfm
+        assert xfm is not None
+        xfm[0:n] = x  # the copy layer 0 reads
+        return self._xf
 
     def forward(self, x, out=None):
         """Run the model on one input; returns the output buffer.
@@ -369,13 +384,14 @@ class Model:
         34 ms (float); viper 11 ms (uint8), 2.6 ms (sparse uint8), 3.6 ms (XNOR);
         python 0.14-1.1 s (integer kinds), seconds for float kinds.
         """
-        if _crun and out is None:
+        if _crun:
             s = self._fwd
             if s is not None:
-                _run(s, x)  # the whole model from C; checks x (O(1))
+                _run(s, x, out)  # the whole model from C; checks x and out (O(1))
+                y = self._y if out is None else out
                 if self._post:
-                    _activate(self._y, self.output_size, self._post)
-                return self._y
+                    _activate(y, self.output_size, self._post)
+                return y
         x = self._input(x)
         if out is not None:
             self._check_out(out)
@@ -430,21 +446,30 @@ class Model:
         return _tbl[_ARGMAX_F32](y, self.output_size)
 
     def _check_out(self, out):
+        # check `out` as _nn_c.run does (allocation-free for an i32 output)
         n = self.output_size
-        if type(out) is not array or len(out) != n:
-            raise TypeError("out must be array('%s') of %d elements"
-                            % ("i" if self._out_i32 else "f", n))
-        if self._out_i32:
-            try:
-                self._i0 == out  # compares without error only for 4-byte int arrays
-            except Exception:
-                raise TypeError("out must be array('i') of %d elements" % n)
-        else:
-            _int_typed(self, out)
-            try:
-                self._yf[0:n] = out  # element width check (copies n floats)
-            except Exception:
-                raise TypeError("out must be array('f') of %d elements" % n)
+        if not self._out_i32:
+            _f32_buffer(out, n, "out")
+            return
+        t = type(out)
+        if t is not array and t is not memoryview:
+            raise TypeError("out must be array('i') of %d ints (or a memoryview of one), not "
+                            "%s" % (n, t.__name__))
+        try:
+            self._i0 == out  # compares without error only for 'i' and 'I'
+        except Exception:
+            raise TypeError("out must be array('i') of %d ints (or a memoryview of one); the "
+                            "%s holds other elements" % (n, t.__name__))
+        unsigned = True
+        try:
+            self._i0 < out  # 'i' < 'I' compares, 'i' < 'i' does not (signed)
+        except Exception:
+            unsigned = False
+        if unsigned:
+            raise TypeError("out must be array('i') of %d ints (or a memoryview of one); the "
+                            "%s holds unsigned ints (typecode 'I')" % (n, t.__name__))
+        if len(out) != n:
+            raise ValueError("out takes %d ints, got %d" % (n, len(out)))
 
     # ------------------------------------------------------------ reporting
 
@@ -508,11 +533,12 @@ def _kernel_args(kind, x, p, y, acc, n_i, n_o, x_u8, zy, ib, thr):
     return [x, u8, p[0], p[1], ib, p[2], p[3], y, n_i, n_o]  # SPARSE_F32
 
 
-def _c_steps(plan, n_out, out_i32):
+def _c_steps(plan, n_out, out_i32, xf):
     # (forward steps, predict steps, activation left to Python) for _nn_c.run, or
     # (None, None, 0) when a layer cannot run in C. The steps are the kernel calls of
-    # Model.forward with the input (args[0] of the first step) left None; a sigmoid,
-    # tanh or softmax may only follow the last layer (applied by Python after run).
+    # Model.forward with the input (args[0] of the first step) left None, or for a float
+    # input the model's input buffer xf, into which run copies x; a sigmoid, tanh or
+    # softmax may only follow the last layer (applied by Python after run).
     if _run is None:
         return None, None, 0
     steps = []  # type: list
@@ -523,7 +549,8 @@ def _c_steps(plan, n_out, out_i32):
         if f is None or L[_L_PYONLY] or post:
             return None, None, 0
         y = L[_L_Y]
-        steps.append((f, tuple(L[_L_ARGS])))
+        args = tuple(L[_L_ARGS]) if steps or xf is None else (xf,) + tuple(L[_L_ARGS][1:])
+        steps.append((f, args))
         if L[_L_ACT] == _ACT_RELU:
             steps.append((_nn_c.relu_f32, (y, L[_L_N_OUT])))
         elif L[_L_ACT]:
@@ -535,22 +562,53 @@ def _c_steps(plan, n_out, out_i32):
     return fwd, fwd + ((am, (y, n_out)),), 0
 
 
-def _int_typed(model, x):
-    # TypeError if x holds ints: those compare with an int array without error
-    # (a float array raises; no allocation either way)
-    ok = True
-    try:
-        model._i0 == x
-    except Exception:
-        ok = False
-    if not ok:
+try:
+    _OBJECTS = array("O")  # an array of object pointers, 4 bytes each on 32-bit ports
+except ValueError:  # a port without the 'O' typecode
+    _OBJECTS = None
+
+
+def _f32_buffer(x, n, what):
+    # TypeError/ValueError unless x is array('f') of n floats or a memoryview of one, as
+    # _nn_c.run checks. It reads an element (a boxed float: only float layers, which
+    # allocate anyway outside the C tier, take or give floats; under heap_lock() this is
+    # the MemoryError they would raise).
+    t = type(x)
+    if t is not array and t is not memoryview:
+        raise TypeError("%s must be array('f') of %d floats (or a memoryview of one), not %s"
+                        % (what, n, t.__name__))
+    if len(x):
+        if type(x[0]) is not float:
+            raise TypeError("%s must be array('f') of %d floats (or a memoryview of one); the "
+                            "%s holds integers or objects" % (what, n, t.__name__))
+        if len(bytes(x[0:1])) != 4:
+            raise TypeError("%s must be array('f') of %d floats (or a memoryview of one); the "
+                            "%s holds 8-byte floats ('d')" % (what, n, t.__name__))
+        objects = _OBJECTS is not None
         try:
-            model._l0 == x
-            ok = True
+            _OBJECTS == x  # compares without error only with another array('O')
         except Exception:
-            pass
-    if ok:
-        raise TypeError("this model takes array('f'), not an integer array")
+            objects = False
+        if objects:
+            raise TypeError("%s must be array('f') of %d floats (or a memoryview of one); the "
+                            "%s holds objects ('O')" % (what, n, t.__name__))
+    if len(x) != n:
+        raise ValueError("%s takes %d floats, got %d" % (what, n, len(x)))
+
+
+def _writable(buf):
+    # True if Python code can change buf's bytes: a bytearray, an array, a memoryview
+    # of one (a memoryview of bytes refuses even this empty store)
+    t = type(buf)
+    if t is bytes:
+        return False
+    if t is not memoryview:
+        return True
+    try:
+        buf[0:0] = buf[0:0]
+    except TypeError:
+        return False
+    return True
 
 
 def _is_flash(addr):

@@ -10,6 +10,8 @@
 #include "py/runtime.h"
 #endif
 
+#include <string.h>
+
 #include "nn_kernels.h"
 
 #define NN_MAX_N (65535)
@@ -246,123 +248,165 @@ static mp_obj_t nn_c_check_f32(mp_obj_t a_obj, mp_obj_t n_obj) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(nn_c_check_f32_obj, nn_c_check_f32);
 
-// What run() knows of each function it may call: the argument holding n_in (the
-// first argument's size) and the first argument's element type.
-enum { NN_X_U8, NN_X_F32, NN_X_FLAG, NN_X_BITS, NN_X_I32 };  // FLAG: u8 if args[1] else f32
+// What run() knows of each function it may call: where its sizes are, the element type
+// of its input (args[0]) and of its output buffer, and which argument that buffer is.
+enum {
+    NN_T_U8,    // bytes: bytes, bytearray, or an array/memoryview of typecode 'B'
+    NN_T_F32,   // floats: an array('f') or a memoryview of one
+    NN_T_I32,   // ints: an array('i') or a memoryview of one
+    NN_T_BITS,  // packed bits: whole 32-bit words, any integer typecode
+    NN_T_FLAG,  // input of a float kind: u8 if args[1] is true, else f32
+    NN_T_Q8,    // output of dense_q8/sparse_q8: i32 in acc (args[y - 1]) if rq
+                // (args[y - 2]) is None, else u8 in args[y]
+};
+#define NN_NONE (0xff)  // no such argument
+
 typedef struct {
     const void *fun;
     uint8_t n_in_arg;
     uint8_t x_type;
+    uint8_t n_out_arg;
+    uint8_t y_arg;
+    uint8_t y_type;
 } nn_step_kind_t;
 
 static const nn_step_kind_t nn_c_kernels[] = {
-    { &nn_c_dense_f32_obj, 5, NN_X_FLAG },
-    { &nn_c_dense_q8w_obj, 7, NN_X_FLAG },
-    { &nn_c_dense_q8_obj, 7, NN_X_U8 },
-    { &nn_c_sparse_f32_obj, 8, NN_X_FLAG },
-    { &nn_c_sparse_q8_obj, 10, NN_X_U8 },
-    { &nn_c_binarize_obj, 3, NN_X_U8 },
-    { &nn_c_xnor_dense_obj, 4, NN_X_BITS },
-    { &nn_c_xnor_out_obj, 5, NN_X_BITS },
-    { &nn_c_relu_f32_obj, 1, NN_X_F32 },
-    { &nn_c_argmax_i32_obj, 1, NN_X_I32 },
-    { &nn_c_argmax_f32_obj, 1, NN_X_F32 },
+    { &nn_c_dense_f32_obj, 5, NN_T_FLAG, 6, 4, NN_T_F32 },
+    { &nn_c_dense_q8w_obj, 7, NN_T_FLAG, 8, 6, NN_T_F32 },
+    { &nn_c_dense_q8_obj, 7, NN_T_U8, 8, 6, NN_T_Q8 },
+    { &nn_c_sparse_f32_obj, 8, NN_T_FLAG, 9, 7, NN_T_F32 },
+    { &nn_c_sparse_q8_obj, 10, NN_T_U8, 11, 9, NN_T_Q8 },
+    { &nn_c_binarize_obj, 3, NN_T_U8, 3, 2, NN_T_BITS },
+    { &nn_c_xnor_dense_obj, 4, NN_T_BITS, 5, 3, NN_T_BITS },
+    { &nn_c_xnor_out_obj, 5, NN_T_BITS, 6, 4, NN_T_I32 },
+    { &nn_c_relu_f32_obj, 1, NN_T_F32, NN_NONE, NN_NONE, 0 },  // in place
+    { &nn_c_argmax_i32_obj, 1, NN_T_I32, NN_NONE, NN_NONE, 0 },
+    { &nn_c_argmax_f32_obj, 1, NN_T_F32, NN_NONE, NN_NONE, 0 },
 };
 
-// The input run() substitutes: a buffer object (bytes, bytearray, memoryview, array) of
-// exactly the size and element type the first step takes. O(1); TypeError/ValueError.
-static void nn_check_input(mp_obj_t x, const nn_step_kind_t *kind, size_t n_args,
-    const mp_obj_t *args) {
-    if (kind->n_in_arg >= n_args) {
-        return;  // too few arguments: the function's own call raises
-    }
-    uint32_t n = NN_SIZE(args[kind->n_in_arg], n_in);
-    int type = kind->x_type;
-    if (type == NN_X_FLAG) {
-        type = n_args > 1 && mp_obj_is_true(args[1]) ? NN_X_U8 : NN_X_F32;
-    }
-    bool typed = mp_obj_is_type(x, &mp_type_memoryview) || mp_obj_is_type(x, &mp_type_array);
-    if (!typed && !mp_obj_is_type(x, &mp_type_bytes) && !mp_obj_is_type(x, &mp_type_bytearray)) {
-        if (type == NN_X_F32) {
-            mp_raise_msg_varg(&mp_type_TypeError,
-                MP_ERROR_TEXT("input must be array('f') of %u floats, not %s"), (unsigned)n,
-                mp_obj_get_type_str(x));
+static const nn_step_kind_t *nn_step_kind(mp_obj_t fun) {
+    for (size_t k = 0; k < MP_ARRAY_SIZE(nn_c_kernels); k++) {
+        if (MP_OBJ_TO_PTR(fun) == nn_c_kernels[k].fun) {
+            return &nn_c_kernels[k];
         }
-        if (type == NN_X_U8) {
+    }
+    mp_raise_TypeError(MP_ERROR_TEXT("run: a step's function must be an _nn_c kernel"));
+}
+
+// A buffer given to run() for a model's input (what = "input") or output ("out"): an
+// object of exactly n elements of `type` (NN_T_U8, F32, I32 or BITS; n bits for BITS),
+// writable for an output; its buffer in *bi. O(1); TypeError/ValueError otherwise.
+static void nn_check_buffer(mp_obj_t obj, int type, uint32_t n, bool writable,
+    const char *what, mp_buffer_info_t *bi) {
+    bool typed = mp_obj_is_type(obj, &mp_type_memoryview) || mp_obj_is_type(obj, &mp_type_array);
+    bool bytes = mp_obj_is_type(obj, &mp_type_bytes) || mp_obj_is_type(obj, &mp_type_bytearray);
+    bool words = type == NN_T_F32 || type == NN_T_I32;
+    int want = type == NN_T_F32 ? 'f' : 'i';
+    const char *unit = type == NN_T_F32 ? "floats" : type == NN_T_I32 ? "ints" : "bytes";
+    if (!typed && !(bytes && !words)) {
+        const char *is = mp_obj_get_type_str(obj);
+        if (words) {
             mp_raise_msg_varg(&mp_type_TypeError,
-                MP_ERROR_TEXT("input must be %u raw bytes (bytes, bytearray, memoryview), not %s"),
-                (unsigned)n, mp_obj_get_type_str(x));
+                MP_ERROR_TEXT("%s must be array('%c') of %u %s (or a memoryview of one), not %s"),
+                what, want, (unsigned)n, unit, is);
+        }
+        if (type == NN_T_U8) {
+            mp_raise_msg_varg(&mp_type_TypeError,
+                MP_ERROR_TEXT("%s must be %u bytes (bytes, bytearray, array('B') or a memoryview "
+                    "of one), not %s"), what, (unsigned)n, is);
         }
         mp_raise_msg_varg(&mp_type_TypeError,
-            MP_ERROR_TEXT("input must be bytes, bytearray, memoryview or array, not %s"),
-            mp_obj_get_type_str(x));
+            MP_ERROR_TEXT("%s must be a bit buffer of %u bytes, not %s"), what,
+            (unsigned)(4 * nn_words(n)), is);
     }
-    mp_buffer_info_t bi;
-    mp_get_buffer_raise(x, &bi, MP_BUFFER_READ);
-    int tc = bi.typecode;
+    mp_get_buffer_raise(obj, bi, MP_BUFFER_READ);
+    int tc = bi->typecode == BYTEARRAY_TYPECODE ? 'B' : bi->typecode;
     size_t need = n;
-    const char *unit = "bytes";
-    if (type == NN_X_U8) {
-        if (tc != BYTEARRAY_TYPECODE && tc != 'B' && tc != 'b') {
+    if (type == NN_T_U8) {
+        if (tc == 'b') {
             mp_raise_msg_varg(&mp_type_TypeError,
-                MP_ERROR_TEXT("input must be %u raw bytes; the %s holds wider elements"),
-                (unsigned)n, mp_obj_get_type_str(x));
+                MP_ERROR_TEXT("%s must be %u u8 values (bytes, bytearray, array('B')); the %s "
+                    "holds signed bytes (typecode 'b')"), what, (unsigned)n,
+                mp_obj_get_type_str(obj));
         }
-    } else if (type == NN_X_F32) {
-        if (tc != 'f' && typed) {
+        if (tc != 'B') {
             mp_raise_msg_varg(&mp_type_TypeError,
-                MP_ERROR_TEXT("input must be array('f') of %u floats, not %s('%c')"),
-                (unsigned)n, mp_obj_get_type_str(x), tc == BYTEARRAY_TYPECODE ? 'B' : tc);
+                MP_ERROR_TEXT("%s must be %u raw bytes; the %s holds wider elements "
+                    "(typecode '%c')"), what, (unsigned)n, mp_obj_get_type_str(obj), tc);
         }
-        if (tc != 'f') {
+    } else if (words) {
+        if (tc != want) {
             mp_raise_msg_varg(&mp_type_TypeError,
-                MP_ERROR_TEXT("input must be array('f') of %u floats, not %s"), (unsigned)n,
-                mp_obj_get_type_str(x));
+                MP_ERROR_TEXT("%s must be array('%c') of %u %s (or a memoryview of one), not "
+                    "%s('%c')"), what, want, (unsigned)n, unit, mp_obj_get_type_str(obj), tc);
         }
-        need = 4 * n;
-        unit = "floats";
-    } else if (type == NN_X_I32) {
-        if (tc != 'i' && tc != 'I') {
-            mp_raise_msg_varg(&mp_type_TypeError,
-                MP_ERROR_TEXT("input must be array('i') of %u ints"), (unsigned)n);
-        }
-        need = 4 * n;
-        unit = "ints";
+        need = 4 * (size_t)n;
     } else {  // bits: whole 32-bit words of any integer typecode
         if (tc == 'f' || tc == 'd') {
             mp_raise_msg_varg(&mp_type_TypeError,
-                MP_ERROR_TEXT("input must be a bit buffer of %u bytes, not floats"),
+                MP_ERROR_TEXT("%s must be a bit buffer of %u bytes, not floats"), what,
                 (unsigned)(4 * nn_words(n)));
         }
         need = 4 * nn_words(n);
         n = need;
     }
-    if (bi.len != need) {
-        size_t got = bi.len;
-        if (type == NN_X_F32 || type == NN_X_I32) {
-            got /= 4;
-        }
-        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("input takes %u %s, got %u"),
-            (unsigned)n, unit, (unsigned)got);
+    if (bi->len != need) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("%s takes %u %s, got %u"), what,
+            (unsigned)n, unit, (unsigned)(words ? bi->len / 4 : bi->len));
+    }
+    if (writable && !mp_get_buffer(obj, bi, MP_BUFFER_WRITE)) {
+        mp_raise_msg_varg(&mp_type_TypeError, MP_ERROR_TEXT("%s must be writable"), what);
     }
 }
 
-// run(steps, x) -> the last call's result: calls a prepared sequence of this module's
-// functions from C, saving the interpreter's cost of one call per layer (about 25 us on
-// an RP2040 at 125 MHz). steps: a tuple or list of (function, args) pairs, function one
-// of this module's kernels, relu_f32, argmax_i32 or argmax_f32, and args a tuple of its
-// arguments exactly as for a direct call. x, unless None, replaces args[0] of the first
-// step (the model input; steps prepared for that hold None there) and must be exactly what
-// that step takes: n_in bytes (bytes, bytearray, memoryview, array('B')) for u8,
-// array('f') of n_in floats, array('i') of n ints, or 4*ceil(n_in/32) bytes of bits;
-// TypeError/ValueError otherwise (also when both x and args[0] are None). Nothing is
-// allocated.
+// The element type of a step's input, and its size.
+static int nn_input_type(const nn_step_kind_t *kind, const mp_obj_t *args, uint32_t *n) {
+    *n = NN_SIZE(args[kind->n_in_arg], n_in);
+    if (kind->x_type == NN_T_FLAG) {
+        return mp_obj_is_true(args[1]) ? NN_T_U8 : NN_T_F32;
+    }
+    return kind->x_type;
+}
+
+// The output buffer of a layer step, its element type and size.
+static mp_obj_t nn_output(const nn_step_kind_t *kind, const mp_obj_t *args, int *type,
+    uint32_t *n) {
+    *n = NN_SIZE(args[kind->n_out_arg], n_out);
+    *type = kind->y_type;
+    if (*type == NN_T_Q8) {
+        if (args[kind->y_arg - 2] == mp_const_none) {
+            *type = NN_T_I32;
+            return args[kind->y_arg - 1];
+        }
+        *type = NN_T_U8;
+    }
+    return args[kind->y_arg];
+}
+
+// run(steps, x=None, out=None) -> the last call's result: calls a prepared sequence of this
+// module's functions from C, saving the interpreter's cost of one call per layer (about
+// 25 us on an RP2040 at 125 MHz). steps: a tuple or list of (function, args) pairs,
+// function one of this module's kernels, relu_f32, argmax_i32 or argmax_f32, and args a
+// tuple of its arguments exactly as for a direct call.
+// x, unless None, is the model input; it must be exactly what the first step takes (n_in
+// bytes of typecode 'B' for u8: bytes, bytearray, array('B'), a memoryview of one; an
+// array('f') of n_in floats for f32; 4*ceil(n_in/32) bytes of bits). If that step's
+// args[0] is None, x is passed in its place; if it is a buffer (the model's input buffer),
+// x is copied into it first, so that x may share memory with any buffer the steps write.
+// out, unless None, replaces the output buffer of the last layer step (every argument
+// that is that buffer, in that step and the steps after it) and must be exactly what that
+// buffer is: array('f') or array('i') of n_out elements (or a memoryview of one),
+// writable. Wrong x or out: TypeError/ValueError before anything runs. Allocates nothing.
 #define NN_RUN_MAX_ARGS (13)
-static mp_obj_t nn_c_run(mp_obj_t steps_in, mp_obj_t x_in) {
+static mp_obj_t nn_c_run(size_t n_run_args, const mp_obj_t *run_args) {
+    mp_obj_t x_in = n_run_args > 1 ? run_args[1] : mp_const_none;
+    mp_obj_t out = n_run_args > 2 ? run_args[2] : mp_const_none;
     size_t n_steps;
     mp_obj_t *steps;
-    mp_obj_get_array(steps_in, &n_steps, &steps);
-    mp_obj_t result = mp_const_none;
+    mp_obj_get_array(run_args[0], &n_steps, &steps);
+    // Check the steps, x and out before the first call.
+    size_t last_layer = n_steps;  // the step whose output buffer `out` replaces
+    mp_obj_t y_obj = MP_OBJ_NULL;
     for (size_t s = 0; s < n_steps; s++) {
         size_t n_pair, n_args;
         mp_obj_t *pair, *args;
@@ -370,23 +414,60 @@ static mp_obj_t nn_c_run(mp_obj_t steps_in, mp_obj_t x_in) {
         if (n_pair != 2) {
             mp_raise_TypeError(MP_ERROR_TEXT("run: a step is a (function, args) pair"));
         }
-        const nn_step_kind_t *kind = NULL;
-        for (size_t k = 0; k < MP_ARRAY_SIZE(nn_c_kernels); k++) {
-            if (MP_OBJ_TO_PTR(pair[0]) == nn_c_kernels[k].fun) {
-                kind = &nn_c_kernels[k];
-            }
-        }
+        const nn_step_kind_t *kind = nn_step_kind(pair[0]);
         mp_obj_get_array(pair[1], &n_args, &args);
-        if (kind == NULL || n_args > NN_RUN_MAX_ARGS) {
-            mp_raise_TypeError(MP_ERROR_TEXT("run: a step's function must be an _nn_c kernel"));
+        if (n_args > NN_RUN_MAX_ARGS || n_args <= kind->n_in_arg
+            || (kind->n_out_arg != NN_NONE && n_args <= kind->n_out_arg)) {
+            mp_raise_TypeError(MP_ERROR_TEXT("run: a step's args do not fit its function"));
         }
-        if (s == 0 && n_args > 0 && (x_in != mp_const_none || args[0] == mp_const_none)) {
-            nn_check_input(x_in, kind, n_args, args);  // (an input of None raises here)
-            mp_obj_t a[NN_RUN_MAX_ARGS];
-            for (size_t k = 1; k < n_args; k++) {
-                a[k] = args[k];
+        if (s == 0 && (x_in != mp_const_none || args[0] == mp_const_none)) {
+            uint32_t n;
+            int type = nn_input_type(kind, args, &n);
+            mp_buffer_info_t bi;
+            nn_check_buffer(x_in, type, n, false, "input", &bi);
+            if (args[0] != mp_const_none) {
+                mp_buffer_info_t dst;
+                mp_get_buffer_raise(args[0], &dst, MP_BUFFER_WRITE);
+                if (dst.len < bi.len) {
+                    mp_raise_ValueError(MP_ERROR_TEXT("run: the input buffer is too short"));
+                }
+                memcpy(dst.buf, bi.buf, bi.len);  // (x cannot be the private input buffer)
             }
-            a[0] = x_in;
+        }
+        if (kind->y_arg != NN_NONE) {
+            last_layer = s;
+        }
+    }
+    if (out != mp_const_none) {
+        if (last_layer == n_steps) {
+            mp_raise_TypeError(MP_ERROR_TEXT("run: out given, but no step has an output"));
+        }
+        size_t n_pair, n_args;
+        mp_obj_t *pair, *args;
+        mp_obj_get_array(steps[last_layer], &n_pair, &pair);
+        mp_obj_get_array(pair[1], &n_args, &args);
+        uint32_t n;
+        int type;
+        y_obj = nn_output(nn_step_kind(pair[0]), args, &type, &n);
+        mp_buffer_info_t bi;
+        nn_check_buffer(out, type, n, true, "out", &bi);
+    }
+    mp_obj_t result = mp_const_none;
+    for (size_t s = 0; s < n_steps; s++) {
+        size_t n_pair, n_args;
+        mp_obj_t *pair, *args;
+        mp_obj_get_array(steps[s], &n_pair, &pair);
+        mp_obj_get_array(pair[1], &n_args, &args);
+        bool put_x = s == 0 && args[0] == mp_const_none;
+        bool put_out = y_obj != MP_OBJ_NULL && s >= last_layer;
+        if (put_x || put_out) {
+            mp_obj_t a[NN_RUN_MAX_ARGS];
+            for (size_t k = 0; k < n_args; k++) {
+                a[k] = put_out && args[k] == y_obj ? out : args[k];
+            }
+            if (put_x) {
+                a[0] = x_in;
+            }
             result = mp_call_function_n_kw(pair[0], n_args, 0, a);
         } else {
             result = mp_call_function_n_kw(pair[0], n_args, 0, args);
@@ -394,7 +475,7 @@ static mp_obj_t nn_c_run(mp_obj_t steps_in, mp_obj_t x_in) {
     }
     return result;
 }
-static MP_DEFINE_CONST_FUN_OBJ_2(nn_c_run_obj, nn_c_run);
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_run_obj, 1, 3, nn_c_run);
 
 #ifndef NN_C_NATMOD  // a native module stores its functions at import instead (natmod.c)
 static const mp_rom_map_elem_t nn_c_module_globals_table[] = {
