@@ -6,9 +6,10 @@
     y = m.forward(digit)              # array('i') raw scores (x m.output_scale)
     print(m.summary())
 
-Kernels come from the fastest tier present: 'c' (the _nn_c firmware module),
-'viper' (ports with the native emitter) or 'python' (any port); see backend(),
-use_backend() and docs/KERNELS.md.
+Kernels come from the fastest tier present (nn._tiers): 'c' (the _nn_c module of
+piconn's firmware), 'natmod' (the same C as a native module, nn/_nn_c_<arch>.mpy,
+which mip installs with nn for stock firmware), 'viper' (ports that run native
+code) or 'python' (any port); see backend(), use_backend() and docs/KERNELS.md.
 """
 from nn.model import Model, backend, backends, load, use_backend
 

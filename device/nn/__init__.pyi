@@ -7,7 +7,7 @@ __version__: str
 __all__: tuple[str, ...]
 
 Buffer = bytes | bytearray | memoryview
-Tier = Literal["c", "viper", "python"]
+Tier = Literal["c", "natmod", "viper", "python"]
 
 def load(src: Buffer | ModuleType | str, name: str | None = None) -> Model:
     """Load and validate a model (bytes used in place, a module with MODEL, or a path).
@@ -19,7 +19,7 @@ def backends() -> tuple[str, ...]:
     """Kernel tiers present, fastest first."""
 
 def backend() -> str:
-    """The tier in use ('c', 'viper' or 'python')."""
+    """The tier in use ('c', 'natmod', 'viper' or 'python')."""
 
 def use_backend(name: str) -> str:
     """Force a tier (ValueError if absent); returns the previous one."""
