@@ -9,10 +9,12 @@ __all__: tuple[str, ...]
 Buffer = bytes | bytearray | memoryview
 Tier = Literal["c", "natmod", "viper", "python"]
 
-def load(src: Buffer | ModuleType | str, name: str | None = None) -> Model:
+def load(src: bytes | memoryview | ModuleType | str, name: str | None = None) -> Model:
     """Load and validate a model (bytes used in place, a module with MODEL, or a path).
 
-    ValueError/TypeError with a message on any bad input; RAM: activation buffers only.
+    ValueError/TypeError with a message on any bad input (a writable buffer in RAM,
+    which could change after the check, included: pass bytes(buf)); RAM: activation
+    buffers only.
     """
 
 def backends() -> tuple[str, ...]:
@@ -39,12 +41,13 @@ class Model:
     copies: int  # bytes of misaligned word arrays copied to RAM
     aligned: bool
     in_flash: bool
-    where: str  # 'flash', 'romfs', 'file' (read into RAM), 'ram' (a bytearray) or 'in place'
+    where: str  # 'flash', 'romfs', 'file' (read into RAM) or 'in place'
     integer: bool  # no float layers: allocation-free in every tier
-    def __init__(self, buf: memoryview, owner: Any = None, name: str | None = None,
+    def __init__(self, buf: bytes | memoryview, owner: Any = None, name: str | None = None,
                  where: str | None = None) -> None: ...
-    def forward(self, x: Buffer | array, out: array | None = None) -> array:
-        """Raw output buffer (array('f') or array('i')); allocates nothing."""
+    def forward(self, x: Buffer | array, out: array | memoryview | None = None
+                ) -> array | memoryview:
+        """Raw output buffer (array('f') or array('i'), or `out`); allocates nothing."""
     def predict(self, x: Buffer | array) -> int:
         """Class index: first maximum of forward(x)."""
     def tiers(self) -> list[str]:

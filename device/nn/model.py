@@ -368,18 +368,22 @@ class Model:
     def forward(self, x, out=None):
         """Run the model on one input; returns the output buffer.
 
-        x: `input_size` raw bytes (bytes/bytearray/memoryview) for a u8-input model,
-        array('f') for an f32-input one (the python/viper tiers copy it into the
-        model's input buffer). Wrong type or size: TypeError/ValueError (O(1) check).
+        x: `input_size` u8 values, typecode 'B' (bytes, bytearray, array('B') or a
+        memoryview of one; signed array('b') is refused) for a u8-input model;
+        array('f') (or a memoryview of one) for an f32-input one, which is copied into
+        the model's input buffer. The same element types in every tier; wrong type or
+        size: TypeError/ValueError (O(1) check, docs/FORMAT.md "Model inputs").
         Returns array('f') (logits, or the last activation) or array('i') (raw scores:
         times `output_scale` = logits). The returned buffer belongs to the model and
-        is overwritten by the next call; pass `out` (an array of the same type and
-        length) to have the last layer write there instead.
+        is overwritten by the next call; pass `out` (array('i') or array('f') as the
+        output, or a memoryview of one, of `output_size` elements) to have the last
+        layer write there instead; forward then returns `out`.
         In the C tier a model whose layers all have C kernels runs as one call
-        (_nn_c.run, docs/KERNELS.md); with `out`, or in the other tiers, each layer
-        is one call from bytecode (about 25 us each on an RP2040).
+        (_nn_c.run, docs/KERNELS.md), with or without `out`; in the other tiers each
+        layer is one call from bytecode (about 25 us each on an RP2040).
+        Float layers compute in float32, NaN and infinities included (FORMAT.md).
         RAM: none (buffers were made by load); the python/viper tiers box floats for
-        float layers. Time on an RP2040 at 125 MHz (784-128-10, emulated, weights in
+        float layers (under heap_lock(): MemoryError). Time on an RP2040 at 125 MHz (784-128-10, emulated, weights in
         flash): C 1.5 ms (uint8), 0.67 ms (sparse uint8), 1.4 ms (XNOR 784-256-256-10),
         34 ms (float); viper 11 ms (uint8), 2.6 ms (sparse uint8), 3.6 ms (XNOR);
         python 0.14-1.1 s (integer kinds), seconds for float kinds.
@@ -562,10 +566,11 @@ def _c_steps(plan, n_out, out_i32, xf):
     return fwd, fwd + ((am, (y, n_out)),), 0
 
 
+_OBJECTS = None  # type: array | None
 try:
     _OBJECTS = array("O")  # an array of object pointers, 4 bytes each on 32-bit ports
 except ValueError:  # a port without the 'O' typecode
-    _OBJECTS = None
+    pass
 
 
 def _f32_buffer(x, n, what):
