@@ -73,12 +73,23 @@ def nn_sources() -> list[Path]:
 
 
 def natmod_sources() -> list[Path]:
-    """What a native module is built from: its binding and Makefile, and the C module's
-    C sources and headers (the kernels, the shared binding, any arch_* header)."""
-    c = DEVICE / "c"
-    files = [c / "natmod" / "natmod.c", c / "natmod" / "Makefile"]
-    files += sorted(p for p in (c / "nn_c").iterdir() if p.suffix in (".c", ".h"))
-    return files
+    """What a native module is built from: natmod.c and its Makefile, the firmware
+    module's binding, micropython.mk and the kernel files it lists, and the headers."""
+    nat, c = DEVICE / "c" / "natmod", DEVICE / "c" / "nn_c"
+    mk = c / "micropython.mk"
+    kernels = re.findall(r"^SRC_USERMOD_LIB_C \+= \$\(NN_C_MOD_DIR\)/(\S+\.c)$",
+                         mk.read_text(), re.MULTILINE)
+    sources = [nat / "natmod.c", c / "mod_nn_c.c"] + [c / k for k in sorted(kernels)]
+    headers: set[Path] = set()
+    todo = list(sources)
+    while todo:  # the local headers they include, transitively
+        for name in re.findall(r'^\s*#\s*include\s+"([^"]+)"', todo.pop().read_text(),
+                               re.MULTILINE):
+            h = c / name
+            if h.is_file() and h not in headers:
+                headers.add(h)
+                todo.append(h)
+    return [nat / "Makefile", mk] + sources + sorted(headers - set(sources))
 
 
 def sources_hash(files: list[Path]) -> str:
