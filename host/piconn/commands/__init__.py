@@ -25,11 +25,11 @@ import sys
 from typing import Any
 
 from .. import __version__, data
-from . import evaluate, export, prune, quantize, romfs, train
+from . import evaluate, export, import_model, prune, quantize, romfs, train
 from .common import CliError
 
 # In the order `piconn --help` lists them.
-COMMANDS = (train, evaluate, prune, quantize, export, romfs)
+COMMANDS = (train, evaluate, prune, quantize, export, import_model, romfs)
 
 
 def build_parser() -> argparse.ArgumentParser:
