@@ -383,6 +383,27 @@ static mp_obj_t nn_output(const nn_step_kind_t *kind, const mp_obj_t *args, int 
     return args[kind->y_arg];
 }
 
+#define NN_RUN_MAX_ARGS (13)
+
+// One step of run(): its kind, and its args (checked to fit the function).
+static const nn_step_kind_t *nn_step(mp_obj_t step, mp_obj_t *fun, mp_obj_t **args,
+    size_t *n_args) {
+    size_t n_pair;
+    mp_obj_t *pair;
+    mp_obj_get_array(step, &n_pair, &pair);
+    if (n_pair != 2) {
+        mp_raise_TypeError(MP_ERROR_TEXT("run: a step is a (function, args) pair"));
+    }
+    const nn_step_kind_t *kind = nn_step_kind(pair[0]);
+    mp_obj_get_array(pair[1], n_args, args);
+    if (*n_args > NN_RUN_MAX_ARGS || *n_args <= kind->n_in_arg
+        || (kind->n_out_arg != NN_NONE && *n_args <= kind->n_out_arg)) {
+        mp_raise_TypeError(MP_ERROR_TEXT("run: a step's args do not fit its function"));
+    }
+    *fun = pair[0];
+    return kind;
+}
+
 // run(steps, x=None, out=None) -> the last call's result: calls a prepared sequence of this
 // module's functions from C, saving the interpreter's cost of one call per layer (about
 // 25 us on an RP2040 at 125 MHz). steps: a tuple or list of (function, args) pairs,
@@ -397,35 +418,43 @@ static mp_obj_t nn_output(const nn_step_kind_t *kind, const mp_obj_t *args, int 
 // that is that buffer, in that step and the steps after it) and must be exactly what that
 // buffer is: array('f') or array('i') of n_out elements (or a memoryview of one),
 // writable. Wrong x or out: TypeError/ValueError before anything runs. Allocates nothing.
-#define NN_RUN_MAX_ARGS (13)
 static mp_obj_t nn_c_run(size_t n_run_args, const mp_obj_t *run_args) {
     mp_obj_t x_in = n_run_args > 1 ? run_args[1] : mp_const_none;
     mp_obj_t out = n_run_args > 2 ? run_args[2] : mp_const_none;
-    size_t n_steps;
-    mp_obj_t *steps;
+    size_t n_steps, n_args;
+    mp_obj_t *steps, *args, fun;
     mp_obj_get_array(run_args[0], &n_steps, &steps);
-    // Check the steps, x and out before the first call.
-    size_t last_layer = n_steps;  // the step whose output buffer `out` replaces
+    // out: checked against the last layer step's output buffer before any step runs
+    size_t last_layer = n_steps;
     mp_obj_t y_obj = MP_OBJ_NULL;
+    if (out != mp_const_none) {
+        for (size_t s = 0; s < n_steps; s++) {
+            if (nn_step(steps[s], &fun, &args, &n_args)->y_arg != NN_NONE) {
+                last_layer = s;
+            }
+        }
+        if (last_layer == n_steps) {
+            mp_raise_TypeError(MP_ERROR_TEXT("run: out given, but no step has an output"));
+        }
+        const nn_step_kind_t *kind = nn_step(steps[last_layer], &fun, &args, &n_args);
+        uint32_t n;
+        int type;
+        y_obj = nn_output(kind, args, &type, &n);
+        mp_buffer_info_t bi;
+        nn_check_buffer(out, type, n, true, "out", &bi);
+    }
+    mp_obj_t result = mp_const_none;
     for (size_t s = 0; s < n_steps; s++) {
-        size_t n_pair, n_args;
-        mp_obj_t *pair, *args;
-        mp_obj_get_array(steps[s], &n_pair, &pair);
-        if (n_pair != 2) {
-            mp_raise_TypeError(MP_ERROR_TEXT("run: a step is a (function, args) pair"));
-        }
-        const nn_step_kind_t *kind = nn_step_kind(pair[0]);
-        mp_obj_get_array(pair[1], &n_args, &args);
-        if (n_args > NN_RUN_MAX_ARGS || n_args <= kind->n_in_arg
-            || (kind->n_out_arg != NN_NONE && n_args <= kind->n_out_arg)) {
-            mp_raise_TypeError(MP_ERROR_TEXT("run: a step's args do not fit its function"));
-        }
+        const nn_step_kind_t *kind = nn_step(steps[s], &fun, &args, &n_args);
+        bool put_x = false;
         if (s == 0 && (x_in != mp_const_none || args[0] == mp_const_none)) {
             uint32_t n;
             int type = nn_input_type(kind, args, &n);
             mp_buffer_info_t bi;
-            nn_check_buffer(x_in, type, n, false, "input", &bi);
-            if (args[0] != mp_const_none) {
+            nn_check_buffer(x_in, type, n, false, "input", &bi);  // (x of None raises here)
+            if (args[0] == mp_const_none) {
+                put_x = true;
+            } else {
                 mp_buffer_info_t dst;
                 mp_get_buffer_raise(args[0], &dst, MP_BUFFER_WRITE);
                 if (dst.len < bi.len) {
@@ -434,31 +463,6 @@ static mp_obj_t nn_c_run(size_t n_run_args, const mp_obj_t *run_args) {
                 memcpy(dst.buf, bi.buf, bi.len);  // (x cannot be the private input buffer)
             }
         }
-        if (kind->y_arg != NN_NONE) {
-            last_layer = s;
-        }
-    }
-    if (out != mp_const_none) {
-        if (last_layer == n_steps) {
-            mp_raise_TypeError(MP_ERROR_TEXT("run: out given, but no step has an output"));
-        }
-        size_t n_pair, n_args;
-        mp_obj_t *pair, *args;
-        mp_obj_get_array(steps[last_layer], &n_pair, &pair);
-        mp_obj_get_array(pair[1], &n_args, &args);
-        uint32_t n;
-        int type;
-        y_obj = nn_output(nn_step_kind(pair[0]), args, &type, &n);
-        mp_buffer_info_t bi;
-        nn_check_buffer(out, type, n, true, "out", &bi);
-    }
-    mp_obj_t result = mp_const_none;
-    for (size_t s = 0; s < n_steps; s++) {
-        size_t n_pair, n_args;
-        mp_obj_t *pair, *args;
-        mp_obj_get_array(steps[s], &n_pair, &pair);
-        mp_obj_get_array(pair[1], &n_args, &args);
-        bool put_x = s == 0 && args[0] == mp_const_none;
         bool put_out = y_obj != MP_OBJ_NULL && s >= last_layer;
         if (put_x || put_out) {
             mp_obj_t a[NN_RUN_MAX_ARGS];
@@ -468,9 +472,9 @@ static mp_obj_t nn_c_run(size_t n_run_args, const mp_obj_t *run_args) {
             if (put_x) {
                 a[0] = x_in;
             }
-            result = mp_call_function_n_kw(pair[0], n_args, 0, a);
+            result = mp_call_function_n_kw(fun, n_args, 0, a);
         } else {
-            result = mp_call_function_n_kw(pair[0], n_args, 0, args);
+            result = mp_call_function_n_kw(fun, n_args, 0, args);
         }
     }
     return result;
