@@ -445,5 +445,7 @@ def _check_plan(graph: g.Graph, offsets: dict[int, int], arena: int) -> None:
             if live and oa < oc + y.size and oc < oa + x.size:
                 raise FormatError(f"memory plan: tensors {x.tensors[0]} and {y.tensors[0]} are"
                                   " alive together and overlap in the arena")
-    if max((o + b.size for o, b in spans), default=0) > arena:
-        raise FormatError("memory plan: an activation lies past the arena")
+    extent = max((o + (b.size + 3) // 4 * 4 for o, b in spans), default=0)
+    if arena != extent:
+        raise FormatError(f"memory plan: arena_size {arena}, the plan's extent (its regions"
+                          f" rounded up to 4 bytes) is {extent}")

@@ -126,6 +126,9 @@ def _pad_before(size: int, filt: int, stride: int, out: int) -> int:
 
 def _spatial(o: _Op, x: g.Tensor, y: g.Tensor, kh: int, kw: int,
              opt: g.ConvOptions | g.DepthwiseOptions | g.PoolOptions) -> dict:
+    if min(opt.stride_h, opt.stride_w, kh, kw) < 1:
+        raise o.fail(f"strides {opt.stride_h}x{opt.stride_w} and window {kh}x{kw} must be at"
+                     " least 1")
     _, h, w, _ = x.shape
     out_h = _out_size(opt.padding, h, kh, opt.stride_h)
     out_w = _out_size(opt.padding, w, kw, opt.stride_w)
