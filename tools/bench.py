@@ -50,6 +50,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -57,8 +58,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))
+for _path in (TOOLS, ROOT / "host"):  # tools, and piconn where it is not installed
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import report
 import uf2
@@ -74,9 +76,11 @@ from bench_host import (
     ladder_models,
     published_rows,
 )
-from vpico import VirtualPico
 
 from piconn import ir
+
+if TYPE_CHECKING:  # vpico needs mpremote, which --help and --host-only do without
+    from vpico import VirtualPico
 
 MAX_DIGITS = {"c": 10, "viper": 10, "python": 5}
 COUNT_DIGITS = {"c": 3, "viper": 3, "python": 1}  # digits with the flash counter on
@@ -310,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_uf2.write_bytes(uf2.with_segments(
         a.uf2.read_bytes(), [(addr, blob) for (addr, _), blob in zip(layout, extra)]))
     digits_bytes = x_bench.astype(np.uint8).tobytes()
+    from vpico import VirtualPico
+
     with VirtualPico(bench_uf2, count_flash=not a.no_count) as pico:
         log(f"virtual Pico up ({bench_uf2})")
         speed = pico.measure_speed(50)
