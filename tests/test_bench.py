@@ -173,7 +173,7 @@ def test_cell_row_and_tables(rng: np.random.Generator) -> None:
     md = report.markdown(rows, {"summary": "test run"})
     assert "flash cache misses" in md and "16 KB" in md
     assert "≤ 5 ms: yes" in md and "**no**" in md
-    assert "90.20%" in md and "92.97%" in md  # the seeds' figures
+    assert "90.20%" in md and "92.97%" in md  # the C++ baseline's figures
     assert "| 784-200-10 | 97.00% |" in md and "| 42 (5) |" in md
     assert "measured: the emulator counted" in md
     assert json.loads(json.dumps(rows))  # rows are JSON-able

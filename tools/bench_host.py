@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from piconn import format as fmt
-from piconn import ir, lower, nn, reference
+from piconn import ir, lower, reference
 
 TIERS = ("c", "viper", "python")
 MIN_DIGITS = 3
@@ -68,8 +68,8 @@ PUBLISHED = (
 )
 
 # bench.json sections of the published rows (as earlier runs wrote them).
-PUBLISHED_SECTION = "seeds"
-PUBLISHED_LADDER_SECTION = "seeds-ladder"
+PUBLISHED_SECTION = "cpp-baseline"
+PUBLISHED_LADDER_SECTION = "cpp-baseline-ladder"
 
 LADDER = ("784-50-10", "784-100-10", "784-200-10", "784-300-10", "784-300-100-10")
 # The same library's float ladder: 0.99 s per image was measured for 784-200-10 only;
@@ -85,12 +85,8 @@ PUBLISHED_LADDER = {
 
 def device_model(path: Path) -> tuple[ir.DeviceModel, bytes]:
     """A .nnb file or a trained .npz (lowered) as (DeviceModel, .nnb bytes)."""
-    if path.suffix == ".nnb":
-        blob = path.read_bytes()
-        return fmt.from_bytes(blob), blob
-    model, meta = nn.load(path)
-    dm = lower.to_device(model, meta)
-    return dm, fmt.to_bytes(dm)
+    loaded = lower.load_file(path)
+    return loaded.model, loaded.blob
 
 
 def find_variant(folder: Path, v: Variant) -> tuple[ir.DeviceModel, bytes, Path] | None:
@@ -248,7 +244,7 @@ def host_row(section: str, model: str, kind: str, variant: str, tier: str | None
 
 def published_rows() -> list[dict]:
     """The published figures as rows of bench.json."""
-    rows = [{"section": PUBLISHED_SECTION, "model": "seeds MNIST MLP", "tier": "C++ (real Pico)",
+    rows = [{"section": PUBLISHED_SECTION, "model": "C++ baseline MNIST MLP", "tier": "C++ (real Pico)",
              **s} for s in PUBLISHED]
     for arch, s in PUBLISHED_LADDER.items():
         rows.append({"section": PUBLISHED_LADDER_SECTION, "model": arch, "kind": "float",
