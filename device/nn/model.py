@@ -207,6 +207,10 @@ def load(src, name=None):
     else:
         raise TypeError("nn.load takes bytes, bytearray, memoryview, a model module or a "
                         "file path, not %s" % t.__name__)
+    if len(buf) >= 6 and buf[4] | buf[5] << 8 == 2:  # format version 2: an int8 graph
+        from nn import graph
+
+        return graph.Model(buf, owner, name, where)
     return Model(buf, owner, name, where)
 
 
