@@ -156,7 +156,8 @@ static inline int shift_ok(int32_t shift) {
     return in_range(shift, MIN_SHIFT, MAX_SHIFT);
 }
 
-// The channels table of c_out records, every shift in range.
+// The channels table of c_out records, every shift in range and every multiplier >= 0
+// (as QuantizeMultiplier makes them; the kernels rely on it).
 static uint32_t check_channels(const graph_t *g, const nn_graph_op_t *op, uint32_t c_out) {
     uint32_t e = check_table(g, op, c_out * CHANNEL_BYTES);
     if (e) {
@@ -164,7 +165,7 @@ static uint32_t check_channels(const graph_t *g, const nn_graph_op_t *op, uint32
     }
     const nn_i8_channel_t *ch = table(g, op);
     for (uint32_t c = 0; c < c_out; c++) {
-        if (!shift_ok(ch[c].shift)) {
+        if (!shift_ok(ch[c].shift) || ch[c].multiplier < 0) {
             return NN_GRAPH_E_TABLE;
         }
     }
@@ -442,7 +443,8 @@ static void run_depthwise_conv_2d(const graph_t *g, const nn_graph_op_t *op) {
     nn_i8_conv_t p;
     conv_params(g, op, &p);
     nn_i8_depthwise_conv_2d(&p, tensor_data(g, op->inputs[0]), tensor_data(g, op->inputs[1]),
-        bias_of(g, op), table(g, op), tensor_data(g, op->output));
+        bias_of(g, op), table(g, op), tensor_data(g, op->output), nn_graph_scratch,
+        sizeof(nn_graph_scratch));
 }
 
 // FULLY_CONNECTED as a 1x1 convolution over a row of `rows` pixels of `depth` channels.

@@ -41,6 +41,12 @@ _Static_assert((-5 >> 1) == -3 && (-1 >> 31) == -1, "signed >> must be arithmeti
 #define TAP_X(t) ((int32_t)(t) >> 16)
 #define TAP_MAX_OFF (0x10000u)
 
+// A tap of a depthwise window: its pixel (or a row of zero points) and its weight row.
+typedef struct {
+    const int8_t *x;
+    const int8_t *w;
+} dw_tap_t;
+
 // Architecture-specific inner loops (hand-scheduled Thumb-1 on ARMv6-M); each replaces
 // the portable C loop of the same name below. -DNN_NO_ASM forces the C loops.
 #if defined(__ARM_ARCH_6M__) && !defined(NN_NO_ASM)
@@ -120,8 +126,13 @@ static inline int32_t mbqm(int32_t x, int32_t multiplier, int32_t shift) {
     return (high + (1 << (e - 1)) - (high < 0)) >> e;
 }
 
-// One output of a convolution: requantized, offset, clamped.
+// One output of a convolution: requantized, offset, clamped. With a multiplier >= 0 (as
+// every channel table has), MBQM(acc <= 0) <= 0, so when act_min >= output_zero (a fused
+// ReLU) every acc <= 0 gives act_min: about half the outputs of a ReLU layer.
 static inline int8_t requant(int32_t acc, const nn_i8_channel_t *ch, const nn_i8_conv_t *p) {
+    if (acc <= 0 && p->act_min >= p->output_zero) {
+        return (int8_t)p->act_min;
+    }
     return (int8_t)clamp(mbqm(acc, ch->multiplier, ch->shift) + p->output_zero,
         p->act_min, p->act_max);
 }
@@ -350,41 +361,83 @@ NN_I8_HOT void nn_i8_conv_2d(const nn_i8_conv_t *p, const int8_t *x, const int8_
 // ---------------------------------------------------------------------------
 // Depthwise convolution
 
-// Four channels of one output pixel (depth multiplier 1, in_c a multiple of 4, rows
-// word-aligned): a word of x and a word of weights per tap, taps whose four inputs all
-// equal the zero point skipped.
-static NN_I8_HOT void depthwise_4(const nn_i8_conv_t *p, const window_t *win,
-    const int8_t *x_img, const int8_t *w, int32_t *acc) {
+// Depthwise taps by words: with depth multiplier 1 and a multiple of 4 channels, one
+// word of x and one of weights give four channels of a tap. Each tap of the window is a
+// pair of pointers (dw_tap_t); a tap outside the image points at a row of input zero
+// points, so acc = folded bias + sum w * x over every tap (the channel table's bias has
+// -input_zero * sum w folded in): no zero point to subtract per tap.
+
+// acc[r] += sum over taps of byte r of the weight word at w + c times byte r of the x
+// word at x + c (signed), r < 4.
+#ifndef NN_ARCH_DW4
+static NN_I8_HOT void dw4(const dw_tap_t *taps, uint32_t n, uint32_t c, int32_t *acc) {
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    int32_t zero = p->input_zero;
-    uint32_t zero4 = ((uint32_t)zero & 0xffu) * 0x01010101u;
-    uint32_t c = p->in_c;
-    for (uint32_t ky = win->ky0; ky < win->ky1; ky++) {
-        const int8_t *xr = x_img + tap_at(win, ky, p->in_w, c);
-        const int8_t *wr = w + (ky * p->k_w + win->kx0) * c;
-        for (uint32_t kx = win->kx0; kx < win->kx1; kx++, xr += c, wr += c) {
-            uint32_t xv = *(const uint32_t *)(const void *)xr;
-            if (xv == zero4) {
-                continue;
-            }
-            uint32_t wv = *(const uint32_t *)(const void *)wr;
-            a0 += (int8_t)wv * ((int8_t)xv - zero);
-            a1 += (int8_t)(wv >> 8) * ((int8_t)(xv >> 8) - zero);
-            a2 += (int8_t)(wv >> 16) * ((int8_t)(xv >> 16) - zero);
-            a3 += (int8_t)(wv >> 24) * ((int8_t)(xv >> 24) - zero);
-        }
+    for (const dw_tap_t *end = taps + n; taps < end; taps++) {
+        uint32_t xv = *(const uint32_t *)(const void *)(taps->x + c);
+        uint32_t wv = *(const uint32_t *)(const void *)(taps->w + c);
+        a0 += (int8_t)wv * (int8_t)xv;
+        a1 += (int8_t)(wv >> 8) * (int8_t)(xv >> 8);
+        a2 += (int8_t)(wv >> 16) * (int8_t)(xv >> 16);
+        a3 += (int8_t)(wv >> 24) * (int8_t)(xv >> 24);
     }
     acc[0] = a0;
     acc[1] = a1;
     acc[2] = a2;
     acc[3] = a3;
 }
+#endif
+
+// The depthwise convolution by words, if its taps and zero-point row fit the scratch.
+static NN_I8_HOT int depthwise_words(const nn_i8_conv_t *p, const int8_t *x, const int8_t *w,
+    const nn_i8_channel_t *ch, int8_t *y, uint32_t *scratch, uint32_t scratch_bytes) {
+    uint32_t c_n = p->in_c, k_n = p->k_h * p->k_w;
+    if (p->depth_multiplier != 1 || c_n % 4 || ((uintptr_t)x & 3) || ((uintptr_t)w & 3)
+        || k_n * sizeof(dw_tap_t) + c_n > scratch_bytes) {
+        return 0;
+    }
+    dw_tap_t *taps = (dw_tap_t *)(void *)scratch;
+    int8_t *zero_row = (int8_t *)(taps + k_n);
+    memset(zero_row, p->input_zero, c_n);
+    for (uint32_t b = 0; b < p->batches; b++) {
+        const int8_t *x_img = x + b * p->in_h * p->in_w * c_n;
+        for (uint32_t oy = 0; oy < p->out_h; oy++) {
+            for (uint32_t ox = 0; ox < p->out_w; ox++) {
+                int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
+                int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
+                dw_tap_t *t = taps;
+                for (uint32_t ky = 0; ky < p->k_h; ky++) {
+                    int32_t iy = iy0 + (int32_t)ky;
+                    for (uint32_t kx = 0; kx < p->k_w; kx++, t++) {
+                        int32_t ix = ix0 + (int32_t)kx;
+                        t->w = w + (ky * p->k_w + kx) * c_n;
+                        t->x = iy >= 0 && (uint32_t)iy < p->in_h && ix >= 0
+                            && (uint32_t)ix < p->in_w
+                            ? x_img + ((uint32_t)iy * p->in_w + (uint32_t)ix) * c_n : zero_row;
+                    }
+                }
+                for (uint32_t c = 0; c < c_n; c += 4) {
+                    int32_t acc[4] = { ch[c].bias, ch[c + 1].bias, ch[c + 2].bias,
+                                       ch[c + 3].bias };
+                    dw4(taps, k_n, c, acc);
+                    y[c] = requant(acc[0], &ch[c], p);
+                    y[c + 1] = requant(acc[1], &ch[c + 1], p);
+                    y[c + 2] = requant(acc[2], &ch[c + 2], p);
+                    y[c + 3] = requant(acc[3], &ch[c + 3], p);
+                }
+                y += c_n;
+            }
+        }
+    }
+    return 1;
+}
 
 NN_I8_HOT void nn_i8_depthwise_conv_2d(const nn_i8_conv_t *p, const int8_t *x, const int8_t *w,
-    const int32_t *bias, const nn_i8_channel_t *ch, int8_t *y) {
+    const int32_t *bias, const nn_i8_channel_t *ch, int8_t *y, uint32_t *scratch,
+    uint32_t scratch_bytes) {
+    if (depthwise_words(p, x, w, ch, y, scratch, scratch_bytes)) {
+        return;
+    }
     uint32_t dm = p->depth_multiplier;
-    int by_words = dm == 1 && p->in_c % 4 == 0 && ((uintptr_t)x & 3) == 0
-        && ((uintptr_t)w & 3) == 0;
     for (uint32_t b = 0; b < p->batches; b++) {
         const int8_t *x_img = x + b * p->in_h * p->in_w * p->in_c;
         for (uint32_t oy = 0; oy < p->out_h; oy++) {
@@ -392,24 +445,6 @@ NN_I8_HOT void nn_i8_depthwise_conv_2d(const nn_i8_conv_t *p, const int8_t *x, c
                 window_t win;
                 window(&win, oy, ox, p->k_h, p->k_w, p->stride_h, p->stride_w, p->pad_top,
                     p->pad_left, p->in_h, p->in_w);
-                if (by_words) {
-                    for (uint32_t c = 0; c < p->out_c; c += 4) {
-                        int32_t acc[4] = { 0, 0, 0, 0 };
-                        if (bias) {
-                            acc[0] = bias[c];
-                            acc[1] = bias[c + 1];
-                            acc[2] = bias[c + 2];
-                            acc[3] = bias[c + 3];
-                        }
-                        depthwise_4(p, &win, x_img + c, w + c, acc);
-                        y[c] = requant(acc[0], &ch[c], p);
-                        y[c + 1] = requant(acc[1], &ch[c + 1], p);
-                        y[c + 2] = requant(acc[2], &ch[c + 2], p);
-                        y[c + 3] = requant(acc[3], &ch[c + 3], p);
-                    }
-                    y += p->out_c;
-                    continue;
-                }
                 uint32_t c = 0;
                 for (uint32_t ic = 0; ic < p->in_c; ic++) {
                     for (uint32_t m = 0; m < dm; m++, c++) {

@@ -96,9 +96,11 @@ int32_t nn_i8_rdbpot(int32_t x, uint32_t exponent);
 void nn_i8_conv_2d(const nn_i8_conv_t *p, const int8_t *x, const int8_t *w,
     const int32_t *bias, const nn_i8_channel_t *ch, int8_t *y, uint32_t *scratch,
     uint32_t scratch_bytes);
-// DEPTHWISE_CONV_2D.
+// DEPTHWISE_CONV_2D. With depth multiplier 1 and a multiple of 4 channels, a scratch of
+// kh * kw * 2 pointers + in_c bytes makes it run four channels per word.
 void nn_i8_depthwise_conv_2d(const nn_i8_conv_t *p, const int8_t *x, const int8_t *w,
-    const int32_t *bias, const nn_i8_channel_t *ch, int8_t *y);
+    const int32_t *bias, const nn_i8_channel_t *ch, int8_t *y, uint32_t *scratch,
+    uint32_t scratch_bytes);
 void nn_i8_average_pool(const nn_i8_pool_t *p, const int8_t *x, int8_t *y);
 void nn_i8_max_pool(const nn_i8_pool_t *p, const int8_t *x, int8_t *y);
 void nn_i8_add(const nn_i8_add_t *p, const int8_t *x1, const int8_t *x2, int8_t *y,
