@@ -110,6 +110,7 @@ mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *a
     mp_store_global(MP_QSTR_argmax_f32, MP_OBJ_FROM_PTR(&nn_c_argmax_f32_obj));
     mp_store_global(MP_QSTR_check_csc, MP_OBJ_FROM_PTR(&nn_c_check_csc_obj));
     mp_store_global(MP_QSTR_check_f32, MP_OBJ_FROM_PTR(&nn_c_check_f32_obj));
+    mp_store_global(MP_QSTR_graph_run, MP_OBJ_FROM_PTR(&nn_c_graph_run_obj));
 
     MP_DYNRUNTIME_INIT_EXIT
 }

@@ -6,6 +6,8 @@ add_library(usermod_nn_c INTERFACE)
 target_sources(usermod_nn_c INTERFACE
     ${CMAKE_CURRENT_LIST_DIR}/mod_nn_c.c
     ${CMAKE_CURRENT_LIST_DIR}/nn_kernels.c
+    ${CMAKE_CURRENT_LIST_DIR}/nn_graph.c
+    ${CMAKE_CURRENT_LIST_DIR}/nn_int8.c
 )
 
 target_include_directories(usermod_nn_c INTERFACE
@@ -21,6 +23,7 @@ target_compile_definitions(usermod_nn_c INTERFACE NN_KERNELS_IN_RAM=1)
 # its own hot files (py/vm.c, py/map.c). Float kinds are IEEE float32 with every product
 # and sum rounded (docs/FORMAT.md): no fused multiply-add (the RP2350's FPU has one).
 set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/nn_kernels.c
+    ${CMAKE_CURRENT_LIST_DIR}/nn_graph.c ${CMAKE_CURRENT_LIST_DIR}/nn_int8.c
     PROPERTIES COMPILE_OPTIONS "-O2;-ffp-contract=off"
 )
 

@@ -12,6 +12,7 @@
 
 #include <string.h>
 
+#include "nn_graph.h"
 #include "nn_kernels.h"
 
 #define NN_MAX_N (65535)
@@ -481,6 +482,56 @@ static mp_obj_t nn_c_run(size_t n_run_args, const mp_obj_t *run_args) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_run_obj, 1, 3, nn_c_run);
 
+// A buffer length for the 32-bit lengths of nn_graph.c (a longer one counts as 2^32 - 1).
+static inline uint32_t nn_len32(size_t len) {
+    return (uint64_t)len >= (1ull << 32) ? 0xffffffffu : (uint32_t)len;
+}
+
+// What nn_graph_check found, by its NN_GRAPH_E_* code.
+static const char *const nn_graph_errors[NN_GRAPH_ERRORS] = {
+    [NN_GRAPH_OK] = "",
+    [NN_GRAPH_E_HEADER] = "not a version-2 model header",
+    [NN_GRAPH_E_MODEL_SIZE] = "model buffer shorter than its total_size",
+    [NN_GRAPH_E_ARENA] = "arena shorter than the model's arena_size",
+    [NN_GRAPH_E_RANGE] = "first/end outside 0 <= first <= end <= operators",
+    [NN_GRAPH_E_KIND] = "unknown kind or input count",
+    [NN_GRAPH_E_INDEX] = "tensor index out of range or missing",
+    [NN_GRAPH_E_TENSOR] = "tensor record out of range",
+    [NN_GRAPH_E_SHAPE] = "dtypes or shapes do not fit the kind",
+    [NN_GRAPH_E_PARAMS] = "param out of range",
+    [NN_GRAPH_E_TABLE] = "table missing or out of range",
+};
+
+// graph_run(model, arena, first, end): runs operators [first, end) of a format version 2
+// model (docs/FORMAT.md) on the arena (nn_graph.c). model: the model's bytes, 4-byte
+// aligned (read in place); arena: a writable 4-byte aligned buffer of at least the
+// model's arena_size bytes, holding the graph inputs at their planned offsets and
+// receiving every activation. The records the operators use are checked first (O(records
+// + output channels)): ValueError naming the operator, and nothing runs. Allocates nothing.
+static mp_obj_t nn_c_graph_run(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    mp_buffer_info_t model, arena;
+    mp_get_buffer_raise(args[0], &model, MP_BUFFER_READ);
+    mp_get_buffer_raise(args[1], &arena, MP_BUFFER_WRITE);
+    mp_int_t first = mp_obj_get_int(args[2]), end = mp_obj_get_int(args[3]);
+    if (((uintptr_t)model.buf & 3) || ((uintptr_t)arena.buf & 3)) {
+        mp_raise_ValueError(MP_ERROR_TEXT("graph_run: model and arena must be 4-byte aligned"));
+    }
+    if (first < 0 || end < first || end > 0xffff) {
+        mp_raise_ValueError(MP_ERROR_TEXT("graph_run: need 0 <= first <= end <= operators"));
+    }
+    uint32_t at;
+    uint32_t e = nn_graph_check(model.buf, nn_len32(model.len), nn_len32(arena.len),
+        (uint32_t)first, (uint32_t)end, &at);
+    if (e) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("graph_run: operator %u: %s"),
+            (unsigned)at, nn_graph_errors[e < NN_GRAPH_ERRORS ? e : NN_GRAPH_E_HEADER]);
+    }
+    nn_graph_run(model.buf, arena.buf, (uint32_t)first, (uint32_t)end);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_graph_run_obj, 4, 4, nn_c_graph_run);
+
 #ifndef NN_C_NATMOD  // a native module stores its functions at import instead (natmod.c)
 static const mp_rom_map_elem_t nn_c_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__nn_c) },
@@ -498,6 +549,7 @@ static const mp_rom_map_elem_t nn_c_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_argmax_f32), MP_ROM_PTR(&nn_c_argmax_f32_obj) },
     { MP_ROM_QSTR(MP_QSTR_check_csc), MP_ROM_PTR(&nn_c_check_csc_obj) },
     { MP_ROM_QSTR(MP_QSTR_check_f32), MP_ROM_PTR(&nn_c_check_f32_obj) },
+    { MP_ROM_QSTR(MP_QSTR_graph_run), MP_ROM_PTR(&nn_c_graph_run_obj) },
 };
 static MP_DEFINE_CONST_DICT(nn_c_module_globals, nn_c_module_globals_table);
 

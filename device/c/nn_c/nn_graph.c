@@ -516,12 +516,20 @@ static void run_add(const graph_t *g, const nn_graph_op_t *op) {
         tensor_data(g, op->output), nn_graph_scratch, sizeof(nn_graph_scratch));
 }
 
-// RESHAPE: the output shares the input's bytes in the memory plan; a copy otherwise.
+// RESHAPE: the output shares the input's bytes in the memory plan; a copy otherwise (in
+// the direction that overlapping buffers allow; a native module has no memmove).
 static void run_reshape(const graph_t *g, const nn_graph_op_t *op) {
-    const void *x = tensor_data(g, op->inputs[0]);
-    void *y = tensor_data(g, op->output);
-    if (x != y) {
-        memmove(y, x, tensor(g, op->output)->nbytes);
+    const uint8_t *x = tensor_data(g, op->inputs[0]);
+    uint8_t *y = tensor_data(g, op->output);
+    uint32_t n = tensor(g, op->output)->nbytes;
+    if (y < x) {
+        for (uint32_t i = 0; i < n; i++) {
+            y[i] = x[i];
+        }
+    } else if (y > x) {
+        while (n--) {
+            y[n] = x[n];
+        }
     }
 }
 
@@ -609,7 +617,8 @@ static uint32_t check_header(const uint8_t *model, uint32_t model_len, uint32_t 
         return NN_GRAPH_E_HEADER;
     }
     const nn_graph_header_t *h = (const nn_graph_header_t *)(const void *)model;
-    if (memcmp(h->magic, "PCNN", 4) || h->version != NN_GRAPH_VERSION
+    if (h->magic[0] != 'P' || h->magic[1] != 'C' || h->magic[2] != 'N' || h->magic[3] != 'N'
+        || h->version != NN_GRAPH_VERSION
         || h->header_size != sizeof(nn_graph_header_t)
         || h->tensor_record_size != sizeof(nn_graph_tensor_t)
         || h->operator_record_size != sizeof(nn_graph_op_t)

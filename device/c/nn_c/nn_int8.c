@@ -137,6 +137,15 @@ static inline int8_t requant(int32_t acc, const nn_i8_channel_t *ch, const nn_i8
         p->act_min, p->act_max);
 }
 
+// y[r] = requant(acc[r], ch[r]) for r < n: one copy of the code for the paths that are
+// not hot (the hot ones inline four requant()).
+static NN_I8_HOT __attribute__((noinline)) void requant_n(const int32_t *acc,
+    const nn_i8_channel_t *ch, const nn_i8_conv_t *p, int8_t *y, uint32_t n) {
+    for (uint32_t r = 0; r < n; r++) {
+        y[r] = requant(acc[r], &ch[r], p);
+    }
+}
+
 // Bits below the highest set bit of x > 0 (31 - clz), without a CLZ instruction.
 static uint32_t leading_zeros(uint32_t x) {
     uint32_t n = 0;
@@ -286,7 +295,7 @@ static NN_I8_HOT void conv_pixel(const nn_i8_conv_t *p, const uint32_t *list, ui
     for (; c < p->out_c; c++) {
         acc[0] = bias ? bias[c] : 0;
         dot1(list, n, w + c * k_size, acc);
-        y[c] = requant(acc[0], &ch[c], p);
+        requant_n(acc, &ch[c], p, &y[c], 1);
     }
 }
 
@@ -318,9 +327,7 @@ static void conv_pixel_chunked(const nn_i8_conv_t *p, const window_t *win, const
                 }
             }
         }
-        for (uint32_t r = 0; r < group; r++) {
-            y[c + r] = requant(acc[r], &ch[c + r], p);
-        }
+        requant_n(acc, &ch[c], p, &y[c], group);
     }
 }
 
@@ -458,7 +465,7 @@ NN_I8_HOT void nn_i8_depthwise_conv_2d(const nn_i8_conv_t *p, const int8_t *x, c
                                 xr += p->in_c;
                             }
                         }
-                        y[c] = requant(acc, &ch[c], p);
+                        requant_n(&acc, &ch[c], p, &y[c], 1);
                     }
                 }
                 y += p->out_c;
@@ -470,7 +477,7 @@ NN_I8_HOT void nn_i8_depthwise_conv_2d(const nn_i8_conv_t *p, const int8_t *x, c
 // ---------------------------------------------------------------------------
 // Pools
 
-NN_I8_HOT void nn_i8_average_pool(const nn_i8_pool_t *p, const int8_t *x, int8_t *y) {
+void nn_i8_average_pool(const nn_i8_pool_t *p, const int8_t *x, int8_t *y) {
     for (uint32_t b = 0; b < p->batches; b++) {
         const int8_t *x_img = x + b * p->in_h * p->in_w * p->channels;
         for (uint32_t oy = 0; oy < p->out_h; oy++) {
@@ -498,7 +505,7 @@ NN_I8_HOT void nn_i8_average_pool(const nn_i8_pool_t *p, const int8_t *x, int8_t
     }
 }
 
-NN_I8_HOT void nn_i8_max_pool(const nn_i8_pool_t *p, const int8_t *x, int8_t *y) {
+void nn_i8_max_pool(const nn_i8_pool_t *p, const int8_t *x, int8_t *y) {
     for (uint32_t b = 0; b < p->batches; b++) {
         const int8_t *x_img = x + b * p->in_h * p->in_w * p->channels;
         for (uint32_t oy = 0; oy < p->out_h; oy++) {
@@ -539,7 +546,7 @@ static inline int8_t add_output(const nn_i8_add_t *p, int32_t a, int32_t b) {
 // Below this many outputs the two 256-entry tables cost more than they save.
 #define ADD_TABLE_MIN (384u)
 
-NN_I8_HOT void nn_i8_add(const nn_i8_add_t *p, const int8_t *x1, const int8_t *x2, int8_t *y,
+void nn_i8_add(const nn_i8_add_t *p, const int8_t *x1, const int8_t *x2, int8_t *y,
     uint32_t *scratch, uint32_t scratch_bytes) {
     const uint32_t *od = p->out_dims;
     uint32_t total = od[0] * od[1] * od[2] * od[3];
@@ -616,7 +623,7 @@ static int32_t one_over_one_plus_x(int32_t a) {
     return saturating_shift_left(x, 1);
 }
 
-NN_I8_HOT void nn_i8_softmax(const int8_t *x, int8_t *y, uint32_t rows, uint32_t depth,
+void nn_i8_softmax(const int8_t *x, int8_t *y, uint32_t rows, uint32_t depth,
     const int32_t *exp, int32_t diff_min) {
     (void)diff_min;  // the exp table is 0 past diff_min: those outputs come out -128
     for (uint32_t r = 0; r < rows; r++, x += depth, y += depth) {
