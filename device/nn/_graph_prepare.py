@@ -537,7 +537,8 @@ def _mean(buf, g, k, sums_fn):
     x, y = _input(g, k, 0, 4), _output(g, k)
     p = g[F.G_OPS][k][F.O_PARAMS]
     axes = _i32s(buf, _constant(g, k, 1, F.I32))
-    if len(axes) != 2 or sorted(a % 4 for a in axes) != [1, 2]:
+    if len(axes) != 2 or sorted(a % 4 for a in axes) != [1, 2] or not all(
+            -4 <= a < 4 for a in axes):
         raise _fail(g, k, "MEAN over axes %s; supported: height and width (1, 2)" % list(axes))
     n, h, w, c = x[F.T_SHAPE]
     keep = 1 if p[F.P_MEAN_KEEP_DIMS] else 0

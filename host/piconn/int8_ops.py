@@ -327,7 +327,8 @@ def _mean(o: _Op) -> MeanParams:
     o.counts((2,))
     x, y = o.input(0, rank=4), o.output()
     axes = o.constant(1, g.INT32).reshape(-1)
-    if sorted(int(a) % 4 for a in axes) != [1, 2] or len(axes) != 2:
+    if (sorted(int(a) % 4 for a in axes) != [1, 2] or len(axes) != 2
+            or not all(-4 <= a < 4 for a in axes)):
         raise o.fail(f"MEAN over axes {list(axes)}; supported: height and width (1, 2)")
     n, _, _, c = x.shape
     want = (n, 1, 1, c) if o.options(g.MeanOptions).keep_dims else (n, c)
