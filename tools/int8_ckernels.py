@@ -137,6 +137,10 @@ class HostGraph:
         self.lib.nn_i8_rdbpot.argtypes = [ctypes.c_int32, u]
         self.lib.nn_i8_rdbpot.restype = ctypes.c_int32
 
+    def call(self, name: str, *args: int) -> int:
+        """One of the arithmetic functions (nn_i8_mbqm, nn_i8_srdhm, nn_i8_rdbpot)."""
+        return int(getattr(self.lib, name)(*args))
+
     @staticmethod
     def _aligned(data: bytes) -> np.ndarray:
         buf = np.zeros(len(data) + 8, dtype=np.uint8)
@@ -266,6 +270,11 @@ class M0Graph:
         if core.sp != sp:
             raise RuntimeError(f"{name} returned with a different stack pointer")
         return core.registers[0], core.cycles - c0 - 1  # minus the bkpt
+
+    def call(self, name: str, *args: int) -> int:
+        """A function of word arguments returning int32 (nn_i8_mbqm, ...)."""
+        r0, _ = self._call(name, *args)
+        return r0 - (1 << 32) if r0 & 0x80000000 else r0
 
     def _load(self, data: bytes) -> None:
         if self._model != data:

@@ -92,7 +92,9 @@ NN_I8_HOT int32_t nn_i8_rdbpot(int32_t x, uint32_t exponent) {
     return (x >> exponent) + (remainder > threshold);
 }
 
-NN_I8_HOT int32_t nn_i8_mbqm(int32_t x, int32_t multiplier, int32_t shift) {
+// MultiplyByQuantizedMultiplier for any x: the long way, with the 64-bit product.
+static NN_I8_HOT __attribute__((noinline)) int32_t mbqm_long(int32_t x, int32_t multiplier,
+    int32_t shift) {
     if (shift > 0) {
         x = (int32_t)((uint32_t)x << shift);
         shift = 0;
@@ -104,16 +106,16 @@ static inline int32_t clamp(int32_t v, int32_t lo, int32_t hi) {
     return v < lo ? lo : v > hi ? hi : v;
 }
 
-// Accumulators in (-2^19, 2^19) (nearly all, in the models measured) take the short way
-// of nn_i8_mbqm when shift <= 0: the product with the multiplier split into 9 + 11 + 11
-// bits, each partial product inside int32, summed by nested floor divisions (exact),
-// gives floor((x * multiplier + 2^30) / 2^31) = the doubling high multiply; the rounding
-// right shift needs no overflow care at that size.
-#define MBQM_SHORT_RANGE (1 << 19)
+// Accumulators in [-2^19, 2^19) (nearly all, in the models measured) take a short way
+// when shift <= 0: the product with the multiplier split into 9 + 11 + 11 bits, each
+// partial product inside int32, summed by nested floor divisions (exact), gives
+// floor((x * multiplier + 2^30) / 2^31) = the doubling high multiply; the rounding right
+// shift needs no overflow care at that size.
+#define MBQM_SHORT_RANGE (1u << 19)
 
 static inline int32_t mbqm(int32_t x, int32_t multiplier, int32_t shift) {
-    if (shift > 0 || (uint32_t)(x + MBQM_SHORT_RANGE) >= 2u * MBQM_SHORT_RANGE) {
-        return nn_i8_mbqm(x, multiplier, shift);
+    if (shift > 0 || (uint32_t)x + MBQM_SHORT_RANGE >= 2u * MBQM_SHORT_RANGE) {
+        return mbqm_long(x, multiplier, shift);
     }
     int32_t m0 = multiplier & 0x7ff, m1 = (multiplier >> 11) & 0x7ff, m2 = multiplier >> 22;
     int32_t t = ((x * m0) >> 11) + x * m1;
@@ -124,6 +126,10 @@ static inline int32_t mbqm(int32_t x, int32_t multiplier, int32_t shift) {
     }
     uint32_t e = (uint32_t)-shift;
     return (high + (1 << (e - 1)) - (high < 0)) >> e;
+}
+
+NN_I8_HOT int32_t nn_i8_mbqm(int32_t x, int32_t multiplier, int32_t shift) {
+    return mbqm(x, multiplier, shift);
 }
 
 // One output of a convolution: requantized, offset, clamped. With a multiplier >= 0 (as
@@ -688,7 +694,7 @@ void nn_i8_mean_hw(const int8_t *x, int8_t *y, uint32_t batches, uint32_t h, uin
                 sum += (uint32_t)(int32_t)x[k * c + ch];
             }
             int32_t total = (int32_t)(sum - (uint32_t)input_zero_times_count);
-            int32_t v = nn_i8_mbqm(total, multiplier, shift) + output_zero;
+            int32_t v = mbqm(total, multiplier, shift) + output_zero;
             *y++ = (int8_t)clamp(v, I8_MIN, I8_MAX);
         }
     }
