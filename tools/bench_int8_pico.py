@@ -1,0 +1,225 @@
+"""MLPerf Tiny's int8 models on the virtual Pico through `_nn_c.graph_run` (the C tier).
+
+    .venv/bin/python tools/bench_int8_pico.py [--inputs 3] [--per-op] [--no-count]
+        [--uf2 build/PICO/firmware.uf2] [--json FILE] [FILE.tflite ...]
+
+Each model (by default MLPerf Tiny's four int8 reference models in $PICONN_MLPERF_TINY) is
+imported with `piconn.tflite.import_tflite` and written as format version 2; the models
+go into flash beside the firmware (a UF2 with extra segments from EXTRA_BASE, as
+tools/bench.py places its ladder models) and the device reads them in place through
+`uctypes.bytearray_at`. On the device, for each of N inputs (bytes of a 16-bit linear
+congruential generator, the same on the host), the input is written into a bytearray
+arena and one `_nn_c.graph_run(model, arena, 0, n_operators)` runs under
+`micropython.heap_lock()`, timed with `time.ticks_us()` (emulated RP2040 at 125 MHz:
+the check of the records is included). The output is compared with `int8_ops.run`.
+With the flash counter (default), one more inference counts the model bytes read from
+flash. `--per-op` also times every operator by itself (one graph_run call each).
+
+Prints one row per model: emulated ms per inference (mean), MACs, cycles per MAC,
+flash bytes read per inference, inputs bit-exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+for _path in (ROOT / "tools", ROOT / "host"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import uf2
+from int8_ckernels import MLPERF_TINY, MLPERF_TINY_DIR, GraphModel
+from vpico import EMULATED_HZ, VirtualPico
+
+from piconn import format2, int8_ops
+from piconn import graph as g
+from piconn.tflite import import_tflite
+
+EXTRA_BASE = 0x10200000  # past the Pico's 2 MB of firmware (the emulated chip has 16 MB)
+
+
+def lcg_bytes(seed: int, n: int) -> np.ndarray:
+    """n int8 values from the ZX81 generator s' = (75 s + 74) mod 65537 (s from seed):
+    small integers on the device too, so the device makes its inputs without allocating
+    long ints or receiving them over the console."""
+    out = np.empty(n, dtype=np.uint8)
+    s = seed
+    for i in range(n):
+        s = (75 * s + 74) % 65537
+        out[i] = s & 0xFF
+    return out.view(np.int8)
+
+
+DEVICE_SETUP = """
+import _nn_c, micropython, time, uctypes
+def fill(buf, off, n, seed):
+    s = seed
+    for i in range(n):
+        s = (75 * s + 74) % 65537
+        buf[off + i] = s & 0xff
+"""
+
+DEVICE_RUN = """
+model = uctypes.bytearray_at({addr}, {size})
+arena = bytearray({arena})
+fill(arena, {in_off}, {in_n}, {seed})
+t0 = dt = 0  # (globals made before the heap is locked)
+micropython.heap_lock()
+t0 = time.ticks_us()
+_nn_c.graph_run(model, arena, {first}, {end})
+dt = time.ticks_diff(time.ticks_us(), t0)
+micropython.heap_unlock()
+print(dt, bytes(arena[{out_off}:{out_end}]).hex())
+"""
+
+DEVICE_PER_OP = """
+model = uctypes.bytearray_at({addr}, {size})
+arena = bytearray({arena})
+fill(arena, {in_off}, {in_n}, {seed})
+ts = []
+for k in range({n_ops}):
+    t0 = time.ticks_us()
+    _nn_c.graph_run(model, arena, k, k + 1)
+    ts.append(time.ticks_diff(time.ticks_us(), t0))
+print(ts)
+"""
+
+
+def op_macs(graph: g.Graph, k: int) -> int:
+    op = graph.operators[k]
+    if op.kind not in (g.CONV_2D, g.DEPTHWISE_CONV_2D, g.FULLY_CONNECTED):
+        return 0
+    w = graph.tensors[op.inputs[1]].shape
+    y = graph.tensors[op.outputs[0]]
+    if op.kind == g.CONV_2D:
+        return y.size * int(np.prod(w[1:]))
+    if op.kind == g.DEPTHWISE_CONV_2D:
+        return y.size * w[1] * w[2]
+    return y.size * w[1]
+
+
+class Bench:
+    """One model: its graph, version-2 bytes, flash place and the device scripts."""
+
+    def __init__(self, path: Path) -> None:
+        self.name = path.name
+        self.graph = import_tflite(path)
+        self.data = format2.to_bytes(self.graph)
+        self.model = GraphModel(self.data)
+        if len(self.model.inputs) != 1 or self.model.inputs[0][1] is not np.int8:
+            raise ValueError(f"{path.name}: the benchmark feeds one int8 input")
+        self.macs = sum(op_macs(self.graph, k) for k in range(len(self.graph.operators)))
+        self.addr = 0
+
+    def script(self, template: str, seed: int, first: int = 0, end: int | None = None) -> str:
+        in_off, _, in_shape = self.model.inputs[0]
+        out_off, out_dt, out_shape = self.model.outputs[0]
+        n_out = int(np.prod(out_shape)) * np.dtype(out_dt).itemsize
+        return template.format(
+            addr=self.addr, size=len(self.data), arena=max(self.model.arena_size, 4),
+            in_off=in_off, in_n=int(np.prod(in_shape)), seed=seed, first=first,
+            end=self.model.n_operators if end is None else end, out_off=out_off,
+            out_end=out_off + n_out, n_ops=self.model.n_operators)
+
+    def reference(self, seed: int) -> np.ndarray:
+        shape = self.model.inputs[0][2]
+        x = lcg_bytes(seed, int(np.prod(shape))).reshape(shape)
+        return int8_ops.run(self.graph, x)
+
+
+def run(pico: VirtualPico, b: Bench, n_inputs: int, count: bool, per_op: bool,
+        log) -> dict:
+    us, exact = [], 0
+    for k in range(n_inputs):
+        seed = 1 + 977 * k
+        out = pico.run_script(DEVICE_SETUP + b.script(DEVICE_RUN, seed), timeout=1800)
+        t, hexed = out.split()
+        want = b.reference(seed)
+        got = np.frombuffer(bytes.fromhex(hexed), want.dtype).reshape(want.shape)
+        exact += bool(np.array_equal(got, want))
+        us.append(int(t))
+        log(f"  input {k}: {int(t) / 1000:.2f} ms, bit-exact {np.array_equal(got, want)}")
+    row = {"model": b.name, "ms": round(float(np.mean(us)) / 1000, 3),
+           "ms_each": [u / 1000 for u in us], "macs": b.macs,
+           "cycles_per_mac": round(float(np.mean(us)) * EMULATED_HZ / 1e6 / b.macs, 2),
+           "inputs": n_inputs, "bit_exact": exact, "model_bytes": len(b.data),
+           "arena_bytes": b.model.arena_size, "flash_bytes_read": None}
+    if count:
+        pico.count_on(b.addr, b.addr + len(b.data))
+        pico.run_script(DEVICE_SETUP + b.script(DEVICE_RUN, 1), timeout=3600)
+        row["flash_bytes_read"] = pico.count_off()
+        log(f"  flash bytes read per inference: {row['flash_bytes_read']:,}")
+    if per_op:
+        ts = json.loads(pico.run_script(DEVICE_SETUP + b.script(DEVICE_PER_OP, 1), timeout=1800))
+        row["per_op_us"] = [{"kind": op.kind, "us": t, "macs": op_macs(b.graph, k)}
+                            for k, (op, t) in enumerate(zip(b.graph.operators, ts))]
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    head = (f"{'model':32s} {'ms':>9s} {'MACs':>12s} {'cycles/MAC':>10s}"
+            f" {'flash B/inference':>18s} {'bit-exact':>9s}")
+    lines = [head]
+    for r in rows:
+        flash = "-" if r["flash_bytes_read"] is None else f"{r['flash_bytes_read']:,}"
+        lines.append(f"{r['model']:32s} {r['ms']:9.2f} {r['macs']:>12,} {r['cycles_per_mac']:>10.2f}"
+                     f" {flash:>18s} {str(r['bit_exact']) + '/' + str(r['inputs']):>9s}")
+    lines.append("ms: emulated RP2040 at 125 MHz (time.ticks_us), one graph_run call per inference")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="*", type=Path,
+                    help=".tflite files (default: MLPerf Tiny's four int8 models)")
+    ap.add_argument("--uf2", type=Path, default=ROOT / "build" / "PICO" / "firmware.uf2")
+    ap.add_argument("--inputs", type=int, default=3, help="inputs per model (default 3)")
+    ap.add_argument("--per-op", action="store_true", help="also time every operator alone")
+    ap.add_argument("--no-count", action="store_true", help="no flash-read counting")
+    ap.add_argument("--json", type=Path, help="write the rows as JSON")
+    a = ap.parse_args(argv)
+    if a.inputs < 1:
+        ap.error("--inputs must be >= 1")
+    paths = a.models or [MLPERF_TINY_DIR / f for f in MLPERF_TINY.values()]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        print(f"bench_int8_pico: no {missing[0]} (set PICONN_MLPERF_TINY)", file=sys.stderr)
+        return 1
+    if not a.uf2.is_file():
+        print(f"bench_int8_pico: no firmware at {a.uf2}: run `make firmware BOARD=PICO`",
+              file=sys.stderr)
+        return 1
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    benches = [Bench(p) for p in paths]
+    layout = uf2.segment_layout([len(b.data) for b in benches], EXTRA_BASE)
+    for b, (addr, _) in zip(benches, layout):
+        b.addr = addr
+    image = a.uf2.parent / "bench_int8.uf2"
+    image.write_bytes(uf2.with_segments(a.uf2.read_bytes(),
+                                        [(b.addr, b.data) for b in benches]))
+    rows = []
+    with VirtualPico(image, count_flash=not a.no_count) as pico:
+        log(f"virtual Pico up ({image})")
+        if pico.eval("hasattr(__import__('_nn_c'), 'graph_run')") != "True":
+            print("bench_int8_pico: the firmware's _nn_c has no graph_run", file=sys.stderr)
+            return 1
+        for b in benches:
+            log(f"{b.name}: {len(b.data):,} bytes at {b.addr:#x}, arena {b.model.arena_size:,}")
+            rows.append(run(pico, b, a.inputs, not a.no_count, a.per_op, log))
+    print(table(rows))
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0 if all(r["bit_exact"] == r["inputs"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
