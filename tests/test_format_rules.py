@@ -174,3 +174,23 @@ def test_device_tables_match_the_host():
                         host = 0  # the rq slot exists only for a u8 output
                     dev = d.array_bytes(code, slot, n_i, n_o, nnz, ib, fmt.DTYPE_CODES[out])
                     assert dev == host, (name, out, slot, n_i, n_o, nnz, ib)
+
+
+def test_model_constants_match_the_device_format():
+    """nn.model repeats some of nn._format's codes as const() (inlined on the hot path):
+    each has _format's value."""
+    import ast
+
+    d = device_format()
+    tree = ast.parse((ROOT / "device" / "nn" / "model.py").read_text())
+    consts = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Call)
+                and getattr(node.value.func, "id", "") == "const"):
+            consts[node.targets[0].id] = ast.literal_eval(node.value.args[0])
+    shared = {name: getattr(d, name.lstrip("_")) for name in consts
+              if hasattr(d, name.lstrip("_")) and not name.startswith("_L_")}
+    assert {"_DENSE_F32", "_XNOR_OUT", "_U8", "_I32", "_ACT_RELU"} <= set(shared)
+    for name, value in shared.items():
+        assert consts[name] == value, name

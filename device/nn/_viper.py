@@ -25,7 +25,7 @@
 import micropython
 from micropython import const
 
-from nn import _python, _thumb
+from nn import _python
 
 _TYPING = False  # True for type checkers only (mypy --always-true=_TYPING)
 if _TYPING:
@@ -271,9 +271,13 @@ def _xnor_rows(v: uint, k: int, x, w, out, a, b, nw: int, n_out: int, n_in: int,
         c += 1
 
 
-# On Thumb (rp2) the popcount of whole rows runs in inline assembler (nn._thumb).
+# On Thumb (rp2) the popcount of whole rows runs in inline assembler (nn._thumb),
+# compiled at its import: after _cnt is allocated, as when the assembly was in this
+# module (the heap layout that the benchmarks measured).
 _BLOCK = const(64)  # rows per assembler call; counts go to _cnt
 _cnt = bytearray(4 * _BLOCK)
+from nn import _thumb  # noqa: E402
+
 _popxor_rows = _thumb.popxor_rows
 THUMB = _popxor_rows is not None  # True where the assembler popcount is used
 
