@@ -7,6 +7,7 @@
 // replaces, and a macro announces it:
 //   NN_ARCH_DOT4   dot4(list, n, w, stride, acc)
 //   NN_ARCH_DW4    dw4(taps, n, c, acc)
+//   NN_ARCH_HIGH_MUL_ROUND  high_mul_round(a, b)
 // Cycle counts are for the RP2040 (single-cycle multiply, 2-cycle loads, LDM at one
 // cycle per word plus one, taken branches 2).
 //
@@ -17,6 +18,7 @@
 
 #define NN_ARCH_DOT4 (1)
 #define NN_ARCH_DW4 (1)
+#define NN_ARCH_HIGH_MUL_ROUND (1)
 
 // acc[r] += w[r * stride + off_k] * x_k over the taps k < n (TAP words: offset in the low
 // half, x in the high half), rows r < 4: 43 cycles per two taps (8 MACs), counted below.
@@ -186,6 +188,43 @@ static NN_I8_HOT __attribute__((naked, noinline)) void dw4(const dw_tap_t *taps 
         "mov    r10, r6\n"
         "mov    r11, r7\n"
         "pop    {r4, r5, r6, r7, pc}\n"
+        );
+}
+
+// floor((a * b + 2^30) / 2^31): the 64-bit product from four 16 x 16-bit products, summed
+// with carries into (hi, lo); 29 cycles with the call and return.
+//   r0 a -> ah -> hi, r1 b -> bh, r2 al, r3 bl, r4 lo.
+static NN_I8_HOT __attribute__((naked, noinline)) int32_t high_mul_round(int32_t a NN_UNUSED,
+    int32_t b NN_UNUSED) {
+    __asm__ volatile (
+        ".syntax unified\n"
+        "push   {r4, lr}\n"
+        "uxth   r2, r0\n"              // al
+        "asrs   r0, r0, #16\n"         // ah
+        "uxth   r3, r1\n"              // bl
+        "asrs   r1, r1, #16\n"         // bh
+        "movs   r4, r2\n"
+        "muls   r4, r3\n"              // lo = al * bl (unsigned, exact)
+        "muls   r3, r0\n"              // ah * bl
+        "muls   r2, r1\n"              // al * bh
+        "muls   r0, r1\n"              // hi = ah * bh
+        "lsls   r1, r3, #16\n"
+        "asrs   r3, r3, #16\n"
+        "adds   r4, r4, r1\n"          // + (ah * bl) << 16
+        "adcs   r0, r3\n"
+        "lsls   r1, r2, #16\n"
+        "asrs   r2, r2, #16\n"
+        "adds   r4, r4, r1\n"          // + (al * bh) << 16
+        "adcs   r0, r2\n"
+        "movs   r1, #1\n"
+        "lsls   r1, r1, #30\n"
+        "movs   r2, #0\n"
+        "adds   r4, r4, r1\n"          // + 2^30
+        "adcs   r0, r2\n"
+        "lsls   r0, r0, #1\n"          // bits 62..31
+        "lsrs   r4, r4, #31\n"
+        "orrs   r0, r4\n"
+        "pop    {r4, pc}\n"
         );
 }
 

@@ -59,6 +59,7 @@ typedef struct {
 // floor((a * b + 2^30) / 2^31) from the 64-bit product in 16-bit halves. For a product
 // >= 0 that is gemmlowp's (ab + 2^30) / 2^31; for a negative one, its (ab + 1 - 2^30) /
 // 2^31 truncated toward zero equals the same floor.
+#ifndef NN_ARCH_HIGH_MUL_ROUND
 static inline int32_t high_mul_round(int32_t a, int32_t b) {
     uint32_t al = (uint32_t)a & 0xffffu, bl = (uint32_t)b & 0xffffu;
     int32_t ah = a >> 16, bh = b >> 16;
@@ -77,6 +78,7 @@ static inline int32_t high_mul_round(int32_t a, int32_t b) {
     hi += lo < t;
     return (int32_t)(((uint32_t)hi << 1) | (lo >> 31));
 }
+#endif
 
 NN_I8_HOT int32_t nn_i8_srdhm(int32_t a, int32_t b) {
     if (a == b && a == INT32_MIN) {
@@ -552,6 +554,24 @@ static inline int8_t add_output(const nn_i8_add_t *p, int32_t a, int32_t b) {
 // Below this many outputs the two 256-entry tables cost more than they save.
 #define ADD_TABLE_MIN (384u)
 
+// One row of n outputs; the inputs advance by step1 and step2 elements (0: broadcast).
+static void add_row(const nn_i8_add_t *p, const int8_t *a, uint32_t step1, const int8_t *b,
+    uint32_t step2, int8_t *y, uint32_t n, const int32_t *t1, const int32_t *t2) {
+    if (t1) {
+        for (uint32_t i = 0; i < n; i++, a += step1, b += step2) {
+            y[i] = add_output(p, t1[*a + 128], t2[*b + 128]);
+        }
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++, a += step1, b += step2) {
+        y[i] = add_output(p,
+            add_input(*a, p->input1_offset, p->left_shift, p->input1_multiplier,
+                p->input1_shift),
+            add_input(*b, p->input2_offset, p->left_shift, p->input2_multiplier,
+                p->input2_shift));
+    }
+}
+
 void nn_i8_add(const nn_i8_add_t *p, const int8_t *x1, const int8_t *x2, int8_t *y,
     uint32_t *scratch, uint32_t scratch_bytes) {
     const uint32_t *od = p->out_dims;
@@ -576,23 +596,16 @@ void nn_i8_add(const nn_i8_add_t *p, const int8_t *x1, const int8_t *x2, int8_t 
         n1 *= p->in1_dims[k];
         n2 *= p->in2_dims[k];
     }
+    if (n1 == total && n2 == total) {  // no broadcasting: one row
+        add_row(p, x1, 1, x2, 1, y, total, t1, t2);
+        return;
+    }
     for (uint32_t i0 = 0; i0 < od[0]; i0++) {
         for (uint32_t i1 = 0; i1 < od[1]; i1++) {
             for (uint32_t i2 = 0; i2 < od[2]; i2++) {
-                const int8_t *a = x1 + i0 * s1[0] + i1 * s1[1] + i2 * s1[2];
-                const int8_t *b = x2 + i0 * s2[0] + i1 * s2[1] + i2 * s2[2];
-                for (uint32_t i3 = 0; i3 < od[3]; i3++) {
-                    int32_t va = a[i3 * s1[3]], vb = b[i3 * s2[3]];
-                    if (t1) {
-                        *y++ = add_output(p, t1[va + 128], t2[vb + 128]);
-                    } else {
-                        *y++ = add_output(p,
-                            add_input(va, p->input1_offset, p->left_shift, p->input1_multiplier,
-                                p->input1_shift),
-                            add_input(vb, p->input2_offset, p->left_shift, p->input2_multiplier,
-                                p->input2_shift));
-                    }
-                }
+                add_row(p, x1 + i0 * s1[0] + i1 * s1[1] + i2 * s1[2], s1[3],
+                    x2 + i0 * s2[0] + i1 * s2[1] + i2 * s2[2], s2[3], y, od[3], t1, t2);
+                y += od[3];
             }
         }
     }
