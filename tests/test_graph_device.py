@@ -480,6 +480,60 @@ def test_load_dispatch(micropython, device_models, tmp_path):
     assert out[4].startswith("ValueError") and "CRC" in out[4]
 
 
+# ------------------------------------------------------------------ exact arithmetic
+
+EXACT = """
+from nn import _graph_prepare as P
+from nn._int8_python import quantize_bits
+f = open({path!r})
+for line in f:
+    a, b, c, x = (int(v) for v in line.split())
+    num, den = P._mul(P._f32(a), P._f32(b)), P._f32(c)
+    m1 = P.ratio_multiplier(num, den)
+    m2 = P.quantize_multiplier(P._ddiv(num, den))
+    ms, es = P._f32(c)
+    print(m1[0], m1[1], m2[0], m2[1], P.f32_bits(6, ms, -es, False),
+          P.f32_bits(ms * 77, 1, es, True), quantize_bits(x, ms, es))
+"""
+
+
+def _f32s(rng, n: int) -> np.ndarray:
+    """Positive finite float32s: typical scales, and any exponent (subnormals too)."""
+    typical = rng.uniform(1e-5, 1.0, n).astype(np.float32)
+    bits = rng.integers(1, 0x7F800000, n).astype(np.uint32).view(np.float32)
+    return np.where(rng.random(n) < 0.5, typical, bits)
+
+
+def test_exact_arithmetic(micropython, tmp_path):
+    """The device's integer re-expression of double and float32 steps equals the FPU's:
+    QuantizeMultiplier of a * b / c in double (both ways nn._graph_prepare computes it),
+    6.0f / c (a RELU6 bound), float(double(c) * -77) (a DEQUANTIZE table entry), and
+    round(x / c) in float32 (QUANTIZE), for random float32s of every exponent."""
+    rng = np.random.default_rng(8)
+    n = 3000
+    a, b, c = _f32s(rng, n), _f32s(rng, n), _f32s(rng, n)
+    with np.errstate(over="ignore"):
+        x = np.where(rng.random(n) < 0.5, rng.normal(0, 100, n).astype(np.float32) * c,
+                     _f32s(rng, n) * np.where(rng.random(n) < 0.5, -1, 1).astype(np.float32))
+    x = np.where(np.isfinite(x), x, c)  # finite inputs (forward refuses others)
+    bits = lambda v: v.astype(np.float32).view(np.uint32).astype(np.int64)
+    rows = np.stack([bits(a), bits(b), bits(c), bits(x)], axis=1)
+    (tmp_path / "exact.txt").write_text("\n".join(" ".join(map(str, r)) for r in rows))
+    out = micropython(EXACT.format(path=str(tmp_path / "exact.txt")), dirs=(tmp_path,),
+                      timeout=300).splitlines()
+    assert len(out) == n
+    with np.errstate(over="ignore", invalid="ignore"):  # x / c may overflow to inf
+        six = bits(np.float32(6) / c)
+        lutf = bits((c.astype(np.float64) * -77).astype(np.float32))
+        q = int8.round_half_away_f32(x / c)
+    for i, line in enumerate(out):
+        m1, s1, m2, s2, d6, dq, qx = (int(v) for v in line.split())
+        want = int8.quantize_multiplier(float(a[i]) * float(b[i]) / float(c[i]))
+        assert (m1, s1) == want and (m2, s2) == want, (i, a[i], b[i], c[i])
+        assert d6 == six[i] and dq == lutf[i], (i, c[i])
+        assert qx == int(np.clip(q[i], int8.INT32_MIN, int8.INT32_MAX)), (i, x[i], c[i])
+
+
 # ------------------------------------------------------------------ fuzz
 
 

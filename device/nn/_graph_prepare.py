@@ -119,6 +119,40 @@ def quantize_multiplier(v):
     return q, shift
 
 
+def ratio_multiplier(num, den):
+    """quantize_multiplier(_ddiv(num, den)) in one step (a channel's multiplier: the
+    convolutions have one per output channel): the 53-bit quotient rounded to nearest
+    even, then to 31 bits."""
+    n, d = num[0], den[0]
+    if n == 0:
+        return 0, 0
+    k = 53 - X.bit_length(n) + X.bit_length(d)  # n * 2^k / d lies in [2^52, 2^54)
+    if k >= 0:
+        q, r = divmod(n << k, d)
+    else:
+        d <<= -k
+        q, r = divmod(n, d)
+    if q >> 53:  # 54 bits: the last one and the remainder decide the rounding
+        low = q & 1
+        q >>= 1
+        k -= 1
+        if low and (r or q & 1):
+            q += 1
+    elif r + r > d or (r + r == d and q & 1):
+        q += 1
+    if q >> 53:
+        q >>= 1
+        k -= 1
+    shift = 53 + num[1] - den[1] - k  # q * 2^(e - k) = (q / 2^53) * 2^shift
+    m = (q + (1 << 21)) >> 22  # the significand's 31 leading bits, halves up
+    if m == 1 << 31:
+        m >>= 1
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return m, shift
+
+
 def _round_half_away(t, q):
     # std::round of the non-negative value t * 2^q
     if q >= 0:
@@ -303,7 +337,7 @@ def _multipliers(g, k, si, w, so, c_out):
     s = w[F.T_SCALES]
     mult, shift = [], []
     for c in range(c_out):
-        m, sh = quantize_multiplier(_ddiv(_mul(si, _f32(s[c if len(s) > 1 else 0])), so))
+        m, sh = ratio_multiplier(_mul(si, _f32(s[c if len(s) > 1 else 0])), so)
         _shift(g, k, sh)
         mult.append(m)
         shift.append(sh)

@@ -17,16 +17,20 @@ SOFTMAX_DIFF_INTEGER_BITS = const(5)
 SOFTMAX_ACCUMULATION_INTEGER_BITS = const(12)
 
 
+_BITS8 = bytes((0, 1, 2, 2) + (3,) * 4 + (4,) * 8 + (5,) * 16 + (6,) * 32 + (7,) * 64
+               + (8,) * 128)  # bits of each byte value
+
+
 def bit_length(n):
     """Bits of the non-negative int n (MicroPython's int has no bit_length())."""
     b = 0
-    while n >> 16:
-        n >>= 16
-        b += 16
-    while n:
-        n >>= 1
-        b += 1
-    return b
+    while n >> 32:
+        n >>= 32
+        b += 32
+    while n >> 8:
+        n >>= 8
+        b += 8
+    return b + _BITS8[n]
 
 
 def wrap32(x):
