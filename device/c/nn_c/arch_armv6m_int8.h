@@ -6,7 +6,7 @@
 // the same values. Each loop here has the name and the contract of the C loop it
 // replaces, and a macro announces it:
 //   NN_ARCH_DOT4   dot4(list, n, w, stride, acc)
-//   NN_ARCH_DW4    dw4(taps, n, c, acc)
+//   NN_ARCH_DW_PIXEL  dw_pixel(taps, n, ch, acc, n_c)
 //   NN_ARCH_HIGH_MUL_ROUND  high_mul_round(a, b)
 // Cycle counts are for the RP2040 (single-cycle multiply, 2-cycle loads, LDM at one
 // cycle per word plus one, taken branches 2).
@@ -17,7 +17,7 @@
 #define PICONN_ARCH_ARMV6M_INT8_H
 
 #define NN_ARCH_DOT4 (1)
-#define NN_ARCH_DW4 (1)
+#define NN_ARCH_DW_PIXEL (1)
 #define NN_ARCH_HIGH_MUL_ROUND (1)
 
 // acc[r] += w[r * stride + off_k] * x_k over the taps k < n (TAP words: offset in the low
@@ -127,13 +127,15 @@ static NN_I8_HOT __attribute__((naked, noinline)) void dot4(const uint32_t *list
         );
 }
 
-// acc[r] += byte r of the weight word at taps[k].w + c times byte r of the x word at
-// taps[k].x + c (both signed), r < 4, over the taps k < n (n >= 1): 30 cycles per tap
-// (4 MACs), counted below.
-//   r0 taps, r1 scratch, r2 c, r3 acc pointer, r4 x, r5 weights, r6-r7 lanes,
-//   r8-r11 the four accumulators, r12 taps end.
-static NN_I8_HOT __attribute__((naked, noinline)) void dw4(const dw_tap_t *taps NN_UNUSED,
-    uint32_t n NN_UNUSED, uint32_t c NN_UNUSED, int32_t *acc NN_UNUSED) {
+// acc[c] = ch[c].bias + sum over the taps of byte c % 4 of the weight word at
+// taps[k].w + c - c % 4 times the same byte of the x word at taps[k].x + c - c % 4 (both
+// signed), every channel c < n_c (a multiple of 4; n >= 1): 30 cycles per tap and four
+// channels (4 MACs), 30 more per four channels (biases in, sums out), counted below.
+//   r0 taps, r1 channel records, r2 c (byte offset of the four channels), r3 acc,
+//   r4 x, r5 weights, r6-r7 lanes, r8-r11 the four sums, r12 taps end, lr taps.
+static NN_I8_HOT __attribute__((naked, noinline)) void dw_pixel(
+    const dw_tap_t *taps NN_UNUSED, uint32_t n NN_UNUSED, const nn_i8_channel_t *ch NN_UNUSED,
+    int32_t *acc NN_UNUSED, uint32_t n_c NN_UNUSED) {
     __asm__ volatile (
         ".syntax unified\n"
         "push   {r4, r5, r6, r7, lr}\n"
@@ -141,16 +143,24 @@ static NN_I8_HOT __attribute__((naked, noinline)) void dw4(const dw_tap_t *taps 
         "mov    r5, r9\n"
         "mov    r6, r10\n"
         "mov    r7, r11\n"
-        "push   {r4, r5, r6, r7}\n"
-        "ldm    r3!, {r4, r5, r6, r7}\n"
-        "subs   r3, #16\n"
-        "mov    r8, r4\n"
-        "mov    r9, r5\n"
-        "mov    r10, r6\n"
-        "mov    r11, r7\n"
+        "push   {r4, r5, r6, r7}\n"    // n_c is now at [sp, #36]
+        "mov    lr, r0\n"
         "lsls   r1, r1, #3\n"
         "adds   r1, r0, r1\n"
         "mov    r12, r1\n"
+        "movs   r1, r2\n"
+        "movs   r2, #0\n"
+        "2:\n"
+        "ldr    r4, [r1, #0]\n"        // 8  the four biases
+        "ldr    r5, [r1, #12]\n"
+        "ldr    r6, [r1, #24]\n"
+        "ldr    r7, [r1, #36]\n"
+        "adds   r1, #48\n"             // 1
+        "mov    r8, r4\n"              // 4
+        "mov    r9, r5\n"
+        "mov    r10, r6\n"
+        "mov    r11, r7\n"
+        "mov    r0, lr\n"              // 1
         "1:\n"
         "ldmia  r0!, {r4, r5}\n"       // 3  the tap's pixel and weight row
         "ldr    r4, [r4, r2]\n"        // 2  four x
@@ -177,11 +187,15 @@ static NN_I8_HOT __attribute__((naked, noinline)) void dw4(const dw_tap_t *taps 
         "add    r11, r4\n"             // 1
         "cmp    r0, r12\n"             // 1
         "bne    1b\n"                  // 2  = 30 cycles / 4 MACs
-        "mov    r4, r8\n"
+        "mov    r4, r8\n"              // 4
         "mov    r5, r9\n"
         "mov    r6, r10\n"
         "mov    r7, r11\n"
-        "stm    r3!, {r4, r5, r6, r7}\n"
+        "stmia  r3!, {r4, r5, r6, r7}\n" // 5  the four sums
+        "adds   r2, #4\n"              // 1
+        "ldr    r4, [sp, #36]\n"       // 2
+        "cmp    r2, r4\n"              // 1
+        "bne    2b\n"                  // 2  = 29 + 30 per tap
         "pop    {r4, r5, r6, r7}\n"
         "mov    r8, r4\n"
         "mov    r9, r5\n"

@@ -382,23 +382,27 @@ NN_I8_HOT void nn_i8_conv_2d(const nn_i8_conv_t *p, const int8_t *x, const int8_
 // points, so acc = folded bias + sum w * x over every tap (the channel table's bias has
 // -input_zero * sum w folded in): no zero point to subtract per tap.
 
-// acc[r] += sum over taps of byte r of the weight word at w + c times byte r of the x
-// word at x + c (signed), r < 4.
-#ifndef NN_ARCH_DW4
-static NN_I8_HOT void dw4(const dw_tap_t *taps, uint32_t n, uint32_t c, int32_t *acc) {
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (const dw_tap_t *end = taps + n; taps < end; taps++) {
-        uint32_t xv = *(const uint32_t *)(const void *)(taps->x + c);
-        uint32_t wv = *(const uint32_t *)(const void *)(taps->w + c);
-        a0 += (int8_t)wv * (int8_t)xv;
-        a1 += (int8_t)(wv >> 8) * (int8_t)(xv >> 8);
-        a2 += (int8_t)(wv >> 16) * (int8_t)(xv >> 16);
-        a3 += (int8_t)(wv >> 24) * (int8_t)(xv >> 24);
+// acc[c] = ch[c].bias + sum over the n taps of byte c % 4 of the weight word at w + c - c % 4
+// times the same byte of the x word at x + c - c % 4 (signed), for every channel c < n_c
+// (n_c a multiple of 4, n >= 1).
+#ifndef NN_ARCH_DW_PIXEL
+static NN_I8_HOT void dw_pixel(const dw_tap_t *taps, uint32_t n, const nn_i8_channel_t *ch,
+    int32_t *acc, uint32_t n_c) {
+    for (uint32_t c = 0; c < n_c; c += 4, ch += 4, acc += 4) {
+        int32_t a0 = ch[0].bias, a1 = ch[1].bias, a2 = ch[2].bias, a3 = ch[3].bias;
+        for (const dw_tap_t *t = taps, *end = taps + n; t < end; t++) {
+            uint32_t xv = *(const uint32_t *)(const void *)(t->x + c);
+            uint32_t wv = *(const uint32_t *)(const void *)(t->w + c);
+            a0 += (int8_t)wv * (int8_t)xv;
+            a1 += (int8_t)(wv >> 8) * (int8_t)(xv >> 8);
+            a2 += (int8_t)(wv >> 16) * (int8_t)(xv >> 16);
+            a3 += (int8_t)(wv >> 24) * (int8_t)(xv >> 24);
+        }
+        acc[0] = a0;
+        acc[1] = a1;
+        acc[2] = a2;
+        acc[3] = a3;
     }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
 }
 #endif
 
@@ -407,10 +411,11 @@ static NN_I8_HOT int depthwise_words(const nn_i8_conv_t *p, const int8_t *x, con
     const nn_i8_channel_t *ch, int8_t *y, uint32_t *scratch, uint32_t scratch_bytes) {
     uint32_t c_n = p->in_c, k_n = p->k_h * p->k_w;
     if (p->depth_multiplier != 1 || c_n % 4 || ((uintptr_t)x & 3) || ((uintptr_t)w & 3)
-        || k_n * sizeof(dw_tap_t) + c_n > scratch_bytes) {
+        || k_n == 0 || k_n * sizeof(dw_tap_t) + 5 * c_n > scratch_bytes) {
         return 0;
     }
-    dw_tap_t *taps = (dw_tap_t *)(void *)scratch;
+    int32_t *acc = (int32_t *)scratch;  // the pixel's accumulators, then its taps
+    dw_tap_t *taps = (dw_tap_t *)(void *)(acc + c_n);
     int8_t *zero_row = (int8_t *)(taps + k_n);
     memset(zero_row, p->input_zero, c_n);
     for (uint32_t b = 0; b < p->batches; b++) {
@@ -430,14 +435,9 @@ static NN_I8_HOT int depthwise_words(const nn_i8_conv_t *p, const int8_t *x, con
                             ? x_img + ((uint32_t)iy * p->in_w + (uint32_t)ix) * c_n : zero_row;
                     }
                 }
-                for (uint32_t c = 0; c < c_n; c += 4) {
-                    int32_t acc[4] = { ch[c].bias, ch[c + 1].bias, ch[c + 2].bias,
-                                       ch[c + 3].bias };
-                    dw4(taps, k_n, c, acc);
-                    y[c] = requant(acc[0], &ch[c], p);
-                    y[c + 1] = requant(acc[1], &ch[c + 1], p);
-                    y[c + 2] = requant(acc[2], &ch[c + 2], p);
-                    y[c + 3] = requant(acc[3], &ch[c + 3], p);
+                dw_pixel(taps, k_n, ch, acc, c_n);
+                for (uint32_t c = 0; c < c_n; c++) {
+                    y[c] = requant(acc[c], &ch[c], p);
                 }
                 y += c_n;
             }

@@ -97,7 +97,7 @@ void nn_i8_conv_2d(const nn_i8_conv_t *p, const int8_t *x, const int8_t *w,
     const int32_t *bias, const nn_i8_channel_t *ch, int8_t *y, uint32_t *scratch,
     uint32_t scratch_bytes);
 // DEPTHWISE_CONV_2D. With depth multiplier 1 and a multiple of 4 channels, a scratch of
-// kh * kw * 2 pointers + in_c bytes makes it run four channels per word.
+// kh * kw * 2 pointers + 5 * in_c bytes makes it run four channels per word.
 void nn_i8_depthwise_conv_2d(const nn_i8_conv_t *p, const int8_t *x, const int8_t *w,
     const int32_t *bias, const nn_i8_channel_t *ch, int8_t *y, uint32_t *scratch,
     uint32_t scratch_bytes);
