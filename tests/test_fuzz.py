@@ -85,7 +85,7 @@ def corrupt(blob: bytes, rng: np.random.Generator) -> bytes:
 
 # ------------------------------------------------------------------ structured
 
-# (name, offset, struct code) of every header field after the magic and the CRC
+# (name, offset, struct code) of every header field but the magic and the CRC
 HEADER_FIELDS = [("version", 4, "H"), ("header_size", 6, "H"), ("total_size", 8, "I"),
                  ("n_layers", 16, "H"), ("record_size", 18, "H"), ("input_size", 20, "I"),
                  ("output_size", 24, "I"), ("input_dtype", 28, "B"), ("output_dtype", 29, "B"),
@@ -144,7 +144,7 @@ def _element_edges(element: str, n_o: int, nnz: int, ib: int) -> tuple[str, list
 def structured(blob: bytes) -> list[tuple[str, bytes]]:
     """Every header and record field at each of its boundary values, and the first and
     last element of every parameter array at its element type's boundary values; the
-    CRC recomputed. Also the CRC itself wrong."""
+    CRC recomputed. Also the magic and the CRC itself wrong."""
     size = len(blob)
     n_layers = struct.unpack_from("<H", blob, 16)[0]
     table_end = fmt.HEADER_SIZE + fmt.RECORD_SIZE * n_layers
@@ -159,7 +159,9 @@ def structured(blob: bytes) -> list[tuple[str, bytes]]:
         orig = struct.unpack_from("<" + code, blob, off)[0]
         for v in _edges(code, orig, size, table_end):
             put(f"header {name}={v}", off, code, v)
-    for v in (0, 0xFFFFFFFF, struct.unpack_from("<I", blob, 12)[0] ^ 1):
+    for v in (b"PCNM", b"pcnn", b"\0\0\0\0", b"NNCP"):
+        put(f"header magic={v!r}", 0, "4s", v)
+    for v in (0, 0xFFFFFFFF, struct.unpack_from("<I", blob, 12)[0] ^ 1):  # CRC not recomputed
         b = bytearray(blob)
         struct.pack_into("<I", b, 12, v)
         cases.append((f"crc={v}", bytes(b)))
