@@ -426,8 +426,8 @@ class Model:
                 for i in L[_L_OUT_AT]:
                     a[i] = out
             # f(x, *a[1:]) without the allocation of a star call, by the kinds' argument
-            # counts (_kernel_args), in three comparisons at most: each bytecode counts
-            # (about 8 us a comparison on the emulated RP2040)
+            # counts (_kernel_args); the integer kinds take two or three comparisons, and
+            # each bytecode counts (about 8 us a comparison on the emulated RP2040)
             if k < _BINARIZE:
                 if k == _DENSE_Q8 or k == _SPARSE_F32:  # 10 arguments
                     f(x, a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9])
