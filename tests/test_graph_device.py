@@ -369,6 +369,52 @@ def test_heap_lock(rt, tmp_path):
     assert words[2:] == want + want
 
 
+PICO = """
+import nn, binascii
+from nn import graph
+print('B', graph._graph_run is not None, ' '.join(nn.backends()))
+m = nn.load({blob!r})
+for be in nn.backends():
+    if be != 'python':
+        nn.use_backend(be)
+        for x in {inputs!r}:
+            print('Y', be, ' '.join(m.tiers()), binascii.hexlify(bytes(m.forward(x))).decode())
+"""
+
+
+def test_virtual_pico(tmp_path):
+    """On the emulated RP2040 (32-bit viper: the requantization on limbs; the C module's
+    graph_run) the cnn graph gives the host reference's outputs in the C and viper tiers
+    (the python tier's 32-bit run is the webassembly port's)."""
+    uf2 = ROOT / "build" / "PICO" / "firmware.uf2"
+    if not uf2.is_file():
+        pytest.skip("no build/PICO/firmware.uf2 (make firmware)")
+    pytest.importorskip("rp2040py", reason="rp2040py (the virtual Pico) is not installed")
+    from vpico import DeviceError, VirtualPico
+
+    graph = cnn()
+    inputs = [xs[0] for xs in random_inputs(graph, 3, 12)]
+    code = PICO.format(blob=format2.to_bytes(graph), inputs=[x.tobytes() for x in inputs])
+    with VirtualPico(uf2) as pico:
+        try:
+            out = pico.run_script(code, timeout=900).splitlines()
+        except DeviceError as e:
+            if "no module named 'nn.graph'" in str(e):  # an older firmware
+                pytest.skip("the firmware predates nn.graph (make firmware BOARD=PICO)")
+            raise
+    has_graph_run, tiers = out[0].split()[1] == "True", out[0].split()[2:]
+    want = [reference(graph, [x])[0].tobytes().hex() for x in inputs]
+    rows = [line.split() for line in out[1:]]
+    assert [r[1] for r in rows] == [t for t in tiers if t != "python" for _ in inputs]
+    for r, w in zip(rows, want * (len(rows) // len(inputs)), strict=True):
+        assert r[-1] == w, r[:-1]
+        ops = r[2:-1]
+        if r[1] == "viper" or not has_graph_run:
+            assert ops[1] == "viper" and set(ops) <= {"viper", "python"}, r[:-1]
+        else:
+            assert set(ops) == {r[1]}, r[:-1]
+
+
 # ------------------------------------------------------------------ the model object
 
 API = """
