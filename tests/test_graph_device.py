@@ -323,9 +323,8 @@ def run(m, x, out):
     micropython.heap_unlock()
     return err, y, k
 
-m.forward(x)
 gc.collect()
-err, y, k = run(m, x, out)
+err, y, k = run(m, x, out)  # the first forward after load too
 print('ERR', repr(err)) if err is not None else print('OK', k, bytes(y).hex(), out.hex())
 m2 = nn.load(open({path2!r}, 'rb').read())
 x2 = (bytes(range(60)), bytes(range(100, 115)))

@@ -161,6 +161,7 @@ class Model:
         self._io(g)
         self._tier = None  # the backend the steps were made for
         self._steps = ()  # type: tuple
+        self._prepare_steps()  # (again after nn.use_backend: the next forward allocates)
 
     # ------------------------------------------------------------ building
 
