@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from piconn import conv, nn, train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------- references
 
@@ -343,6 +349,8 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, rng):
     bns += [(m, n) for r, s in zip(model, loaded) if isinstance(r, conv.Residual)
             for m, n in zip(r.block, s.block) if isinstance(m, conv.BatchNorm2d)]
     assert len(bns) == 2
+    res = next(layer for layer in loaded if isinstance(layer, conv.Residual))
+    assert not loaded.training and not any(layer.training for layer in res.block)
     for m, n in bns:
         np.testing.assert_array_equal(m.running_mean, n.running_mean)
         np.testing.assert_array_equal(m.running_var, n.running_var)
@@ -368,16 +376,18 @@ def test_residual_refuses_bad_blocks_and_saved_arrays():
 def test_default_and_small_specs_build_as_documented():
     model = conv.build_cnn(conv.DEFAULT_CNN)
     kinds = [type(layer).__name__ for layer in model]
-    assert kinds == ["Reshape", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Conv2d",
-                     "BatchNorm2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "ReLU", "Dropout",
-                     "Linear"]
-    assert model[1].bias is None and model[10].n_in == 7 * 7 * 32
+    assert kinds == ["Reshape", "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "BatchNorm2d", "ReLU",
+                     "MaxPool2d", "Flatten", "Linear", "ReLU", "Linear"]
+    assert model[1].bias is not None and model[4].bias is None
+    # 28 -> valid conv 26 -> pool 13 -> valid conv 11 -> "same" pool 6 (ceil(11 / 2))
+    assert model[9].n_in == 6 * 6 * 32
     assert conv.output_shape(model, (784,)) == (10,)
-    assert conv.count_macs(model, (784,)) == (28 * 28 * 16 * 9 + 14 * 14 * 32 * 9 * 16
-                                              + 1568 * 64 + 64 * 10)
+    assert conv.count_macs(model, (784,)) == (26 * 26 * 16 * 9 + 11 * 11 * 32 * 9 * 16
+                                              + 6 * 6 * 32 * 64 + 64 * 10)
     small = conv.build_cnn(conv.SMALL_CNN)
-    assert conv.count_macs(small, (784,)) == 13 * 13 * 8 * 9 + 6 * 6 * 16 * 72 + 576 * 10
-    assert conv.count_macs(small, (784,)) < 300_000
+    # 28 -> 5x5 stride 2 valid 12 -> 3x3 stride 2 valid 5
+    assert conv.count_macs(small, (784,)) == (12 * 12 * 8 * 25 + 5 * 5 * 16 * 72 + 400 * 32
+                                              + 32 * 10) == 70_720
 
 
 def test_spec_input_shape_residual_and_pools():
@@ -450,3 +460,22 @@ def test_small_cnn_learns_mnist_quickly(mnist):
     acc = train.evaluate(model, x_test[:2000], y_test[:2000])
     assert acc > 0.8, acc  # 188 steps on 3000 images (chance: 0.1)
     assert history[1]["loss"] < history[0]["loss"]
+
+
+def test_bench_tool_trains_reports_and_saves(tmp_path, make_idx_set):
+    make_idx_set(tmp_path / "data", n_train=20, n_test=10)
+    out = tmp_path / "cnn.npz"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "bench_train_cnn.py"), "--arch", conv.SMALL_CNN,
+         "--epochs", "1", "--data", str(tmp_path / "data"), "--save", str(out), "--json"],
+        check=False, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["macs"] == 70_720 and 0 <= result["accuracy"] <= 1
+    assert len(result["epoch_seconds"]) == 1 and result["blas_threads"] == "1"
+    model, meta = nn.load(out)
+    assert meta["arch"] == conv.SMALL_CNN and meta["test_accuracy"] == result["accuracy"]
+    assert isinstance(model[1], conv.Conv2d)
+    bad = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_train_cnn.py"), "--arch",
+                          "c8k3"], check=False, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "must end with a dense layer" in bad.stderr

@@ -11,35 +11,24 @@ Multiply-adds per image come from `conv.count_macs`.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread: faster on a small machine
-
 import argparse
 import json
+import os
 import sys
 import time
 
-from piconn import conv, data, nn, train
-
-
-def positive(kind: type) -> object:
-    def parse(text: str) -> int | float:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    return parse
+from piconn import conv, data, nn, train  # piconn sets the BLAS threads before numpy loads
+from piconn.commands import common
 
 
 def main(argv: list[str] | None = None) -> int:
     d = conv.CNN_DEFAULTS
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default=d["arch"], help=f"CNN spec (default {d['arch']})")
-    p.add_argument("--epochs", type=positive(int), default=d["epochs"])
-    p.add_argument("--batch-size", type=positive(int), default=d["batch_size"])
-    p.add_argument("--lr", type=positive(float), default=d["lr"])
-    p.add_argument("--shift", type=int, choices=range(5), default=d["shift"])
+    p.add_argument("--epochs", type=common.positive_int, default=d["epochs"])
+    p.add_argument("--batch-size", type=common.positive_int, default=d["batch_size"])
+    p.add_argument("--lr", type=common.positive_float, default=d["lr"])
+    p.add_argument("--shift", type=common.nonneg_int, default=d["shift"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, metavar="PATH")
     p.add_argument("--save", default=None, metavar="FILE", help="also save the model (nn.save)")
