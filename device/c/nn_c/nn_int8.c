@@ -134,25 +134,30 @@ NN_I8_HOT int32_t nn_i8_mbqm(int32_t x, int32_t multiplier, int32_t shift) {
     return mbqm(x, multiplier, shift);
 }
 
-// One output of a convolution: requantized, offset, clamped. With a multiplier >= 0 (as
-// every channel table has), MBQM(acc <= 0) <= 0, so when act_min >= output_zero (a fused
-// ReLU) every acc <= 0 gives act_min: about half the outputs of a ReLU layer.
-static inline int8_t requant(int32_t acc, const nn_i8_channel_t *ch, const nn_i8_conv_t *p) {
-    if (acc <= 0 && p->act_min >= p->output_zero) {
-        return (int8_t)p->act_min;
-    }
-    return (int8_t)clamp(mbqm(acc, ch->multiplier, ch->shift) + p->output_zero,
-        p->act_min, p->act_max);
-}
+// The output stage that requant_row reads: output_zero, act_min, act_max, in this order.
+_Static_assert(offsetof(nn_i8_conv_t, act_min) == offsetof(nn_i8_conv_t, output_zero) + 4
+    && offsetof(nn_i8_conv_t, act_max) == offsetof(nn_i8_conv_t, output_zero) + 8,
+    "output_zero, act_min, act_max must be consecutive");
 
-// y[r] = requant(acc[r], ch[r]) for r < n: one copy of the code for the paths that are
-// not hot (the hot ones inline four requant()).
-static NN_I8_HOT __attribute__((noinline)) void requant_n(const int32_t *acc,
-    const nn_i8_channel_t *ch, const nn_i8_conv_t *p, int8_t *y, uint32_t n) {
-    for (uint32_t r = 0; r < n; r++) {
-        y[r] = requant(acc[r], &ch[r], p);
+// y[c] = clamp(MBQM(acc[c], ch[c]) + output_zero, act_min, act_max) for c < n; out:
+// output_zero, act_min, act_max. With a multiplier >= 0 (as every channel table has),
+// MBQM(acc <= 0) <= 0, so when act_min >= output_zero (a fused ReLU) every acc <= 0 gives
+// act_min: about half the outputs of a ReLU layer.
+#ifndef NN_ARCH_REQUANT_ROW
+static NN_I8_HOT void requant_row(const int32_t *acc, const nn_i8_channel_t *ch,
+    const int32_t *out, int8_t *y, uint32_t n) {
+    int32_t zero = out[0], lo = out[1], hi = out[2];
+    int relu = lo >= zero;
+    for (uint32_t c = 0; c < n; c++) {
+        int32_t a = acc[c];
+        if (a <= 0 && relu) {
+            y[c] = (int8_t)lo;
+        } else {
+            y[c] = (int8_t)clamp(mbqm(a, ch[c].multiplier, ch[c].shift) + zero, lo, hi);
+        }
     }
 }
+#endif
 
 // Bits below the highest set bit of x > 0 (31 - clz), without a CLZ instruction.
 static uint32_t leading_zeros(uint32_t x) {
@@ -278,33 +283,38 @@ static inline uint32_t tap_at(const window_t *win, uint32_t ky, uint32_t in_w, u
            * c;
 }
 
-// Every output channel of one output pixel from its gathered taps (offsets within a
-// weight row of k_size bytes).
-static NN_I8_HOT void conv_pixel(const nn_i8_conv_t *p, const uint32_t *list, uint32_t n,
-    const int8_t *w, uint32_t k_size, const int32_t *bias, const nn_i8_channel_t *ch,
-    int8_t *y) {
-    int32_t acc[4] = { 0, 0, 0, 0 };
-    uint32_t c = 0;
-    for (; c + 4 <= p->out_c; c += 4) {
-        if (bias) {
-            acc[0] = bias[c];
-            acc[1] = bias[c + 1];
-            acc[2] = bias[c + 2];
-            acc[3] = bias[c + 3];
-        } else {
-            acc[0] = acc[1] = acc[2] = acc[3] = 0;
+// acc[4g + r] = bias[4g + r] (0 without bias) + w[(4g + r) * stride + off_k] * x_k summed
+// over the taps k < n (n even: an odd list ends with TAP(0, 0)), for groups g < groups
+// (>= 1).
+#ifndef NN_ARCH_DOT_PIXEL
+static NN_I8_HOT void dot_pixel(const uint32_t *list, uint32_t n, const int8_t *w,
+    uint32_t stride, const int32_t *bias, int32_t *acc, uint32_t groups) {
+    for (uint32_t g = 0; g < groups; g++, acc += 4, w += 4 * stride) {
+        for (uint32_t r = 0; r < 4; r++) {
+            acc[r] = bias ? bias[4 * g + r] : 0;
         }
-        dot4(list, n, w + c * k_size, k_size, acc);
-        y[c] = requant(acc[0], &ch[c], p);
-        y[c + 1] = requant(acc[1], &ch[c + 1], p);
-        y[c + 2] = requant(acc[2], &ch[c + 2], p);
-        y[c + 3] = requant(acc[3], &ch[c + 3], p);
+        dot4(list, n, w, stride, acc);
     }
-    for (; c < p->out_c; c++) {
-        acc[0] = bias ? bias[c] : 0;
-        dot1(list, n, w + c * k_size, acc);
-        requant_n(acc, &ch[c], p, &y[c], 1);
+}
+#endif
+
+// Every output channel of one output pixel from its gathered taps (offsets within a
+// weight row of k_size bytes; the list has room for one more tap), through acc[out_c].
+static NN_I8_HOT void conv_pixel(const nn_i8_conv_t *p, uint32_t *list, uint32_t n,
+    const int8_t *w, uint32_t k_size, const int32_t *bias, const nn_i8_channel_t *ch,
+    int32_t *acc, int8_t *y) {
+    if (n & 1) {
+        list[n++] = TAP(0, 0);  // adds w * 0
     }
+    uint32_t groups = p->out_c / 4;
+    if (groups) {
+        dot_pixel(list, n, w, k_size, bias, acc, groups);
+    }
+    for (uint32_t c = 4 * groups; c < p->out_c; c++) {
+        acc[c] = bias ? bias[c] : 0;
+        dot1(list, n, w + c * k_size, &acc[c]);
+    }
+    requant_row(acc, ch, &p->output_zero, y, p->out_c);
 }
 
 // One output pixel whose taps do not fit the scratch list: per group of four channels,
@@ -335,7 +345,7 @@ static void conv_pixel_chunked(const nn_i8_conv_t *p, const window_t *win, const
                 }
             }
         }
-        requant_n(acc, &ch[c], p, &y[c], group);
+        requant_row(acc, &ch[c], &p->output_zero, &y[c], group);
     }
 }
 
@@ -347,7 +357,11 @@ NN_I8_HOT void nn_i8_conv_2d(const nn_i8_conv_t *p, const int8_t *x, const int8_
     if (cap > TAP_MAX_OFF) {
         cap = TAP_MAX_OFF;
     }
-    int whole = k_size <= cap;  // every window's taps fit the list, offsets fit 16 bits
+    // Whole windows: the pixel's accumulators, then its tap list (one spare tap), when
+    // they fit and offsets fit 16 bits; else windows in pieces of up to `cap` taps.
+    int32_t *acc = (int32_t *)scratch;
+    uint32_t *list = scratch + p->out_c;
+    int whole = p->out_c < cap && k_size + 1 <= cap - p->out_c && k_size <= TAP_MAX_OFF;
     for (uint32_t b = 0; b < p->batches; b++) {
         const int8_t *x_img = x + b * p->in_h * p->in_w * p->in_c;
         for (uint32_t oy = 0; oy < p->out_h; oy++) {
@@ -360,13 +374,13 @@ NN_I8_HOT void nn_i8_conv_2d(const nn_i8_conv_t *p, const int8_t *x, const int8_
                     y += p->out_c;
                     continue;
                 }
-                uint32_t *end = scratch;
+                uint32_t *end = list;
                 uint32_t row = (win.kx1 - win.kx0) * p->in_c;
                 for (uint32_t ky = win.ky0; ky < win.ky1; ky++) {
                     const int8_t *xs = x_img + tap_at(&win, ky, p->in_w, p->in_c);
                     end = gather(end, xs, row, p->input_zero, (ky * p->k_w + win.kx0) * p->in_c);
                 }
-                conv_pixel(p, scratch, (uint32_t)(end - scratch), w, k_size, bias, ch, y);
+                conv_pixel(p, list, (uint32_t)(end - list), w, k_size, bias, ch, acc, y);
                 y += p->out_c;
             }
         }
@@ -436,9 +450,7 @@ static NN_I8_HOT int depthwise_words(const nn_i8_conv_t *p, const int8_t *x, con
                     }
                 }
                 dw_pixel(taps, k_n, ch, acc, c_n);
-                for (uint32_t c = 0; c < c_n; c++) {
-                    y[c] = requant(acc[c], &ch[c], p);
-                }
+                requant_row(acc, ch, &p->output_zero, y, c_n);
                 y += c_n;
             }
         }
@@ -473,7 +485,7 @@ NN_I8_HOT void nn_i8_depthwise_conv_2d(const nn_i8_conv_t *p, const int8_t *x, c
                                 xr += p->in_c;
                             }
                         }
-                        requant_n(&acc, &ch[c], p, &y[c], 1);
+                        requant_row(&acc, &ch[c], &p->output_zero, &y[c], 1);
                     }
                 }
                 y += p->out_c;
