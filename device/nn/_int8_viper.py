@@ -116,9 +116,11 @@ def _bias(acc, n: int, has_bias: int, bb, bo: int):
 
 
 @micropython.viper
-def _conv_taps(acc, xb, xp: int, wb, wp: int, cin: int, cout: int, step: int, zi: int):
+def _conv_taps(oc: int, p: int, v: int, acc, xb, xp: int, wb, wp: int, cin: int, cout: int,
+               step: int, zi: int):
     # acc[oc] += sum over ic < cin of w[wp + oc * step + ic] * (x[xp + ic] - zi): one tap
-    # of a convolution (the weights of output channel oc `step` bytes apart)
+    # of a convolution (the weights of output channel oc `step` bytes apart). The inner
+    # loop's variables come first: the native emitter keeps the first three in registers
     pa = ptr32(acc)
     px = ptr8(xb)
     pw = ptr8(wb)
@@ -136,7 +138,8 @@ def _conv_taps(acc, xb, xp: int, wb, wp: int, cin: int, cout: int, step: int, zi
 
 
 @micropython.viper
-def _depthwise_tap(acc, xb, xp: int, wb, wp: int, cout: int, dm: int, zi: int):
+def _depthwise_tap(oc: int, v: int, j: int, acc, xb, xp: int, wb, wp: int, cout: int,
+                   dm: int, zi: int):
     # acc[oc] += w[wp + oc] * (x[xp + oc // dm] - zi): one tap of a depthwise convolution
     pa = ptr32(acc)
     px = ptr8(xb)
@@ -180,18 +183,19 @@ def conv_2d(a):
                             continue
                         xp = xo + ((b * h + iy) * w + ix) * cin
                         if depthwise:
-                            _depthwise_tap(acc, xb, xp, wb, wo + (ky * kw + kx) * cout, cout,
-                                           dm, zi)
+                            _depthwise_tap(0, 0, 0, acc, xb, xp, wb,
+                                           wo + (ky * kw + kx) * cout, cout, dm, zi)
                         else:
-                            _conv_taps(acc, xb, xp, wb, wo + (ky * kw + kx) * cin, cin, cout,
-                                       step, zi)
+                            _conv_taps(0, 0, 0, acc, xb, xp, wb, wo + (ky * kw + kx) * cin,
+                                       cin, cout, step, zi)
                 _requantize(acc, 0, cout, 1, tb, to, 0, 0)
                 _store(acc, 0, cout, zo, lo, hi, yb, y)
                 y += cout
 
 
 @micropython.viper
-def _dot_rows(acc, xb, xp: int, wb, wo: int, depth: int, cout: int, zi: int):
+def _dot_rows(d: int, s: int, p: int, acc, xb, xp: int, wb, wo: int, depth: int, cout: int,
+              zi: int):
     # acc[oc] += sum over d < depth of w[wo + oc * depth + d] * (x[xp + d] - zi)
     pa = ptr32(acc)
     px = ptr8(xb)
@@ -217,7 +221,7 @@ def fully_connected(a):
         bb = acc
     for b in range(batches):
         _bias(acc, cout, has_bias, bb, bo)
-        _dot_rows(acc, xb, xo + b * depth, wb, wo, depth, cout, zi)
+        _dot_rows(0, 0, 0, acc, xb, xo + b * depth, wb, wo, depth, cout, zi)
         _requantize(acc, 0, cout, 1, tb, to, 0, 0)
         _store(acc, 0, cout, zo, lo, hi, yb, yo + b * cout)
 
