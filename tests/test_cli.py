@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from piconn import commands, nn, train
@@ -151,3 +152,27 @@ def test_model_stats_counts_masked_weights(rng):
     stats = common.model_stats(model)
     assert stats["params"] == 6 * 4 + 4 + 4 * 2 + 2
     assert stats["nonzero"] == int(model[0].mask.sum()) + 4 * 2  # biases are zero at init
+
+
+def test_train_cnn(capsys, tmp_path, make_idx_set):
+    make_idx_set(tmp_path / "tiny", n_train=20, n_test=4)
+    out_file = tmp_path / "c.npz"
+    code, out, err = run(["train", "mnist", "--model", "cnn", "--arch", "c4k3v-p2-f10",
+                          "--epochs", "1", "--out", str(out_file), "--data",
+                          str(tmp_path / "tiny"), "--json", "-q"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["n"] == 4
+    model, meta = nn.load(out_file)
+    assert meta["model"] == "cnn" and meta["arch"] == "c4k3v-p2-f10"
+    assert model.forward(np.zeros((2, 784))).shape == (2, 10)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "cnn", "--arch", "c4k3v-p2-f12"], "must end with 10 outputs"),
+    (["--model", "cnn", "--arch", "zz"], "--arch: CNN spec 'zz'"),
+    (["--model", "cnn", "--kind", "xnor"], "--model cnn trains float CNNs"),
+    (["--arch", "784-abc"], "expected layer sizes"),
+])
+def test_train_arch_errors(capsys, tmp_path, argv, message):
+    code, _, err = run(["train", "mnist", *argv, "--out", str(tmp_path / "x.npz")], capsys)
+    assert code in (1, 2) and message in err and "Traceback" not in err

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import data, nn, train, xnor
+from .. import conv, data, nn, train, xnor
 
 
 class CliError(Exception):
@@ -138,6 +138,15 @@ def _train_xnor(args: argparse.Namespace, x: np.ndarray, y: np.ndarray
                            seed=args.seed, threshold=args.binarize_threshold,
                            dropout=args.xnor_dropout, progress=args.progress)
 
+
+def _train_cnn(args: argparse.Namespace, x: np.ndarray, y: np.ndarray
+               ) -> tuple[nn.Sequential, list[dict], dict]:
+    return conv.train_cnn(x, y, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
+                          lr=args.lr, shift=args.shift, seed=args.seed, progress=args.progress)
+
+
+# `--model cnn` with `--kind float`: a convolutional network from a spec (piconn.conv).
+CNN_KIND = TrainKind("float", _train_cnn, "float32 CNN", conv.CNN_DEFAULTS)
 
 TRAIN_KINDS: dict[str, TrainKind] = {
     "float": TrainKind("float", _train_float, "float32 MLP (default)", train.FLOAT_DEFAULTS),

@@ -7,8 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from .. import __version__, data, nn, train
+from .. import __version__, conv, data, nn, train
 from .common import (
+    CNN_KIND,
     TRAIN_KINDS,
     CliError,
     add_common,
@@ -29,8 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", choices=["mnist"], help="data set")
     p.add_argument("--kind", choices=sorted(TRAIN_KINDS), default="float",
                    help="model kind (default float)")
-    p.add_argument("--arch", type=arch, default=None,
-                   help="layer sizes, e.g. 784-128-10 (default 784-128-10)")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
+                   help="network: mlp (dense layers, default) or cnn (convolutional)")
+    p.add_argument("--arch", default=None,
+                   help="mlp: layer sizes, e.g. 784-128-10 (default); cnn: a spec, e.g. "
+                   f"{conv.DEFAULT_CNN} (default; grammar in piconn.conv)")
     p.add_argument("--act", choices=sorted(train.ACTIVATIONS), default=None,
                    help="hidden activation (default relu)")
     p.add_argument("--epochs", type=positive_int, default=None)
@@ -48,15 +52,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run, parser=p)
 
 
+def _check_arch(args: argparse.Namespace) -> None:
+    """--arch as the model takes it: MLP layer sizes, or a CNN spec for 784 pixels -> 10."""
+    if args.model == "cnn":
+        try:
+            shape = conv.output_shape(conv.build_cnn(args.arch), (784,))
+        except (TypeError, ValueError) as e:
+            args.parser.error(f"--arch: {e}")
+        if tuple(shape) != (10,):
+            args.parser.error(f"--arch {args.arch}: a CNN for mnist must end with 10 outputs, "
+                              f"this one gives {list(shape)}")
+        return
+    if isinstance(args.arch, str):
+        try:
+            args.arch = arch(args.arch)
+        except argparse.ArgumentTypeError as e:
+            args.parser.error(f"argument --arch: {e}")
+    if args.arch[0] != 784 or args.arch[-1] != 10:
+        args.parser.error(f"--arch for mnist must start with 784 and end with 10, "
+                          f"got {'-'.join(map(str, args.arch))}")
+
+
 def run(args: argparse.Namespace) -> tuple[dict, str]:
-    kind = TRAIN_KINDS[args.kind]
+    if args.model == "cnn" and args.kind != "float":
+        raise CliError(f"--model cnn trains float CNNs; --kind {args.kind} is for --model mlp")
+    kind = CNN_KIND if args.model == "cnn" else TRAIN_KINDS[args.kind]
     defaults = {**train.FLOAT_DEFAULTS, **kind.defaults}
     for key, value in defaults.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    if args.arch[0] != 784 or args.arch[-1] != 10:
-        args.parser.error(f"--arch for mnist must start with 784 and end with 10, "
-                          f"got {'-'.join(map(str, args.arch))}")
+    _check_arch(args)
     out_dir = Path(args.out).parent
     if not out_dir.is_dir():
         raise CliError(f"output folder does not exist: {out_dir}")
@@ -67,7 +92,7 @@ def run(args: argparse.Namespace) -> tuple[dict, str]:
     seconds = time.perf_counter() - t0
     acc = train.evaluate(model, x_test, y_test)
     meta = {
-        "dataset": "mnist", "kind": kind.name, "arch": args.arch, "act": args.act,
+        "dataset": "mnist", "kind": kind.name, "model": args.model, "arch": args.arch, "act": args.act,
         "input_scale": data.INPUT_SCALE, "epochs": args.epochs, "batch_size": args.batch_size,
         "lr": args.lr, "seed": args.seed, "test_accuracy": acc, "train_seconds": seconds,
         "history": history, "piconn_version": __version__, **extra,
