@@ -445,6 +445,8 @@ class Model:
     def dequantize(self, y, out=None):
         """The real values of an int8 output (the first output's scale and zero point):
         array('f') (out, or the model's buffer)."""
+        if self.output_dtype[0] != "b":
+            raise ValueError("the output is float32 already")
         n = len(y)
         if out is None:
             if self._dqbuf is None or len(self._dqbuf) != n:
