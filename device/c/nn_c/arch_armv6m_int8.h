@@ -356,8 +356,8 @@ static NN_I8_HOT __attribute__((naked, noinline)) int32_t high_mul_round(int32_t
 }
 
 // y[c] = clamp(MBQM(acc[c], ch[c].multiplier, ch[c].shift) + zero, lo, hi) for c < n,
-// out = {zero, lo, hi}: acc <= 0 under a ReLU (lo >= zero) gives lo (21 cycles); shift
-// <= 0 and |acc| < 2^19, nn_int8.c's short way (53 cycles); otherwise nn_i8_mbqm.
+// out = {zero, lo, hi}: acc <= 0 under a ReLU (lo >= zero) gives lo (17 cycles); shift
+// <= 0 and |acc| < 2^19, nn_int8.c's short way (55 cycles); otherwise nn_i8_mbqm.
 //   r0 acc, r1 channel records, r2 scratch, r3 y, r4 x, r5 multiplier, r6 shift, r7 v,
 //   r8 zero, r9 lo, r10 hi, r11 ReLU (1) or not (0), r12 y end.
 static NN_I8_HOT __attribute__((naked, noinline)) void requant_row(
@@ -388,8 +388,6 @@ static NN_I8_HOT __attribute__((naked, noinline)) void requant_row(
         "beq    9f\n"
         "1:\n"
         "ldmia  r0!, {r4}\n"           // 2  x
-        "ldr    r5, [r1, #4]\n"        // 2  multiplier
-        "ldr    r6, [r1, #8]\n"        // 2  shift
         "adds   r1, #12\n"             // 1
         "cmp    r4, #0\n"              // 1
         "bgt    2f\n"                  // 1 / 2
@@ -399,6 +397,10 @@ static NN_I8_HOT __attribute__((naked, noinline)) void requant_row(
         "mov    r7, r9\n"              // 1
         "b      6f\n"                  // 2
         "2:\n"
+        "subs   r1, #12\n"             // 1
+        "ldr    r5, [r1, #4]\n"        // 2  multiplier
+        "ldr    r6, [r1, #8]\n"        // 2  shift
+        "adds   r1, #12\n"             // 1
         "cmp    r6, #0\n"              // 1  shift > 0: the long way
         "bgt    7f\n"                  // 1
         "movs   r7, #1\n"              // 1  |x| >= 2^19: the long way
