@@ -282,3 +282,20 @@ def test_cli_int8_errors(cnn_file, tmp_path, capsys):
                          str(tmp_path / "s.nnb"), "--data", str(data)], capsys)
     assert code == 1 and "layer 1 (Sigmoid) has no int8 equivalent" in err
     assert not (tmp_path / "s.nnb").exists()
+
+
+def test_bench_tool_reports_both_accuracies(cnn_file, tmp_path, capsys):
+    import bench_cnn_int8
+
+    path, model, data = cnn_file
+    out = tmp_path / "rows.json"
+    code = bench_cnn_int8.main([str(path), "--data", str(data), "--calib", "10",
+                                "--save-dir", str(tmp_path / "i8"), "--json", str(out)])
+    assert code == 0
+    (row,) = json.loads(out.read_text())
+    _, _, x_test, y_test = commands.common.data.load_mnist(data)
+    assert row["float_pct"] == round(100 * train.evaluate(model, x_test, y_test), 2)
+    graph = format2.from_bytes((tmp_path / "i8" / "cnn_int8.nnb").read_bytes()).graph
+    pred = qi.predict_int8(graph, x_test).argmax(axis=1)
+    assert row["int8_pct"] == round(100 * float((pred == y_test).mean()), 2)
+    assert row["macs"] == graph.macs() and "cnn.npz" in capsys.readouterr().out
