@@ -23,7 +23,6 @@ uint32_t nn_graph_scratch[NN_GRAPH_SCRATCH_BYTES / 4];
 
 #define MAX_TENSORS (1024)
 #define MAX_OPERATORS (1024)
-#define MAX_ELEMENTS (0x7fffffffu)
 #define MAX_STRIDE (4096)     // keeps out index x stride inside 32 bits
 #define MAX_SOFTMAX_DEPTH (511)  // beyond, the sum of exponentials can leave its range
 #define MAX_ADD_LEFT_SHIFT (22)  // (x + offset) << left_shift stays inside int32
@@ -71,7 +70,7 @@ static inline uint32_t element_size(uint32_t dtype) {
 }
 
 static inline uint32_t elements(const nn_graph_tensor_t *t) {
-    return t->nbytes / element_size(t->dtype);
+    return t->dtype == NN_DTYPE_I8 ? t->nbytes : t->nbytes >> 2;
 }
 
 // Dimension k counted from the last (0: the last), 1 past the rank.
@@ -91,8 +90,10 @@ static uint32_t check_tensor(const graph_t *g, uint32_t index) {
     }
     uint32_t n = 1;
     for (uint32_t k = 0; k < 4; k++) {
-        uint32_t d = t->dims[k];
-        if ((k >= t->rank && d != 1) || (d && n > MAX_ELEMENTS / 4 / d)) {
+        uint32_t d = t->dims[k];  // (< 2^16)
+        // n * d < 2^29 (4-byte elements then fit 31 bits), from 16 x 16-bit products
+        uint32_t high = (n >> 16) * d + (((n & 0xffffu) * d) >> 16);
+        if ((k >= t->rank && d != 1) || high >= (1u << (29 - 16))) {
             return NN_GRAPH_E_TENSOR;
         }
         n *= d;
@@ -141,7 +142,7 @@ static uint32_t check_table(const graph_t *g, const nn_graph_op_t *op, uint32_t 
 }
 
 static inline int in_range(int32_t v, int32_t lo, int32_t hi) {
-    return v >= lo && v <= hi;
+    return (uint32_t)v - (uint32_t)lo <= (uint32_t)hi - (uint32_t)lo;  // (one compare)
 }
 
 static inline int is_int8(int32_t v) {
