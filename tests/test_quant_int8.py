@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 
+import mpy
 import numpy as np
 import pytest
 
-from piconn import commands, conv, format2, int8_ops, nn, train
+from piconn import commands, conv, export, format2, int8_ops, nn, train, xnor
 from piconn import graph as g
 from piconn import quant_int8 as qi
 
@@ -184,22 +185,43 @@ def test_pruned_linear_uses_its_mask(calib):
     assert not np.any(w[~mask])
 
 
+class Square(nn.Module):
+    """A layer with no int8 operator."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x * x
+
+
 @pytest.mark.parametrize("layers, message", [
-    (lambda: [conv.Reshape((28, 28, 1)), conv.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(),
-              nn.Linear(1568, 10), nn.Softmax()], "layer 5 (Softmax) has no int8 equivalent"),
-    (lambda: [nn.Linear(784, 8), nn.Sigmoid(), nn.Linear(8, 10)],
-     "layer 1 (Sigmoid) has no int8 equivalent"),
+    (lambda: [conv.Reshape((28, 28, 1)), conv.Conv2d(1, 2, 3), nn.ReLU(), Square(),
+              nn.Flatten(), nn.Linear(1568, 10)], "layer 3 (Square) has no int8 equivalent"),
     (lambda: [conv.Reshape((28, 28, 1)), conv.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
               nn.Linear(196, 10)], "layer 2 (ReLU): a ReLU must follow"),
     (lambda: [conv.Reshape((28, 28, 1)), conv.MaxPool2d(2), conv.BatchNorm2d(1),
               nn.Flatten(), nn.Linear(196, 10)], "layer 2 (BatchNorm2d): a batch norm"),
-    (lambda: [conv.Reshape((28, 28, 1)), conv.Residual([conv.Conv2d(1, 1, 3), nn.Tanh()]),
-              nn.Flatten(), nn.Linear(784, 10)], "layer 1.1 (Tanh) has no int8 equivalent"),
+    (lambda: [conv.Reshape((28, 28, 1)), conv.Residual([conv.Conv2d(1, 1, 3), Square()]),
+              nn.Flatten(), nn.Linear(784, 10)], "layer 1.1 (Square) has no int8 equivalent"),
 ])
 def test_layer_without_int8_equivalent(layers, message, calib):
     model = nn.Sequential(*layers()).init(0).eval()
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         qi.quantize_int8(model, calib)
+
+
+@pytest.mark.parametrize("act, kind, scale, zero", [
+    ("sigmoid", g.LOGISTIC, 1 / 256, -128), ("tanh", g.TANH, 1 / 128, 0)])
+def test_sigmoid_tanh_softmax(act, kind, scale, zero, calib):
+    model = train.build_mlp([784, 24, 10], act=act).init(0)
+    model.add(nn.Softmax())
+    graph = qi.quantize_int8(model, calib)
+    assert [op.kind for op in graph.operators] == [
+        g.FULLY_CONNECTED, kind, g.FULLY_CONNECTED, g.SOFTMAX]
+    q = graph.tensors[graph.operators[1].outputs[0]].quant
+    assert np.float32(q.scale[0]) == np.float32(scale) and q.zero_point[0] == zero
+    format2.from_bytes(format2.to_bytes(graph))
+    x = _pixels(100, seed=5)
+    real = qi.dequantize_output(graph, qi.predict_int8(graph, x))
+    assert np.abs(real - model.forward(train.prepare(x))).max() < 4 / 256
 
 
 def test_bad_calibration_input(calib):
@@ -276,11 +298,11 @@ def test_cli_int8_errors(cnn_file, tmp_path, capsys):
     code, _, err = _cli(["quantize", str(path), "--mode", "full", "--name", "x", "--out",
                          str(tmp_path / "m.nnb"), "--data", str(data)], capsys)
     assert code == 1 and "--name is for --mode int8" in err and "Traceback" not in err
-    bad = tmp_path / "sig.npz"
-    nn.save(train.build_mlp([784, 8, 10], act="sigmoid").init(0), bad, {"kind": "float"})
+    bad = tmp_path / "xnor.npz"
+    nn.save(xnor.build([784, 16, 10]).init(0), bad, {"kind": "xnor"})
     code, _, err = _cli(["quantize", str(bad), "--mode", "int8", "--out",
                          str(tmp_path / "s.nnb"), "--data", str(data)], capsys)
-    assert code == 1 and "layer 1 (Sigmoid) has no int8 equivalent" in err
+    assert code == 1 and "layer 0 (InputBinarize) has no int8 equivalent" in err
     assert not (tmp_path / "s.nnb").exists()
 
 
@@ -299,3 +321,40 @@ def test_bench_tool_reports_both_accuracies(cnn_file, tmp_path, capsys):
     pred = qi.predict_int8(graph, x_test).argmax(axis=1)
     assert row["int8_pct"] == round(100 * float((pred == y_test).mean()), 2)
     assert row["macs"] == graph.macs() and "cnn.npz" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ on the device
+
+DEVICE_RUN = """
+import sys
+sys.path.insert(0, {folder!r})
+import nn, binascii, {name}
+nn.use_backend({tier!r})
+m = nn.load({name})
+raw = open({inputs!r}, 'rb').read()
+for k in range({n}):
+    x = raw[k * {size}:(k + 1) * {size}]
+    print(binascii.hexlify(bytes(m.forward(x))).decode(), m.predict(x))
+"""
+
+
+def _runner_tiers() -> list:
+    out = [pytest.param(r, t, id=f"{r.name}-{t}") for r in mpy.runners() for t in r.tiers]
+    return out or [pytest.param(None, None, marks=pytest.mark.skip(reason=mpy.why_none()))]
+
+
+@pytest.mark.parametrize("runner, tier", _runner_tiers())
+def test_exported_module_on_the_device(runner, tier, tmp_path, calib):
+    """The module `export_graph` writes for a quantized CNN (every operator kind the
+    quantizer emits) computes the host reference's logits byte for byte in every tier."""
+    graph = qi.quantize_int8(_model("c4k3s2b-r(d1k3b-c4k1)-p2-a2s1-d2k3-g-f12-f10"), calib)
+    export.export_graph(graph, "cnn_q", tmp_path)
+    x = qi.quantize_input(graph, _pixels(4, seed=9))
+    (tmp_path / "x.bin").write_bytes(x.tobytes())
+    lines = runner.run(DEVICE_RUN.format(folder=str(tmp_path), name="cnn_q", tier=tier,
+                                         inputs=str(tmp_path / "x.bin"), n=len(x), size=784),
+                       timeout=600, dirs=(tmp_path,)).split("\n")
+    for k in range(len(x)):
+        want = int8_ops.run(graph, x[k])
+        hexed, pred = lines[k].split()
+        assert bytes.fromhex(hexed) == want.tobytes() and int(pred) == int(want.argmax())

@@ -14,7 +14,9 @@ The scheme is TensorFlow Lite's full-integer one, so the graph runs on `int8_ops
   (activation "relu": the clamp at the output's zero point);
 - pools keep their input's quantization (TFLite's rule for MAX_POOL_2D and
   AVERAGE_POOL_2D); GlobalAvgPool2d is MEAN over height and width; Residual is ADD;
-  Reshape and Flatten are RESHAPE; Dropout is dropped (identity at inference).
+  Reshape and Flatten are RESHAPE; Dropout is dropped (identity at inference);
+  Sigmoid, Tanh and Softmax are LOGISTIC, TANH and SOFTMAX with the fixed output
+  quantization TFLite requires (1/256 and -128; 1/128 and 0; 1/256 and -128).
 
 The graph input is int8 with scale 1/255 and zero point -128: the network sees pixel/255,
 so the int8 byte is pixel - 128. A leading `Reshape` becomes the input's shape. The graph
@@ -143,6 +145,9 @@ def _weighted(b: _Builder, layer: nn.Module, name: str, x_t: int, y: np.ndarray,
 
 _WEIGHTED = (conv.Conv2d, conv.DepthwiseConv2d, nn.Linear)
 _POOLS = {conv.MaxPool2d: g.MAX_POOL_2D, conv.AvgPool2d: g.AVERAGE_POOL_2D}
+# Element-wise functions: the operator and the fixed output quantization TFLite requires.
+_FUNCTIONS = {nn.Sigmoid: (g.LOGISTIC, 1 / 256, -128), nn.Tanh: (g.TANH, 1 / 128, 0),
+              nn.Softmax: (g.SOFTMAX, 1 / 256, -128)}
 
 
 def _emit(b: _Builder, layers: list[nn.Module], x: np.ndarray, x_t: int, prefix: str,
@@ -173,6 +178,11 @@ def _emit(b: _Builder, layers: list[nn.Module], x: np.ndarray, x_t: int, prefix:
             opt = g.PoolOptions(*layer.pool, *layer.stride, layer.padding)
             x_t = b.op(_POOLS[type(layer)], (x_t,),
                        b.activation(tag, y, copy.deepcopy(b.tensors[x_t].quant)), opt)
+        elif type(layer) in _FUNCTIONS:
+            y = layer.forward(x)
+            kind, scale, zero = _FUNCTIONS[type(layer)]
+            opt = g.SoftmaxOptions(beta=1.0) if kind == g.SOFTMAX else None
+            x_t = b.op(kind, (x_t,), b.activation(tag, y, _per_tensor(scale, zero)), opt)
         elif isinstance(layer, conv.GlobalAvgPool2d):
             y = layer.forward(x)
             axes = b.tensor(f"{tag}/axes", (2,), g.INT32, data=np.array([1, 2], np.int32))
@@ -192,7 +202,8 @@ def _emit(b: _Builder, layers: list[nn.Module], x: np.ndarray, x_t: int, prefix:
         else:
             raise ValueError(f"{name} has no int8 equivalent (supported: Conv2d, "
                              "DepthwiseConv2d, Linear, ReLU, BatchNorm after those, MaxPool2d,"
-                             " AvgPool2d, GlobalAvgPool2d, Residual, Reshape, Flatten, Dropout)")
+                             " AvgPool2d, GlobalAvgPool2d, Residual, Reshape, Flatten, Dropout,"
+                             " Sigmoid, Tanh, Softmax)")
         x = y
         k += 2 if relu and isinstance(layer, (*_WEIGHTED, conv.Residual)) else 1
     return x, x_t
