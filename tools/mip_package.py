@@ -199,8 +199,9 @@ def check(natmod_dir: Path | None = None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--natmod", type=Path, default=NATMOD_BUILD,
-                    help="folder of `make natmod`'s ARCH/_nn_c.mpy (default build/natmod)")
+    ap.add_argument("--natmod", type=Path, default=None,
+                    help="folder of `make natmod`'s ARCH/_nn_c.mpy (default build/natmod; "
+                    "with --check: native modules built there must equal the committed ones)")
     ap.add_argument("--check", action="store_true",
                     help="only check that device/mip and device/package.json are up to date")
     args = ap.parse_args(argv)
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             if problems:
                 print("stale: run `make mip-package` and commit device/mip and device/package.json")
             return 1 if problems else 0
-        info = build(args.natmod)
+        info = build(args.natmod or NATMOD_BUILD)
     except PackageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
