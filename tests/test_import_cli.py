@@ -110,3 +110,20 @@ def test_bad_name(tiny, tmp_path, capsys):
 def test_missing_file(tmp_path, capsys):
     code, _, err = run(["import", str(tmp_path / "none.tflite"), "--out", str(tmp_path)], capsys)
     assert code == 1 and "none.tflite" in err
+
+
+def test_export_reads_version2(tiny, tmp_path, capsys):
+    """`piconn export` of a version-2 .nnb writes the same bytes as a module."""
+    code, _, err = run(["import", str(tiny), "--name", "a", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    code, out, err = run(["export", str(tmp_path / "a.nnb"), "--name", "b", "--out",
+                          str(tmp_path / "x"), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["kind"] == "int8"
+    assert (tmp_path / "x" / "b.nnb").read_bytes() == (tmp_path / "a.nnb").read_bytes()
+    module = runpy.run_path(str(tmp_path / "x" / "b.py"))
+    assert module["MODEL"] == (tmp_path / "a.nnb").read_bytes()
+    assert "`piconn export` from a.nnb" in module["__doc__"]
+    code, _, err = run(["export", str(tmp_path / "a.nnb"), "--name", "c", "--out",
+                        str(tmp_path), "--samples", "2"], capsys)
+    assert code == 1 and "--samples" in err

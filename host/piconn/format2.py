@@ -274,9 +274,14 @@ def _operator_record(graph: g.Graph, k: int, p, table_offset: int) -> bytes:
 # --------------------------------------------------------------------------- reader
 
 
+def is_version2(data: bytes) -> bool:
+    """Whether `data` claims to be a version-2 model (magic and version field)."""
+    return len(data) >= 6 and data[:4] == MAGIC and struct.unpack_from("<H", data, 4)[0] == VERSION
+
+
 def read(data: bytes):
     """Either version: a version-1 `ir.DeviceModel` or a version-2 `GraphModel`."""
-    if len(data) >= 6 and data[:4] == MAGIC and struct.unpack_from("<H", data, 4)[0] == VERSION:
+    if is_version2(data):
         return from_bytes(data)
     return format1.from_bytes(data)
 

@@ -107,7 +107,8 @@ def _run_int8(args: argparse.Namespace, model: nn.Sequential, x_cal: np.ndarray,
             f"{len(blob)} bytes, {graph.macs():,} MACs, arena {result['arena_bytes']} B; "
             f"operators {', '.join(ops)}; saved {out}")
     if args.name is not None:
-        written = export.export_graph(graph, args.name, out.parent, source=Path(args.model).name)
+        written = export.export_graph(graph, args.name, out.parent, source=Path(args.model).name,
+                                       tool="piconn quantize")
         result["module"] = written["module"]
         text += f" and {written['module']}"
     return result, text
