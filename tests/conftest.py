@@ -86,6 +86,21 @@ import mpy
 from piconn import format as _fmt
 from piconn import ir
 
+# Modules whose every test runs MicroPython, firmware or Arm code (the `device` marker);
+# elsewhere a test is marked by the fixtures it uses or by @pytest.mark.device.
+DEVICE_MODULES = frozenset({
+    "test_device", "test_fuzz", "test_pico_digits", "test_firmware", "test_natmod",
+    "test_graph_device", "test_int8_ckernels", "test_ckernels", "test_stubs",
+})
+DEVICE_FIXTURES = frozenset({"micropython", "mp_runners"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        if module in DEVICE_MODULES or DEVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.device)
+
 
 @pytest.fixture(scope="session")
 def mp_runners() -> list[mpy.Runner]:

@@ -286,6 +286,7 @@ def test_vpico_flash_counter_is_an_option(tmp_path: Path) -> None:
         vpico.VirtualPico(fake).put_file("/x", "text")  # type: ignore[arg-type]
 
 
+@pytest.mark.device
 def test_vpico_counts_flash_reads_and_writes_files() -> None:
     """Booted with count_flash: the bytes a script reads from a frozen model are counted;
     put_file writes a file the device reads back."""

@@ -69,6 +69,7 @@ def test_empty_arrays_round_trip(name):
     np.testing.assert_array_equal(reference.run(back, x), reference.run(dm, x))
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("rt", RT, ids=_ids)
 @pytest.mark.parametrize("name", list(empty_models()))
 def test_empty_arrays_run_on_micropython(rt, name, tmp_path):

@@ -343,6 +343,7 @@ def _runner_tiers() -> list:
     return out or [pytest.param(None, None, marks=pytest.mark.skip(reason=mpy.why_none()))]
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("runner, tier", _runner_tiers())
 def test_exported_module_on_the_device(runner, tier, tmp_path, calib):
     """The module `export_graph` writes for a quantized CNN (every operator kind the

@@ -165,6 +165,7 @@ def _unix():
     return next(r for r in mpy.runners() if r.name == "unix")
 
 
+@pytest.mark.device
 def test_unix_reads_in_place(tmp_path, device_models):
     """Mounted with vfs.VfsRom, our image needs no copies; mpremote's image of the same
     model (data at an odd offset) makes nn copy every word array."""
@@ -217,6 +218,7 @@ for k in range({n}):
 """
 
 
+@pytest.mark.device
 def test_virtual_pico_deploy_and_load_in_place(tmp_path):
     """mpremote romfs deploy of our image, then the models run from flash with no copy."""
     if not PICO_UF2.is_file():

@@ -141,6 +141,7 @@ def test_segment_layout_is_aligned_and_disjoint() -> None:
         assert a0 + n0 <= a1
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("board, family", [("PICO", "rp2040"), ("PICO2", "rp2350-arm-s")])
 def test_built_firmware_uf2_matches_its_bin(board: str, family: str) -> None:
     bin_path = ROOT / "build" / board / "firmware.bin"
