@@ -8,8 +8,10 @@
 //
 // Convolutions gather, per output pixel, the taps whose input differs from the input
 // zero point into a list of (weight offset, x - zero) words, then run that list against
-// four weight rows at a time (dot4): zero-point taps cost nothing past the gather, and
-// each gathered tap serves every output channel.
+// four weight rows at a time (dot_pixel, dot4): zero-point taps cost nothing past the
+// gather, and each gathered tap serves every output channel. Depthwise convolutions run
+// four channels per word of inputs and weights (dw_pixel). Each output pixel's sums are
+// then requantized in one pass (requant_row).
 #include "nn_int8.h"
 
 #include <stddef.h>
@@ -30,6 +32,9 @@ _Static_assert((-5 >> 1) == -3 && (-1 >> 31) == -1, "signed >> must be arithmeti
 #endif
 
 #define NN_UNUSED __attribute__((unused))
+
+// A word read through a byte pointer (inputs, weights): may alias anything.
+typedef uint32_t nn_i8_word __attribute__((may_alias));
 
 #define I8_MIN (-128)
 #define I8_MAX (127)
@@ -189,14 +194,13 @@ static uint32_t leading_zeros(uint32_t x) {
 
 // Appends TAP(off + i, x[i] - zero) for every i < n with x[i] != zero; returns the new
 // end. Words equal to four zero points are skipped whole.
-#ifndef NN_ARCH_GATHER
 static NN_I8_HOT uint32_t *gather(uint32_t *list, const int8_t *x, uint32_t n, int32_t zero,
     uint32_t off) {
     uint32_t i = 0;
     uint32_t zero4 = ((uint32_t)zero & 0xffu) * 0x01010101u;
     while (i < n) {
         if ((((uintptr_t)(x + i)) & 3) == 0) {
-            while (n - i >= 4 && *(const uint32_t *)(const void *)(x + i) == zero4) {
+            while (n - i >= 4 && *(const nn_i8_word *)(x + i) == zero4) {
                 i += 4;
             }
             if (i == n) {
@@ -211,7 +215,6 @@ static NN_I8_HOT uint32_t *gather(uint32_t *list, const int8_t *x, uint32_t n, i
     }
     return list;
 }
-#endif
 
 // acc[r] += w[r * stride + off_k] * x_k over the taps k < n, for rows r < 4.
 #ifndef NN_ARCH_DOT4
@@ -405,8 +408,8 @@ static NN_I8_HOT void dw_pixel(const dw_tap_t *taps, uint32_t n, const nn_i8_cha
     for (uint32_t c = 0; c < n_c; c += 4, ch += 4, acc += 4) {
         int32_t a0 = ch[0].bias, a1 = ch[1].bias, a2 = ch[2].bias, a3 = ch[3].bias;
         for (const dw_tap_t *t = taps, *end = taps + n; t < end; t++) {
-            uint32_t xv = *(const uint32_t *)(const void *)(t->x + c);
-            uint32_t wv = *(const uint32_t *)(const void *)(t->w + c);
+            uint32_t xv = *(const nn_i8_word *)(t->x + c);
+            uint32_t wv = *(const nn_i8_word *)(t->w + c);
             a0 += (int8_t)wv * (int8_t)xv;
             a1 += (int8_t)(wv >> 8) * (int8_t)(xv >> 8);
             a2 += (int8_t)(wv >> 16) * (int8_t)(xv >> 16);

@@ -7,11 +7,12 @@
 // (CONV_2D [c_out, kh, kw, c_in], DEPTHWISE_CONV_2D [1, kh, kw, c_out],
 // FULLY_CONNECTED [c_out, depth]). int32 and f32 arrays must be 4-byte aligned.
 //
-// Convolutions and FULLY_CONNECTED compute acc = b + sum w * (x - input_zero) over the
-// taps whose x differs from input_zero (the others add nothing: after a ReLU most
-// activations equal the zero point), from the bias tensor b itself (NULL: 0), then
-// requantize with the channel table of the file (only its multiplier and shift; its
-// folded bias serves kernels that do not skip zero-point inputs).
+// CONV_2D and FULLY_CONNECTED compute acc = b + sum w * (x - input_zero) over the taps
+// whose x differs from input_zero (the others add nothing: after a ReLU most activations
+// equal the zero point), from the bias tensor b itself (NULL: 0); DEPTHWISE_CONV_2D by
+// words computes acc = folded bias + sum w * x over every tap (taps outside the image
+// read the zero point), its other cases as CONV_2D does. All requantize with the channel
+// table of the file.
 #ifndef PICONN_NN_INT8_H
 #define PICONN_NN_INT8_H
 
@@ -74,8 +75,9 @@ typedef struct {
 // rescaled values of each input. With less, it computes them per element.
 #define NN_I8_ADD_SCRATCH (2 * 256 * 4)
 
-// Scratch for convolutions: the taps of one output pixel that differ from the input
-// zero point, 4 bytes each. Smaller windows than kh * kw * c_in taps are taken in chunks.
+// Scratch for convolutions: a row of out_c int32 sums and the taps of one output pixel
+// that differ from the input zero point (4 bytes each, kh * kw * c_in + 1 at most) when
+// both fit; otherwise windows are taken in pieces as long as the scratch holds.
 #define NN_I8_CONV_MIN_SCRATCH (64 * 4)
 
 // ---------------------------------------------------------------------------
