@@ -456,6 +456,10 @@ def test_check_accepts_models_and_refuses_what_breaks_a_rule(host):
     for what, args in refused.items():
         code, _ = host.check(*args)
         assert ik.ERRORS[code] == what, (what, ik.ERRORS[code])
+    # a required input given as absent (the weights), an optional one absent (the bias)
+    assert host.check(_at(data, "<H", conv_at + 6, 0xFFFF), arena, 0, n)[0] == \
+        ik.ERRORS.index("index")
+    assert host.check(_at(data, "<H", _op_at(data, 2) + 8, 0xFFFF), arena, 0, n) == (0, n - 1)
     # the operators after a bad one are not checked when the range stops before it
     bad = _at(data, "<B", _op_at(data, 5), 0)
     assert host.check(bad, arena, 0, 5) == (0, 4)

@@ -656,10 +656,12 @@ uint32_t nn_graph_check(const uint8_t *model, uint32_t model_len, uint32_t arena
             || op->n_inputs > kinds[op->kind].max_inputs) {
             return NN_GRAPH_E_KIND;
         }
+        // Unused input slots hold NO_TENSOR; an optional input (past the first) may too,
+        // and the kind's check requires what it needs.
         for (uint32_t i = 0; i < NN_GRAPH_MAX_OP_INPUTS; i++) {
             uint32_t t = op->inputs[i];
             if (i >= op->n_inputs ? t != NN_GRAPH_NO_TENSOR
-                : t >= g.head->n_tensors && (t != NN_GRAPH_NO_TENSOR || i < 2)) {
+                : t >= g.head->n_tensors && (t != NN_GRAPH_NO_TENSOR || i == 0)) {
                 return NN_GRAPH_E_INDEX;
             }
         }
