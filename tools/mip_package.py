@@ -77,8 +77,9 @@ def natmod_sources() -> list[Path]:
     module's binding, micropython.mk and the kernel files it lists, and the headers."""
     nat, c = DEVICE / "c" / "natmod", DEVICE / "c" / "nn_c"
     mk = c / "micropython.mk"
-    kernels = re.findall(r"^SRC_USERMOD_LIB_C \+= \$\(NN_C_MOD_DIR\)/(\S+\.c)$",
-                         mk.read_text(), re.MULTILINE)
+    kernels = [k for line in re.findall(r"^SRC_USERMOD_LIB_C\s*\+=(.*)$", mk.read_text(),
+                                        re.MULTILINE)
+               for k in re.findall(r"\$\(NN_C_MOD_DIR\)/(\S+\.c)", line)]
     sources = [nat / "natmod.c", c / "mod_nn_c.c"] + [c / k for k in sorted(kernels)]
     headers: set[Path] = set()
     todo = list(sources)
