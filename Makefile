@@ -324,13 +324,21 @@ mip-package: natmod
 
 # --- benchmarks -------------------------------------------------------------
 #   make bench [BENCH_ARGS=...]   every MNIST variant x kernel tier (c, viper, python) and the
-#   float size ladder (trained into build/ladder/ when missing) on the virtual Pico:
+#   float size ladder (trained into build/ladder/ when missing), then MLPerf Tiny's int8
+#   TFLite models (C tier; BENCH_ARGS="--int8-tiers c,viper" adds viper) on the virtual Pico:
 #   build/bench.json, build/bench.md (the README's tables), build/bench.png. Options:
 #   .venv/bin/python tools/bench.py --help (e.g. BENCH_ARGS="--no-ladder --tiers c").
+#   make bench-int8 [BENCH_ARGS=...]   only the int8 models (their rows of bench.json
+#   replaced, the others kept; a few minutes).
 #   The README's tables from the last run: .venv/bin/python tools/report.py --readme README.md
 BENCH_ARGS ?=
-.PHONY: bench
+.PHONY: bench bench-int8
 bench: venv
 	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PIP) install --quiet -e '.[test,bench]'
 	@$(MAKE) --no-print-directory firmware BOARD=PICO
 	$(PY) tools/bench.py $(BENCH_ARGS)
+
+bench-int8: venv
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PIP) install --quiet -e '.[test,bench]'
+	@$(MAKE) --no-print-directory firmware BOARD=PICO
+	$(PY) tools/bench.py --only int8 $(BENCH_ARGS)

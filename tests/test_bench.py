@@ -227,7 +227,9 @@ def test_readme_tables_are_the_report_tables(rng: np.random.Generator) -> None:
     readme = (ROOT / "README.md").read_text()
     md = report.markdown(_table_rows(rng))
     start = readme.index(report.VARIANTS_HEADING)
-    section = readme[start:readme.index(report.README_END, start)]
+    end = readme.index(report.README_END, start)
+    int8 = readme.find(report.INT8_HEADING, start)  # the int8 section ends the MNIST tables
+    section = readme[start:int8 if 0 <= int8 < end else end]
     assert _skeleton(section) == _skeleton(md)
     for line in section.splitlines():  # every README row has the report's columns
         if line.startswith(("| model |", "| float MLP |")):  # a table's heading line
@@ -243,7 +245,9 @@ def test_update_readme_replaces_only_the_tables(rng: np.random.Generator) -> Non
     md = report.markdown(rows)
     assert md in new
     head = readme[:readme.index(report.VARIANTS_HEADING)]
-    tail = readme[readme.index(report.README_END):]
+    end = readme.index(report.README_END)
+    int8 = readme.find(report.INT8_HEADING)
+    tail = readme[int8 if 0 <= int8 < end else end:]
     assert new == head + md + "\n" + tail
     assert report.update_readme(new, rows) == new
     with pytest.raises(ValueError, match="section"):
@@ -261,6 +265,112 @@ def test_report_cli_redraws_from_bench_json(tmp_path: Path, rng: np.random.Gener
     assert md.endswith("- Run: earlier run\n")
     assert report.markdown(rows) in readme.read_text()
     assert report.main(["--out", str(tmp_path / "missing")]) == 1
+
+
+# ------------------------------------------------------------------ the int8 models' rows
+
+
+def _int8_run_row(name: str, tier: str = "c", **kw: object) -> dict:
+    """A row as bench_int8_pico.run makes it (3 inputs, all bit-exact)."""
+    row = {"model": name, "tier": tier, "ms": 110.2, "ms_each": [110.0, 110.2, 110.4],
+           "macs": 2_700_000, "cycles_per_mac": 5.1, "inputs": 3, "bit_exact": 3,
+           "model_bytes": 39_568, "arena_bytes": 16_000, "model_heap_bytes": 32,
+           "flash_bytes_read": 2_119_151, "ram_bytes": 16_000 + 4096 + 32}
+    row.update(kw)
+    return row
+
+
+def _int8_rows() -> list[dict]:
+    i8 = pytest.importorskip("bench_int8_pico", reason="the emulator tools' imports")
+    return [i8.bench_row(_int8_run_row("kws_ref_model.tflite")),
+            i8.bench_row(_int8_run_row("kws_ref_model.tflite", "viper", ms=2600.0,
+                                       ms_each=[2600.0], inputs=1, bit_exact=1,
+                                       operator_tiers=["viper"], ram_bytes=20_000)),
+            i8.bench_row(_int8_run_row("vww_96_int8.tflite", bit_exact=2)),
+            i8.bench_row({"model": "pretrainedResnet_quant.tflite", "tier": "viper",
+                          "macs": 12_500_000, "model_bytes": 89_480, "arena_bytes": 49_152,
+                          "error": "MemoryError: memory allocation failed"})]
+
+
+def test_int8_bench_rows() -> None:
+    kws, kws_viper, vww, ic = _int8_rows()
+    assert kws["section"] == "int8" and kws["kind"] == "int8"
+    assert (kws["model"], vww["model"], ic["model"]) == ("kws", "vww", "ic")
+    assert kws["tier"] == "c" and kws_viper["tier"] == "viper"
+    assert kws["us"] == pytest.approx(110_200) and kws["us_each"][0] == pytest.approx(110_000)
+    assert kws["ram_bytes"] == 16_000 + 4096 + 32 and kws["scratch_bytes"] == 4096
+    assert kws_viper["scratch_bytes"] == 0  # no operator on the C kernels
+    assert kws["exact"] is True and vww["exact"] is False  # 2 of 3 inputs equal
+    assert (kws["tflm_us"], kws["tflm_arena_bytes"]) == (280_000, 22_820)
+    assert (ic["tflm_us"], ic["tflm_arena_bytes"]) == (1_052_000, 54_980)
+    assert vww["tinymaix_us"] == pytest.approx(1_600_000, rel=0.01)  # 716 ms x 280/125
+    assert ic["us"] is None and ic["exact"] is None and "MemoryError" in ic["error"]
+    for r in (kws, kws_viper, vww, ic):
+        assert {"model", "kind", "tier", "us", "macs", "arena_bytes", "exact", "tflm_us",
+                "tflm_arena_bytes"} <= r.keys()
+    assert json.loads(json.dumps([kws, ic]))
+
+
+def test_int8_table_in_bench_md(tmp_path: Path, rng: np.random.Generator) -> None:
+    rows = _table_rows(rng) + _int8_rows()
+    md = report.write_outputs(rows, {"summary": "test run"}, tmp_path, draw=False)
+    section = md[md.index(report.INT8_HEADING):]
+    assert md.index(report.VARIANTS_HEADING) < md.index(report.INT8_HEADING)
+    assert ("| model | tier | ms | MACs | cycles/MAC | flash read / inference | arena | RAM "
+            "| exact | TFLite Micro ms | TFLite Micro arena |") in section
+    lines = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert [line.split("|")[1:3] for line in lines] == [
+        [" kws ", " c "], [" kws ", " viper "], [" vww ", " c "], [" ic ", " viper **failed** "]]
+    assert "| 110 | 2,700,000 | 5.1 | 2,069.5 KB |" in lines[0]
+    assert "| yes (3) | 280 | 22.3 KB |" in lines[0]
+    assert "| **no** (3) |" in lines[2]
+    assert "TinyMaix" in section and "about 1,600 ms at 125 MHz" in section
+    assert "Failed: ic [viper]: MemoryError" in section
+    assert not any(line.startswith("#") for line in section.splitlines()[1:])
+    assert report.INT8_HEADING not in report.markdown(rows)  # the README's MNIST tables
+    assert report.int8_markdown(_table_rows(rng)) == ""
+
+
+def test_update_readme_with_int8_rows(rng: np.random.Generator) -> None:
+    readme = (ROOT / "README.md").read_text()
+    plain = _table_rows(rng)
+    rows = plain + _int8_rows()
+    new = report.update_readme(readme, rows)
+    int8 = report.int8_markdown(rows)
+    assert report.markdown(rows) in new and int8 in new
+    assert new.index(int8) < new.index(report.README_END)  # before the chart (or kept in place)
+    assert report.update_readme(new, rows) == new
+    fewer = report.update_readme(new, plain + _int8_rows()[:1])  # the section replaced
+    assert fewer.count(report.INT8_HEADING) == 1 and "| vww |" not in fewer
+    assert report.update_readme(new, plain) == new.replace(report.markdown(rows),
+                                                           report.markdown(plain))
+    # A section after the chart line, up to the next heading or the end, is replaced too.
+    after = readme.replace(int8, "") + "\n" + report.int8_markdown(plain + _int8_rows()[:1])
+    moved = report.update_readme(after, rows)
+    assert moved.endswith(int8) and moved.count(report.INT8_HEADING) == 1
+
+
+def test_bench_int8_options() -> None:
+    bench = pytest.importorskip("bench", reason="the benchmark's imports")
+    a = bench.parse_args(["--only", "int8"])
+    assert a.int8_only and a.int8_tiers == ["c"] and a.int8_inputs == 3
+    a = bench.parse_args(["--only", "mnist_q8,int8", "--int8-tiers", "c,viper"])
+    assert not a.int8_only and a.int8_tiers == ["c", "viper"]
+    assert bench.parse_args(["--int8-tiers", ""]).int8_tiers == []
+    for bad in (["--int8-tiers", "fast"], ["--int8-inputs", "0"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
+
+
+def test_bench_int8_skipped_without_models(tmp_path: Path, monkeypatch) -> None:
+    bench = pytest.importorskip("bench", reason="the benchmark's imports")
+    i8 = pytest.importorskip("bench_int8_pico", reason="the emulator tools' imports")
+    monkeypatch.setattr(i8, "default_paths", lambda: [tmp_path / "kws_ref_model.tflite"])
+    a = bench.parse_args(["--only", "int8", "--out", str(tmp_path)])
+    rows: list[dict] = []
+    meta: dict = {}
+    assert bench.run_int8(a, rows, meta, lambda msg: None) == []
+    assert rows == [] and "PICONN_MLPERF_TINY" in meta["int8_skipped"]
 
 
 # ------------------------------------------------------------------ the virtual Pico's options

@@ -22,6 +22,12 @@ build/ladder/ and placed in flash by the UF2), it records:
 - heap_bytes: gc.mem_alloc() growth of nn.load() of the model; alloc_free: an
   inference ran under micropython.heap_lock().
 
+Then MLPerf Tiny's four int8 TFLite models (kws, vww, ic, ad; tools/bench_int8_pico.py,
+on a second virtual Pico with the models in flash): rows of section "int8" per model and
+tier (--int8-tiers, default c; `--only int8` runs just these and keeps the other rows of
+build/bench.json; an --only list without int8 skips them), with TFLite Micro's figures
+beside them.
+
 Outputs: build/bench.json (a list of rows, rewritten after every cell), then
 build/bench.md (the README's tables) and build/bench.png (chart) by tools/report.py;
 the tables are printed. Host figures: tools/bench_host.py; the device side:
@@ -232,7 +238,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=ROOT / "build", help="output folder")
     ap.add_argument("--tiers", default=",".join(TIERS), help="tiers for the variants")
     ap.add_argument("--ladder-tiers", default="c", help="tiers for the ladder (default c)")
-    ap.add_argument("--only", default=None, help="comma-separated variant names to run")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated variant names to run; `int8`: only the int8 "
+                         "models (the other rows of bench.json are kept)")
     ap.add_argument("--budget-ms", type=float, default=300.0,
                     help="emulated ms per cell that sets the digit count (default 300)")
     ap.add_argument("--no-count", action="store_true",
@@ -240,6 +248,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--measure-fallbacks", action="store_true",
                     help="time viper cells even when every layer falls back to python kernels")
     ap.add_argument("--no-ladder", action="store_true", help="skip the size ladder")
+    ap.add_argument("--int8-tiers", default="c",
+                    help="tiers for the int8 models (default c; viper and python run one "
+                         "input each, minutes per model; empty: no int8 models)")
+    ap.add_argument("--int8-inputs", type=int, default=3,
+                    help="inputs per int8 model on the c tier (default 3)")
     ap.add_argument("--no-train", action="store_true", help="do not train missing ladder models")
     ap.add_argument("--host-only", action="store_true", help="no emulator: host figures only")
     ap.add_argument("--nn-dir", type=Path, default=None,
@@ -253,8 +266,69 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for t in a.tiers + a.ladder_tiers:
         if t not in TIERS:
             ap.error(f"unknown tier {t!r} (known: {', '.join(TIERS)})")
+    a.int8_tiers = [t for t in a.int8_tiers.split(",") if t]
+    for t in a.int8_tiers:
+        if t not in TIERS:
+            ap.error(f"unknown tier {t!r} (known: {', '.join(TIERS)})")
+    if a.int8_inputs < 1:
+        ap.error("--int8-inputs must be >= 1")
     a.only = set(a.only.split(",")) if a.only else None
+    a.int8_only = a.only == {"int8"}
     return a
+
+
+def run_int8(a: argparse.Namespace, rows: list[dict], meta: dict,
+             log: Callable[[str], None]) -> list[str]:
+    """The int8 models (bench_int8_pico) on their own virtual Pico: their rows appended to
+    rows (bench.json rewritten after each); the failures. Skipped (logged) without the
+    models."""
+    import bench_int8_pico as i8
+
+    if not a.int8_tiers:
+        return []
+    paths = i8.default_paths()
+    why = i8.check_inputs(paths, a.uf2)
+    if why:
+        log(f"int8 models skipped: {why}")
+        meta["int8_skipped"] = why
+        return []
+    meta.update(int8_tiers=a.int8_tiers, int8_inputs=a.int8_inputs)
+    failures = []
+
+    def on_row(row: dict) -> None:
+        rows.append(i8.bench_row(row))
+        if "error" in row:
+            failures.append(f"{rows[-1]['model']} [{row['tier']}]: {row['error']}")
+        elif not rows[-1]["exact"]:
+            failures.append(f"{rows[-1]['model']} [{row['tier']}]: outputs differ from "
+                            "int8_ops.run")
+        report.write_rows(rows + published_rows(), meta, a.out)
+
+    try:
+        i8.run_all(paths, a.uf2, a.int8_inputs, not a.no_count, False, log,
+                   tuple(a.int8_tiers), on_row)
+    except Exception as e:  # noqa: BLE001 - reported as a failure like a failed cell
+        log(f"FAILED int8 models: {type(e).__name__}: {e}")
+        failures.append(f"int8 models: {type(e).__name__}: {str(e).strip()[-400:]}")
+    return failures
+
+
+def main_int8(a: argparse.Namespace, log: Callable[[str], None], t_start: float) -> int:
+    """`--only int8`: the int8 rows of bench.json replaced, the other rows kept."""
+    try:
+        old, meta = report.read_rows(a.out)
+    except (OSError, ValueError):
+        old, meta = published_rows(), {}
+    published = {r.get("section") for r in published_rows()}
+    keep = [r for r in old if r.get("section") != "int8" and r.get("section") not in published]
+    rows = list(keep)
+    failures = run_int8(a, rows, meta, log)
+    wall = time.perf_counter() - t_start
+    meta["int8_summary"] = f"{wall / 60:.1f} min wall; {len(failures)} failed int8 cell(s)"
+    print(report.write_outputs(rows + published_rows(), meta, a.out))
+    for f in failures:
+        print(f"FAILED {f}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.redraw:
         print(report.write_outputs(*report.read_rows(a.out), a.out))
         return 0
+    if a.int8_only:
+        return main_int8(a, log, t_start)
     from piconn import data
 
     _, _, x_test, y_test = data.load_mnist()
@@ -364,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
                             source=f"UF2 at {addr:#x}")
 
             run.tiers((addr, n), a.ladder_tiers, lbase, dm, blob)
+    if a.only is None or "int8" in a.only:
+        run.failures += run_int8(a, run.rows, meta, log)
     wall = time.perf_counter() - t_start
     meta.update(wall_s=round(wall, 1), failures=run.failures,
                 summary=f"{wall / 60:.1f} min wall; emulator {meta['emulated_mhz_per_wall_s']} "

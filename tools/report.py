@@ -40,6 +40,7 @@ VARIANTS_HEADING = "### The model variants (MNIST 784-128-10), emulated RP2040"
 LADDER_HEADING = ("### The float size ladder (float32, {tiers}) beside the C++ baseline, "
                   "emulated RP2040")
 NOTES_HEADING = "Notes on the tables:"
+INT8_HEADING = "### int8 TFLite models (MLPerf Tiny), emulated RP2040"
 README_END = "![benchmark chart]"  # the README line after the tables
 
 # ---------------------------------------------------------------------------------- cells
@@ -188,6 +189,75 @@ def ladder_table(rows: list[dict]) -> str:
     return table(columns, lines)
 
 
+def _int8_exact(r: dict) -> str:
+    if r.get("exact") is None:
+        return "—"
+    n = r.get("inputs")
+    return ("yes" if r["exact"] else "**no**") + (f" ({n})" if n else "")
+
+
+INT8_COLUMNS = (
+    Column("model", "---", lambda r: r["model"]),
+    Column("tier", "---", _tier),
+    Column("ms", "---:", lambda r: _ms(r.get("us"))),
+    Column("MACs", "---:", lambda r: f"{r['macs']:,}" if r.get("macs") else "—"),
+    Column("cycles/MAC", "---:",
+           lambda r: "—" if r.get("cycles_per_mac") is None else f"{r['cycles_per_mac']:.1f}"),
+    Column("flash read / inference", "---:", lambda r: _kb(r.get("flash_bytes_read"))),
+    Column("arena", "---:", lambda r: _kb(r.get("arena_bytes"))),
+    Column("RAM", "---:", lambda r: _kb(r.get("ram_bytes"))),
+    Column("exact", ":-:", _int8_exact),
+    Column("TFLite Micro ms", "---:", lambda r: _ms(r.get("tflm_us"))),
+    Column("TFLite Micro arena", "---:", lambda r: _kb(r.get("tflm_arena_bytes"))),
+)
+INT8_MODELS = ("kws", "vww", "ic", "ad")  # MLPerf Tiny's order
+
+
+def int8_table(rows: list[dict]) -> str:
+    """Markdown table of the int8 TFLite models (section "int8"), by model then tier."""
+    def order(r: dict) -> tuple[int, str, int]:
+        name = r.get("model", "")
+        return (INT8_MODELS.index(name) if name in INT8_MODELS else len(INT8_MODELS), name,
+                TIERS.index(r["tier"]) if r.get("tier") in TIERS else len(TIERS))
+
+    return table(INT8_COLUMNS, sorted((r for r in rows if r.get("section") == "int8"), key=order))
+
+
+def int8_markdown(rows: list[dict]) -> str:
+    """The int8 section (heading, table, notes); "" when rows have no int8 rows. No line
+    of it but the first starts with "#" (update_readme ends the section at the next one)."""
+    int8 = [r for r in rows if r.get("section") == "int8"]
+    if not int8:
+        return ""
+    tinymaix = next((r["tinymaix_us"] for r in int8 if r.get("tinymaix_us")), None)
+    notes = [
+        ("- MLPerf Tiny's four int8 reference models (kws: DS-CNN keyword spotting, vww: "
+         "MobileNet visual wake words 96x96, ic: ResNet-8 image classification, ad: "
+         "autoencoder anomaly detection), imported from .tflite and run from flash (read in "
+         "place through `uctypes.bytearray_at`). ms: emulated RP2040 at 125 MHz, mean over "
+         "the inputs in the exact column (bytes of a fixed generator); c: one "
+         "`_nn_c.graph_run` call per inference, other tiers: `forward()` of `nn.load`'s "
+         "model with `nn.use_backend(tier)`, under `micropython.heap_lock()`."),
+        ("- exact: the device's outputs equal `piconn.int8_ops.run` (the reference "
+         "arithmetic) on every timed input. Flash read: model bytes read from flash per "
+         "inference, counted by the emulator. RAM: the arena plus the C kernels' 4 KB "
+         "static scratch (`nn_graph_scratch`) plus the model object's heap "
+         "(`gc.mem_alloc()` around the load; through `nn.load` the model object holds the "
+         "arena)."),
+        ("- TFLite Micro: the same models on the same emulated chip (raspberrypi/pico-tflmicro, "
+         "CMSIS-NN kernels as plain C for the Cortex-M0+, -O2): time per inference and "
+         "arena."),
+    ]
+    if tinymaix:
+        notes.append("- TinyMaix (sipeed/TinyMaix benchmark.md): its 96x96 VWW MobileNet "
+                     "takes 716 ms on an RP2040 overclocked to 280 MHz, about "
+                     f"{_ms(tinymaix)} ms at 125 MHz.")
+    failed = [f"{r['model']} [{r['tier']}]: {r['error']}" for r in int8 if r.get("error")]
+    if failed:
+        notes.append("- Failed: " + "; ".join(failed) + ".")
+    return INT8_HEADING + "\n\n" + int8_table(rows) + "\n" + "\n".join(notes) + "\n"
+
+
 FLASH_HOW = {
     "measured": "measured: the emulator counted every bus read inside the model's flash "
                 "range (bytes per access) over the first digits of each cell (3 for the "
@@ -235,8 +305,8 @@ def notes(rows: list[dict]) -> list[str]:
 
 
 def markdown(rows: list[dict], meta: dict | None = None) -> str:
-    """build/bench.md: both tables with their notes (the README's tables), then the run's
-    summary line when meta has one."""
+    """The README's tables: both MNIST tables with their notes, then the run's summary line
+    when meta has one. build/bench.md is this followed by `int8_markdown`."""
     tiers = ladder_tiers(rows)
     tier_text = ", ".join("C" if t == "c" else t for t in tiers)
     tier_text += " tiers" if len(tiers) > 1 else " tier"
@@ -250,12 +320,30 @@ def markdown(rows: list[dict], meta: dict | None = None) -> str:
 
 def update_readme(text: str, rows: list[dict]) -> str:
     """README text with the tables of its Benchmarks section replaced by ``markdown(rows)``
-    (from the variants heading up to the chart line); ValueError if either is missing."""
+    (from the variants heading up to the int8 heading or the chart line); ValueError if
+    either is missing. The int8 section (INT8_HEADING up to the next heading, the chart
+    line or the end) is replaced by ``int8_markdown(rows)`` when rows have int8 rows;
+    without such a section in the README it is put right before the chart line."""
     start = text.find("\n" + VARIANTS_HEADING + "\n")
     end = text.find("\n" + README_END, start + 1)
     if start < 0 or end < 0:
         raise ValueError(f"no {VARIANTS_HEADING!r} ... {README_END!r} section in the README")
-    return text[:start + 1] + markdown(rows) + "\n" + text[end + 1:]
+    at = text.find("\n" + INT8_HEADING + "\n", start + 1)
+    if 0 <= at < end:
+        end = at
+    text = text[:start + 1] + markdown(rows) + "\n" + text[end + 1:]
+    int8 = int8_markdown(rows)
+    if not int8:
+        return text
+    at = text.find("\n" + INT8_HEADING + "\n")
+    if at < 0:  # no int8 section yet: before the chart line
+        at = text.find("\n" + README_END, start + 1)
+        return text[:at + 1] + int8 + "\n" + text[at + 1:]
+    stops = [k for k in (text.find("\n#", at + 1), text.find("\n" + README_END, at + 1))
+             if k >= 0]
+    if not stops:
+        return text[:at + 1] + int8
+    return text[:at + 1] + int8 + "\n" + text[min(stops) + 1:]
 
 
 # ---------------------------------------------------------------------------------- chart
@@ -334,9 +422,13 @@ def write_rows(rows: list[dict], meta: dict, out_dir: Path) -> None:
 
 
 def write_outputs(rows: list[dict], meta: dict, out_dir: Path, draw: bool = True) -> str:
-    """Write bench.json, bench.md (and bench.png if draw) into out_dir; return the markdown."""
+    """Write bench.json, bench.md (the MNIST tables, then the int8 section when there are
+    int8 rows) and bench.png (if draw) into out_dir; return bench.md's text."""
     write_rows(rows, meta, out_dir)
     md = markdown(rows, meta)
+    int8 = int8_markdown(rows)
+    if int8:
+        md += "\n" + int8
     (out_dir / "bench.md").write_text(md)
     if draw:
         chart(rows, out_dir / "bench.png")
