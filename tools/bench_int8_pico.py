@@ -108,7 +108,10 @@ print(ts)
 """
 
 # Through nn.load with a kernel tier forced (nn.use_backend): the model object's heap,
-# the tier of every operator, then one timed forward() under heap_lock.
+# the tier of every operator, then one timed forward(). Operators on the python kernels
+# allocate, so forward() runs with the collector off (not under heap_lock) and the heap
+# it took is measured; if the heap runs out that way, forward() runs again with the
+# collector on (allocated bytes unknown: -1).
 DEVICE_NN_LOAD = """
 import gc, nn
 nn.use_backend({tier!r})
@@ -119,17 +122,28 @@ heap = gc.mem_alloc() - h0
 x = bytearray({in_n})
 fill(x, 0, {in_n}, {seed})
 m._prepare_steps()  # (the operator steps of this tier, built once before the first run)
-y = t0 = dt = None  # (globals made before the heap is locked)
+y = t0 = dt = a0 = a1 = None  # (globals made before the timing)
 print(heap, ",".join(sorted(set(m.tiers()))))
 """
 
 DEVICE_NN_RUN = """
-micropython.heap_lock()
-t0 = time.ticks_us()
-y = m.forward(x)
-dt = time.ticks_diff(time.ticks_us(), t0)
-micropython.heap_unlock()
-print(dt, bytes(y).hex())
+gc.collect()
+gc.disable()
+try:
+    a0 = gc.mem_alloc()
+    t0 = time.ticks_us()
+    y = m.forward(x)
+    dt = time.ticks_diff(time.ticks_us(), t0)
+    a1 = gc.mem_alloc() - a0
+except MemoryError:
+    gc.enable()
+    gc.collect()
+    t0 = time.ticks_us()
+    y = m.forward(x)
+    dt = time.ticks_diff(time.ticks_us(), t0)
+    a1 = -1
+gc.enable()
+print(dt, a1, bytes(y).hex())
 """
 
 
@@ -209,8 +223,9 @@ def run(pico: VirtualPico, b: Bench, n_inputs: int, count: bool, per_op: bool,
 
 
 def run_nn(pico: VirtualPico, b: Bench, tier: str, count: bool, log) -> dict:
-    """One input through nn.load with `tier` forced (one forward under heap_lock); a row
-    like `run`'s (flash bytes counted over that inference, the model's heap measured)."""
+    """One input through nn.load with `tier` forced (one timed forward, the heap it takes
+    measured); a row like `run`'s (flash bytes counted over that inference, the model
+    object's heap measured)."""
     seed = 1
     heap, tiers = pico.run_script(
         DEVICE_SETUP + b.script(DEVICE_NN_LOAD, seed, tier=tier),
@@ -221,17 +236,21 @@ def run_nn(pico: VirtualPico, b: Bench, tier: str, count: bool, log) -> dict:
         out = pico.run_script(DEVICE_NN_RUN, timeout=3600, soft_reset=False)
     finally:
         flash = pico.count_off() if count else None
-    t, hexed = out.split()
+    t, alloc, hexed = out.split()
+    if int(alloc) < 0:
+        flash = None  # (counted over the attempt that ran out of heap too)
     want = b.reference(seed)
     got = np.frombuffer(bytes.fromhex(hexed), want.dtype).reshape(want.shape)
     exact = bool(np.array_equal(got, want))
-    log(f"  {tier}: {int(t) / 1000:.2f} ms, bit-exact {exact}, operator tiers {tiers}"
+    log(f"  {tier}: {int(t) / 1000:.2f} ms, bit-exact {exact}, operator tiers {tiers}, "
+        f"allocated {alloc} B in forward()"
         + ("" if flash is None else f", flash bytes read {flash:,}"))
     return {"model": b.name, "ms": int(t) / 1000, "ms_each": [int(t) / 1000],
             "macs": b.macs, "cycles_per_mac": round(int(t) * EMULATED_HZ / 1e6 / b.macs, 2),
             "inputs": 1, "bit_exact": int(exact), "model_bytes": len(b.data),
             "arena_bytes": b.model.arena_size, "model_heap_bytes": int(heap),
             "flash_bytes_read": flash, "operator_tiers": tiers.split(","),
+            "forward_alloc_bytes": None if int(alloc) < 0 else int(alloc),
             # the model object holds the arena; the C kernels add their static scratch
             "ram_bytes": int(heap) + (SCRATCH_BYTES if "c" in tiers.split(",") else 0)}
 
@@ -241,11 +260,11 @@ def table(rows: list[dict]) -> str:
             f" {'flash B/inference':>18s} {'bit-exact':>9s}")
     lines = [head]
     for r in rows:
-        flash = "-" if r["flash_bytes_read"] is None else f"{r['flash_bytes_read']:,}"
         name = f"{r['model']} [{r.get('tier', 'c')}]"
         if "error" in r:
             lines.append(f"{name:32s} failed: {r['error']}")
             continue
+        flash = "-" if r["flash_bytes_read"] is None else f"{r['flash_bytes_read']:,}"
         lines.append(f"{name:32s} {r['ms']:9.2f} {r['macs']:>12,} {r['cycles_per_mac']:>10.2f}"
                      f" {flash:>18s} {str(r['bit_exact']) + '/' + str(r['inputs']):>9s}")
     lines.append("ms: emulated RP2040 at 125 MHz (time.ticks_us); c: one graph_run call per "
@@ -283,8 +302,9 @@ def bench_row(row: dict, tier: str = "c") -> dict:
            "flash_bytes_read": row["flash_bytes_read"],
            "exact": row["bit_exact"] == row["inputs"],
            "tflm_us": tflm_us, "tflm_arena_bytes": tflm_arena}
-    if "operator_tiers" in row:
-        out["operator_tiers"] = row["operator_tiers"]
+    for k in ("operator_tiers", "forward_alloc_bytes"):
+        if k in row:
+            out[k] = row[k]
     if model == "vww":
         out["tinymaix_us"] = TINYMAIX_VWW_US_125MHZ
     return out
@@ -331,7 +351,9 @@ def run_all(paths: list[Path], uf2_path: Path, n_inputs: int, count: bool, per_o
                     else:
                         row = run_nn(pico, b, tier, count, log)
                 except Exception as e:  # noqa: BLE001 - one failed cell must not stop the others
-                    msg = str(e).strip().splitlines()[-1][-300:] if str(e).strip() else repr(e)
+                    # the device's traceback: where it failed and the message
+                    msg = " / ".join(line.strip() for line in str(e).strip().splitlines()[-3:])
+                    msg = msg[-400:] or repr(e)
                     log(f"  {tier}: FAILED {type(e).__name__}: {msg}")
                     row = {"model": b.name, "macs": b.macs, "model_bytes": len(b.data),
                            "arena_bytes": b.model.arena_size, "error": msg}
