@@ -285,7 +285,8 @@ def _int8_rows() -> list[dict]:
     return [i8.bench_row(_int8_run_row("kws_ref_model.tflite")),
             i8.bench_row(_int8_run_row("kws_ref_model.tflite", "viper", ms=2600.0,
                                        ms_each=[2600.0], inputs=1, bit_exact=1,
-                                       operator_tiers=["viper"], ram_bytes=20_000)),
+                                       operator_tiers=["python", "viper"],
+                                       forward_alloc_bytes=2800, ram_bytes=20_000)),
             i8.bench_row(_int8_run_row("vww_96_int8.tflite", bit_exact=2)),
             i8.bench_row({"model": "pretrainedResnet_quant.tflite", "tier": "viper",
                           "macs": 12_500_000, "model_bytes": 89_480, "arena_bytes": 49_152,
@@ -300,6 +301,7 @@ def test_int8_bench_rows() -> None:
     assert kws["us"] == pytest.approx(110_200) and kws["us_each"][0] == pytest.approx(110_000)
     assert kws["ram_bytes"] == 16_000 + 4096 + 32 and kws["scratch_bytes"] == 4096
     assert kws_viper["scratch_bytes"] == 0  # no operator on the C kernels
+    assert kws_viper["forward_alloc_bytes"] == 2800
     assert kws["exact"] is True and vww["exact"] is False  # 2 of 3 inputs equal
     assert (kws["tflm_us"], kws["tflm_arena_bytes"]) == (280_000, 22_820)
     assert (ic["tflm_us"], ic["tflm_arena_bytes"]) == (1_052_000, 54_980)
@@ -326,6 +328,7 @@ def test_int8_table_in_bench_md(tmp_path: Path, rng: np.random.Generator) -> Non
     assert "| **no** (3) |" in lines[2]
     assert "TinyMaix" in section and "about 1,600 ms at 125 MHz" in section
     assert "Failed: ic [viper]: MemoryError" in section
+    assert "kws [viper]: operators on python, viper, 2,800 B allocated per inference" in section
     assert not any(line.startswith("#") for line in section.splitlines()[1:])
     assert report.INT8_HEADING not in report.markdown(rows)  # the README's MNIST tables
     assert report.int8_markdown(_table_rows(rng)) == ""

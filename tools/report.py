@@ -236,8 +236,9 @@ def int8_markdown(rows: list[dict]) -> str:
          "autoencoder anomaly detection), imported from .tflite and run from flash (read in "
          "place through `uctypes.bytearray_at`). ms: emulated RP2040 at 125 MHz, mean over "
          "the inputs in the exact column (bytes of a fixed generator); c: one "
-         "`_nn_c.graph_run` call per inference, other tiers: `forward()` of `nn.load`'s "
-         "model with `nn.use_backend(tier)`, under `micropython.heap_lock()`."),
+         "`_nn_c.graph_run` call per inference under `micropython.heap_lock()`, other "
+         "tiers: one `forward()` of `nn.load`'s model with `nn.use_backend(tier)` (the "
+         "collector off, the heap it takes measured)."),
         ("- exact: the device's outputs equal `piconn.int8_ops.run` (the reference "
          "arithmetic) on every timed input. Flash read: model bytes read from flash per "
          "inference, counted by the emulator. RAM: the arena plus the C kernels' 4 KB "
@@ -252,6 +253,13 @@ def int8_markdown(rows: list[dict]) -> str:
         notes.append("- TinyMaix (sipeed/TinyMaix benchmark.md): its 96x96 VWW MobileNet "
                      "takes 716 ms on an RP2040 overclocked to 280 MHz, about "
                      f"{_ms(tinymaix)} ms at 125 MHz.")
+    mixed = [f"{r['model']} [{r['tier']}]: operators on {', '.join(r['operator_tiers'])}"
+             + ("" if r.get("forward_alloc_bytes") is None
+                else f", {r['forward_alloc_bytes']:,} B allocated per inference")
+             for r in int8 if r.get("operator_tiers") and r["operator_tiers"] != [r["tier"]]]
+    if mixed:
+        notes.append("- Operators without a kernel in the row's tier run the next slower "
+                     "tier's: " + "; ".join(mixed) + ".")
     failed = [f"{r['model']} [{r['tier']}]: {r['error']}" for r in int8 if r.get("error")]
     if failed:
         notes.append("- Failed: " + "; ".join(failed) + ".")
