@@ -73,12 +73,18 @@ PICO2_UF2_FLAGS := --abs-block
 NN_C_CMAKE := $(firstword $(wildcard device/c/micropython.cmake) $(wildcard device/c/*/micropython.cmake))
 NN_C_MK_ROOT := $(if $(wildcard device/c/micropython.mk),$(abspath device),$(if $(wildcard device/c/*/micropython.mk),$(abspath device/c)))
 FROZEN_MANIFEST := $(abspath boards/manifest.py)
+# The model modules the firmware freezes: every NAME.py in this folder (default: the MNIST
+# models). `make firmware FROZEN_MODELS=build/tflite` freezes MLPerf Tiny's int8 models
+# instead (`make tflite-models`). A change of folder rebuilds the firmware from scratch.
+FROZEN_MODELS ?= build/models
+FROZEN_ENV = PICONN_FROZEN_MODELS=$(abspath $(FROZEN_MODELS))
 rp2_cmake_args = -DPICO_BUILD_DOCS=0 -DPICO_NO_PICOTOOL=1 -DMICROPY_BOARD=$(1) \
   -DMICROPY_BOARD_DIR=$(abspath boards/$(1)) -DMICROPY_FROZEN_MANIFEST=$(FROZEN_MANIFEST) \
-  $(if $(NN_C_CMAKE),-DUSER_C_MODULES=$(abspath $(NN_C_CMAKE)))
+  $(if $(NN_C_CMAKE),-DUSER_C_MODULES=$(abspath $(NN_C_CMAKE))) \
+  -DPICONN_FROZEN_MODELS=$(abspath $(FROZEN_MODELS))
 # -march=host: frozen viper/native code for the machine that builds (and runs) the unix port.
 UNIX_MAKE_ARGS = BUILD=$(abspath build/UNIX/obj) MICROPY_PY_FFI=0 MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 \
-  MPY_CROSS_FLAGS=-march=host FROZEN_MANIFEST=$(FROZEN_MANIFEST) \
+  MPY_CROSS_FLAGS=-march=host FROZEN_MANIFEST=$(FROZEN_MANIFEST) $(FROZEN_ENV) \
   $(if $(NN_C_MK_ROOT),USER_C_MODULES=$(NN_C_MK_ROOT))
 
 # --- models (each file is made only when missing) ---------------------------
@@ -141,6 +147,19 @@ ROMFS_IMAGE := build/models.romfs
 # Rebuilt every time (a second); the .nnb files come with their modules.
 romfs: $(ROMFS_MODELS:%=$(MODELS)/%.py)
 	$(PICONN) romfs $(ROMFS_MODELS:%=$(MODELS)/%.nnb) --out $(ROMFS_IMAGE)
+
+# MLPerf Tiny's four int8 reference models imported with `piconn import` into build/tflite
+# (kws, vww, ic, ad: .py + .nnb, format version 2), for
+# `make firmware FROZEN_MODELS=build/tflite` or the ROMFS image (kws and ic fit its 256 KB).
+MLPERF_TINY ?= ../shared/models/mlperf-tiny
+TFLITE_MODELS := build/tflite
+TFLITE_FILES := kws:kws_ref_model vww:vww_96_int8 ic:pretrainedResnet_quant ad:ad01_int8
+.PHONY: tflite-models
+tflite-models: venv
+	@mkdir -p $(TFLITE_MODELS)
+	@for pair in $(TFLITE_FILES); do name=$${pair%%:*}; file=$(MLPERF_TINY)/$${pair#*:}.tflite; \
+	  [ -f $(TFLITE_MODELS)/$$name.py ] || $(PICONN) import $$file --name $$name --out $(TFLITE_MODELS) \
+	  || exit 1; done
 
 # The firmware freezes whatever models exist: a model step that fails is a
 # warning here (STRICT_MODELS=1 makes it an error); `make models` shows it.
@@ -217,10 +236,10 @@ firmware-PICO firmware-PICO2: firmware-%: venv mp-tree arm-toolchain mpy-cross m
 	  rm -rf build/$*/cmake; mkdir -p build/$*; printf '%s\n' "$$args" > build/$*/config.txt; fi; \
 	[ -f build/$*/cmake/Makefile ] || cmake -S $(MICROPY_DIR)/ports/rp2 -B build/$*/cmake $$args
 	@$(call stale_frozen,build/$*/cmake/frozen_content.c)
-	cmake --build build/$*/cmake -j $(JOBS) -- --no-print-directory
+	$(FROZEN_ENV) cmake --build build/$*/cmake -j $(JOBS) -- --no-print-directory
 	@cp build/$*/cmake/firmware.bin build/$*/cmake/firmware.elf build/$*/cmake/firmware.elf.map build/$*/
 	@$(PY) tools/uf2.py build/$*/firmware.bin build/$*/firmware.uf2 --family $($*_FAMILY) $($*_UF2_FLAGS)
-	@$(PY) tools/fwinfo.py --build-dir build/$*/cmake --image build/$*/firmware.bin --models $(MODELS) \
+	@$(PY) tools/fwinfo.py --build-dir build/$*/cmake --image build/$*/firmware.bin --models $(FROZEN_MODELS) \
 	  --size-tool arm-none-eabi-size --board-h boards/$*/mpconfigboard.h --flash-bytes $($*_FLASH)
 
 firmware-UNIX: venv mp-tree host-tools mpy-cross models-or-warn
@@ -228,10 +247,10 @@ firmware-UNIX: venv mp-tree host-tools mpy-cross models-or-warn
 	if [ "$$(cat build/UNIX/config.txt 2>/dev/null)" != "$$args" ]; then \
 	  rm -rf build/UNIX/obj; mkdir -p build/UNIX; printf '%s\n' "$$args" > build/UNIX/config.txt; fi
 	@$(call stale_frozen,build/UNIX/obj/frozen_content.c)
-	$(MAKE) --no-print-directory -C $(MICROPY_DIR)/ports/unix -f Makefile -f $(abspath boards/UNIX/piconn.mk) \
+	$(FROZEN_ENV) $(MAKE) --no-print-directory -C $(MICROPY_DIR)/ports/unix -f Makefile -f $(abspath boards/UNIX/piconn.mk) \
 	  -j$(JOBS) $(UNIX_MAKE_ARGS)
 	@cp build/UNIX/obj/micropython build/UNIX/micropython
-	@$(PY) tools/fwinfo.py --build-dir build/UNIX/obj --image build/UNIX/micropython --models $(MODELS)
+	@$(PY) tools/fwinfo.py --build-dir build/UNIX/obj --image build/UNIX/micropython --models $(FROZEN_MODELS)
 
 firmware-clean:
 	rm -rf build/$(BOARD)

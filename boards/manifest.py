@@ -23,7 +23,9 @@ else:
 if os.path.isdir("../device/nn"):
     package("nn", base_path="../device")  # noqa: F821
 
-# Exported models: build/models/NAME.py frozen as module NAME. Their bytes
-# constants stay in flash and are read in place.
-for _path in sorted(glob.glob("../build/models/*.py")):
-    module(os.path.basename(_path), base_path="../build/models")  # noqa: F821
+# Exported models: NAME.py in $PICONN_FROZEN_MODELS (the Makefile's FROZEN_MODELS,
+# default build/models) frozen as module NAME. Their bytes constants stay in flash and
+# are read in place.
+_models = os.environ.get("PICONN_FROZEN_MODELS") or "../build/models"
+for _path in sorted(glob.glob(os.path.join(_models, "*.py"))):
+    module(os.path.basename(_path), base_path=_models)  # noqa: F821
