@@ -20,11 +20,6 @@ from nn import model as _model
 from nn._tiers import C_MODULE as _nn_c
 from nn._tiers import TIERS as _TIERS
 
-try:
-    import uctypes
-except ImportError:  # pragma: no cover
-    uctypes = None  # type: ignore[assignment]
-
 _TYPING = False  # True for type checkers only (mypy --always-true=_TYPING)
 if _TYPING:
     from typing import Any
@@ -58,31 +53,6 @@ _SB0 = array("b")  # probes for element types without allocation (_check_bytes)
 
 def _f32_value(bits):
     return struct.unpack("<f", struct.pack("<I", bits))[0]
-
-
-def _address(buf):
-    return uctypes.addressof(buf) if uctypes is not None else None
-
-
-def _is_flash(addr):
-    # RP2040/RP2350 execute-in-place flash window
-    import sys
-
-    return sys.platform == "rp2" and 0x10000000 <= addr < 0x20000000
-
-
-def _writable(buf):
-    # True if Python code can change buf's bytes (a memoryview of bytes refuses a store)
-    t = type(buf)
-    if t is bytes:
-        return False
-    if t is not memoryview:
-        return True
-    try:
-        buf[0:0] = buf[0:0]
-    except TypeError:
-        return False
-    return True
 
 
 def _check_bytes(x, n, what):
@@ -137,8 +107,9 @@ class Model:
     def __init__(self, buf, owner=None, name=None, where=None):
         self._owner = owner  # keeps the bytes (or the ROMFS file) alive
         self.name = name
-        base = _address(buf)
-        if _writable(buf) and not (base is not None and _is_flash(base)):
+        base = _model._address(buf)
+        in_flash = base is not None and _model._is_flash(base)
+        if _model._writable(buf) and not in_flash:
             raise TypeError("nn.load needs a read-only model buffer (bytes, frozen bytes, a "
                             "file): a %s could change after it is checked; pass bytes(buf)"
                             % type(buf).__name__)
@@ -147,7 +118,7 @@ class Model:
         spans = F.check_plan(g)
         self._buf = buf
         self.model_bytes = len(buf)
-        self.in_flash = base is not None and _is_flash(base)
+        self.in_flash = in_flash
         self.where = where or ("flash" if self.in_flash else "in place")
         # graph_run reads words in place: only from a word-aligned model
         self._c_ok = _graph_run is not None and (base is None or base & 3 == 0)
