@@ -348,7 +348,7 @@ def test_update_readme_with_int8_rows(rng: np.random.Generator) -> None:
     assert report.update_readme(new, plain) == new.replace(report.markdown(rows),
                                                            report.markdown(plain))
     # A section after the chart line, up to the next heading or the end, is replaced too.
-    after = readme.replace(int8, "") + "\n" + report.int8_markdown(plain + _int8_rows()[:1])
+    after = new.replace(int8, "") + "\n" + report.int8_markdown(plain + _int8_rows()[:1])
     moved = report.update_readme(after, rows)
     assert moved.endswith(int8) and moved.count(report.INT8_HEADING) == 1
 
