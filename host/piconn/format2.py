@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import float_ops, int8, int8_ops
 from . import format as format1
 from . import graph as g
-from . import int8, int8_ops
 
 MAGIC = b"PCNN"
 VERSION = 2
@@ -106,6 +106,8 @@ def _param_values(graph: g.Graph, k: int, p) -> dict[str, int]:
     """The named params of operator k (prepared params p) as int32 values."""
     op = graph.operators[k]
     o = op.options
+    if isinstance(p, float_ops.FloatParams):
+        return _float_param_values(op, p)
     v: dict[str, int] = {}
     if op.kind in (g.CONV_2D, g.DEPTHWISE_CONV_2D):
         v = {"padding": PADDING_CODES[o.padding], "activation": ACTIVATION_CODES[o.activation],
@@ -144,9 +146,35 @@ def _param_values(graph: g.Graph, k: int, p) -> dict[str, int]:
     return {name: int(v[name]) for name in PARAMS[op.kind]}
 
 
+def _float_param_values(op: g.Operator, p: float_ops.FloatParams) -> dict[str, int]:
+    """A float32 operator's params: the int8 kind's names, the quantization ones 0, the
+    clamp and beta as f32 bits (FORMAT.md "float32 operators")."""
+    o = op.options
+    v = dict.fromkeys(PARAMS[op.kind], 0)
+    if op.kind in (g.CONV_2D, g.DEPTHWISE_CONV_2D, g.AVERAGE_POOL_2D, g.MAX_POOL_2D):
+        v.update(padding=PADDING_CODES[o.padding], stride_h=p.stride_h, stride_w=p.stride_w,
+                 pad_top=p.pad_top, pad_left=p.pad_left)
+    if op.kind in (g.CONV_2D, g.DEPTHWISE_CONV_2D):
+        v["depth_multiplier"] = p.depth_multiplier
+    if op.kind in (g.AVERAGE_POOL_2D, g.MAX_POOL_2D):
+        v.update(filter_h=p.filter_h, filter_w=p.filter_w)
+    if op.kind == g.FULLY_CONNECTED:
+        v["keep_num_dims"] = int(o.keep_num_dims)
+    if op.kind == g.MEAN:
+        v["keep_dims"] = int(o.keep_dims)
+    if op.kind == g.SOFTMAX:
+        v["beta"] = _f32_bits(p.beta)
+    if "act_min" in v:
+        v.update(activation=ACTIVATION_CODES[o.activation], act_min=_f32_bits(p.act_min),
+                 act_max=_f32_bits(p.act_max))
+    return {name: int(v[name]) for name in PARAMS[op.kind]}
+
+
 def _table(graph: g.Graph, k: int, p) -> bytes:
     """The operator's table (FORMAT.md), or b"" when its kind has none."""
     op = graph.operators[k]
+    if isinstance(p, float_ops.FloatParams):
+        return b""  # float32 operators read their tensors only
     if op.kind in (g.CONV_2D, g.DEPTHWISE_CONV_2D, g.FULLY_CONNECTED):
         w = graph.tensors[op.inputs[1]]
         out_axis = 3 if op.kind == g.DEPTHWISE_CONV_2D else 0

@@ -9,6 +9,7 @@ the device never recomputes them. Problems raise `GraphError` naming the operato
 
 `run(graph, x)` runs the graph on one input and returns its output, bit for bit what
 TFLite Micro's reference kernels compute (`keep=True` also returns every tensor).
+Operators on float32 tensors are prepared and run by `float_ops`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from . import float_ops, int8
 from . import graph as g
-from . import int8
 from .int8 import (
     AddParams,
     ConvParams,
@@ -379,8 +380,8 @@ def _quantize(o: _Op) -> QuantizeParams:
         raise o.fail("input and output shapes must be equal")
     so, zo = o.per_tensor(y)
     if x.dtype == g.FLOAT32:
-        if o.op.inputs[0] not in o.graph.inputs:
-            raise o.fail("a float32 input must be a graph input (QUANTIZE at the edge)")
+        if x.quant is not None:
+            raise o.fail(f"input {x.name!r} is float32 with quantization")
         return QuantizeParams(so, zo)
     o.input(0)
     si, zi = o.per_tensor(x)
@@ -394,8 +395,8 @@ def _dequantize(o: _Op) -> DequantizeParams:
     x, y = o.input(0), o.output(dtype=g.FLOAT32)
     if x.shape != y.shape:
         raise o.fail("input and output shapes must be equal")
-    if o.op.outputs[0] not in o.graph.outputs:
-        raise o.fail("the float32 output must be a graph output (DEQUANTIZE at the edge)")
+    if y.quant is not None:
+        raise o.fail(f"output {y.name!r} is float32 with quantization")
     si, zi = o.per_tensor(x)
     return DequantizeParams(si, zi)
 
@@ -424,7 +425,10 @@ def prepare(graph: g.Graph) -> list:
     params = []
     for k in range(len(graph.operators)):
         try:
-            params.append(PREPARE[graph.operators[k].kind](_Op(graph, k)))
+            if float_ops.is_float(graph, k):
+                params.append(float_ops.prepare_op(_Op(graph, k)))
+            else:
+                params.append(PREPARE[graph.operators[k].kind](_Op(graph, k)))
         except g.GraphError:
             raise
         except ValueError as e:  # quantization outside what the arithmetic represents
@@ -443,6 +447,8 @@ def prepare(graph: g.Graph) -> list:
 
 
 def _run_op(kind: str, p, args: list[np.ndarray], out: g.Tensor) -> np.ndarray:
+    if isinstance(p, float_ops.FloatParams):
+        return float_ops.run_op(kind, p, args, out)
     x = args[0]
     if kind == g.CONV_2D:
         return int8.conv2d(x, args[1], _bias_array(args, out), p)

@@ -1,4 +1,4 @@
-"""Import a TensorFlow Lite int8 model (`.tflite`) as a piconn `Graph`.
+"""Import a TensorFlow Lite int8 or float32 model (`.tflite`) as a piconn `Graph`.
 
 `import_tflite(path_or_bytes)` reads the flatbuffer with the bounds-checked reader of
 `tflite_schema` (why not the `flatbuffers`/`tflite` packages: see there), converts the
@@ -11,8 +11,9 @@ operator, its index and what is supported.
 Supported: FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, AVERAGE_POOL_2D, MAX_POOL_2D,
 ADD, RESHAPE, SOFTMAX, PAD, MEAN (over height and width), LOGISTIC, TANH with int8
 activations (scale and zero point per tensor), int8 weights (symmetric, per channel or
-per tensor), int32 biases; QUANTIZE from a float32 graph input and DEQUANTIZE to a
-float32 graph output.
+per tensor), int32 biases; the same operators on float32 tensors with float32 weights
+and biases (`float_ops`, TensorFlow Lite Micro's float kernels); QUANTIZE from float32
+and DEQUANTIZE to float32 between the two (at the graph's edges or inside it).
 """
 
 from __future__ import annotations
