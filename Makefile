@@ -161,6 +161,55 @@ tflite-models: venv
 	  [ -f $(TFLITE_MODELS)/$$name.py ] || $(PICONN) import $$file --name $$name --out $(TFLITE_MODELS) \
 	  || exit 1; done
 
+# MNIST CNNs (not part of `make models`: the default CNN trains for about 4 minutes, and
+# `make test` needs none of them; `make demo` makes them): the default CNN (conv.py's
+# DEFAULT_CNN) and the small one (SMALL_CNN) trained into build/models, then from them
+# float32, 50% structured-pruned float32, int8 of both sizes, and the XNOR CNN.
+#   make cnn-models   only what is missing; a step that fails leaves FILE.why (its error
+#                     and command) beside the file it should have made, which make bench and
+#                     the demo report
+# The float32 CNNs (about 320 KB and 150 KB) do not fit the 2 MB Pico's code partition
+# beside the MLPs: they go to build/models/large, which the firmware does not freeze
+# (make bench reads them from flash through its UF2).
+CNN_LARGE := $(MODELS)/large
+CNN_SMALL_ARCH := c8k5s2vb-c16k3s2vb-f32-f10
+CNN_STRUCTURED := 0.5
+CNN_FROZEN := mnist_cnn_int8 mnist_cnn_small_int8 mnist_cnn_xnor
+CNN_LARGE_NAMES := mnist_cnn_f32 mnist_cnn_pruned
+CNN_MODULES := $(CNN_FROZEN:%=$(MODELS)/%.py) $(CNN_LARGE_NAMES:%=$(CNN_LARGE)/%.py)
+# One step: its command; on failure its last line of output and the command go to $@.why
+# (removed once the step succeeds).
+cnn_step = @mkdir -p $(@D); rm -f $@.why; echo '$(1)'; \
+  { $(1) 2>&1; echo $$? >$@.rc; } | tee $@.log; rc=$$(cat $@.rc); rm -f $@.rc; \
+  [ "$$rc" = 0 ] || printf '%s (from: %s)\n' "$$(tail -n 1 $@.log | tr -d '\r')" '$(strip $(1))' >$@.why; \
+  rm -f $@.log; exit $$rc
+.PHONY: cnn-models
+cnn-models: venv
+	@$(MAKE) --no-print-directory -k $(CNN_MODULES) || { \
+	  echo "warning: CNN models missing:"; \
+	  for f in $(CNN_MODULES); do [ -f $$f ] || echo "  $$f"; done; \
+	  for w in $(MODELS)/*.why $(CNN_LARGE)/*.why; do [ -f $$w ] && echo "  $$w: $$(cat $$w)"; done; \
+	  exit 1; }
+
+$(MODELS)/mnist_cnn.npz: | $(VENV)/.installed
+	$(call cnn_step,$(PICONN) train mnist --model cnn --out $@)
+$(MODELS)/mnist_cnn_small.npz: | $(VENV)/.installed
+	$(call cnn_step,$(PICONN) train mnist --model cnn --arch $(CNN_SMALL_ARCH) --out $@)
+$(MODELS)/mnist_cnn_xnor.npz: | $(VENV)/.installed
+	$(call cnn_step,$(PICONN) train mnist --kind xnor --model cnn --out $@)
+$(MODELS)/mnist_cnn_pruned.npz: | $(MODELS)/mnist_cnn.npz
+	$(call cnn_step,$(PICONN) prune $(MODELS)/mnist_cnn.npz --structured $(CNN_STRUCTURED) --out $@)
+$(CNN_LARGE)/mnist_cnn_f32.py: | $(MODELS)/mnist_cnn.npz
+	$(call cnn_step,$(PICONN) export $(MODELS)/mnist_cnn.npz --name mnist_cnn_f32 --out $(@D))
+$(CNN_LARGE)/mnist_cnn_pruned.py: | $(MODELS)/mnist_cnn_pruned.npz
+	$(call cnn_step,$(PICONN) export $(MODELS)/mnist_cnn_pruned.npz --name mnist_cnn_pruned --out $(@D))
+$(MODELS)/mnist_cnn_int8.py: | $(MODELS)/mnist_cnn.npz
+	$(call cnn_step,$(PICONN) quantize $(MODELS)/mnist_cnn.npz --mode int8 --out $(@:.py=.nnb) --name mnist_cnn_int8)
+$(MODELS)/mnist_cnn_small_int8.py: | $(MODELS)/mnist_cnn_small.npz
+	$(call cnn_step,$(PICONN) quantize $(MODELS)/mnist_cnn_small.npz --mode int8 --out $(@:.py=.nnb) --name mnist_cnn_small_int8)
+$(MODELS)/mnist_cnn_xnor.py: | $(MODELS)/mnist_cnn_xnor.npz
+	$(call cnn_step,$(PICONN) export $(MODELS)/mnist_cnn_xnor.npz --name mnist_cnn_xnor --out $(@D))
+
 # The firmware freezes whatever models exist: a model step that fails is a
 # warning here (STRICT_MODELS=1 makes it an error); `make models` shows it.
 models-or-warn: venv
@@ -273,6 +322,13 @@ demo: firmware-PICO
 	  kill -0 $$pid 2>/dev/null || { cat build/demo-vpico.log; exit 1; }; sleep 1; done; \
 	echo "virtual Pico on socket://127.0.0.1:$(DEMO_PORT); running: mpremote connect socket://127.0.0.1:$(DEMO_PORT) run device/demo_mnist.py"; \
 	$(MPREMOTE) connect socket://127.0.0.1:$(DEMO_PORT) run device/demo_mnist.py
+# The demo's firmware freezes the CNNs too: they are made first (a missing one is a warning).
+ifneq ($(filter demo,$(MAKECMDGOALS)),)
+firmware-PICO: demo-cnn-models
+endif
+.PHONY: demo-cnn-models
+demo-cnn-models: venv
+	@$(MAKE) --no-print-directory cnn-models || echo "warning: the demo runs without the missing CNNs"
 
 # The bootloader's drive is RPI-RP2 (RP2040) or RP2350; we copy the UF2 there.
 deploy:
@@ -344,7 +400,8 @@ mip-package: natmod
 # --- benchmarks -------------------------------------------------------------
 #   make bench [BENCH_ARGS=...]   every MNIST variant x kernel tier (c, viper, python) and the
 #   float size ladder (trained into build/ladder/ when missing), then MLPerf Tiny's int8
-#   TFLite models (C tier; BENCH_ARGS="--int8-tiers c,viper" adds viper) on the virtual Pico:
+#   TFLite models (C tier; BENCH_ARGS="--int8-tiers c,viper" adds viper), then the MNIST CNNs
+#   of `make cnn-models` (c and viper tiers) on the virtual Pico:
 #   build/bench.json, build/bench.md (the README's tables), build/bench.png. Options:
 #   .venv/bin/python tools/bench.py --help (e.g. BENCH_ARGS="--no-ladder --tiers c").
 #   make bench-int8 [BENCH_ARGS=...]   only the int8 models (their rows of bench.json
@@ -354,6 +411,7 @@ BENCH_ARGS ?=
 .PHONY: bench bench-int8
 bench: venv
 	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PIP) install --quiet -e '.[test,bench]'
+	-@$(MAKE) --no-print-directory cnn-models
 	@$(MAKE) --no-print-directory firmware BOARD=PICO
 	$(PY) tools/bench.py $(BENCH_ARGS)
 
@@ -361,3 +419,13 @@ bench-int8: venv
 	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PIP) install --quiet -e '.[test,bench]'
 	@$(MAKE) --no-print-directory firmware BOARD=PICO
 	$(PY) tools/bench.py --only int8 $(BENCH_ARGS)
+
+#   make bench-cnn [BENCH_ARGS=...]   only the MNIST CNNs (make cnn-models first; a CNN that
+#   could not be made is a row saying why), c and viper tiers; their rows of bench.json
+#   replaced, the others kept.
+.PHONY: bench-cnn
+bench-cnn: venv
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PIP) install --quiet -e '.[test,bench]'
+	-@$(MAKE) --no-print-directory cnn-models
+	@$(MAKE) --no-print-directory firmware BOARD=PICO
+	$(PY) tools/bench.py --only cnn $(BENCH_ARGS)
