@@ -342,9 +342,6 @@ def test_heap_lock(rt, tmp_path):
     """forward (also with out=) and predict of int8 models allocate nothing (one input
     and output; two of each, passed and returned as tuples)."""
     runner, tier = rt
-    if tier == "python" and int(runner.run("import sys\nprint(sys.maxsize)")) < 2**62:
-        pytest.skip("a 32-bit port: the python tier's requantization products (62 bits) are "
-                    "long ints there (the viper and C tiers split them)")
     graph = cnn()
     graph2 = two_in_two_out()
     (tmp_path / "m.nnb").write_bytes(format2.to_bytes(graph))
@@ -577,6 +574,65 @@ def test_exact_arithmetic(micropython, tmp_path):
         assert (m1, s1) == want and (m2, s2) == want, (i, a[i], b[i], c[i])
         assert d6 == six[i] and dq == lutf[i], (i, c[i])
         assert qx == int(np.clip(q[i], int8.INT32_MIN, int8.INT32_MAX)), (i, x[i], c[i])
+
+
+SMALL_INTS = """
+import micropython, array
+from nn import _int8_fixed as X
+f = open({path!r})
+xs = array.array('i', [int(v) for v in f.readline().split()])
+mh = array.array('i', [int(v) for v in f.readline().split()])
+ml = array.array('i', [int(v) for v in f.readline().split()])
+shift = array.array('i', [int(v) for v in f.readline().split()])
+totals = array.array('i', [int(v) for v in f.readline().split()])
+out = array.array('i', bytes(4 * len(xs)))
+rec = array.array('i', bytes(4 * len(totals)))
+
+def run(xs, mh, ml, shift, totals, out, rec):
+    micropython.heap_lock()
+    try:
+        for i in range(len(xs)):
+            out[i] = X.requantize(xs[i], mh[i], ml[i], shift[i])
+        for i in range(len(totals)):
+            rec[i] = X.reciprocal_small(totals[i], X.headroom_plus_one(totals[i]))
+    finally:
+        micropython.heap_unlock()
+
+run(xs, mh, ml, shift, totals, out, rec)
+print(' '.join(str(v) for v in out))
+print(' '.join(str(v) for v in rec))
+"""
+
+
+@pytest.mark.parametrize("runner", [r for r in mpy.runners()] or [pytest.param(
+    None, marks=pytest.mark.skip(reason=mpy.why_none()))], ids=str)
+def test_small_int_requantization(runner, tmp_path):
+    """The python tier's requantization on small ints (16-bit halves of the multiplier,
+    14-bit limbs) equals TensorFlow Lite Micro's MultiplyByQuantizedMultiplier (the host's
+    int8.mbqm) for random int32 accumulators of up to 30 bits, multipliers and shifts
+    (results beyond +-(2^30 - 1) saturate there), and the softmax reciprocal equals
+    GetReciprocal's; all under heap_lock, so allocation-free on the webassembly port's
+    31-bit small ints too."""
+    rng = np.random.default_rng(30)
+    n = 4000
+    x = np.where(rng.random(n) < 0.5, rng.integers(-(1 << 30) + 1, 1 << 30, n),
+                 rng.integers(-70000, 70000, n))
+    x[:4] = [-(1 << 30) + 1, (1 << 30) - 1, 0, -1]
+    m = np.where(rng.random(n) < 0.9, rng.integers(1 << 30, 1 << 31, n),
+                 rng.integers(0, 1 << 31, n))
+    shift = np.where(rng.random(n) < 0.5, rng.integers(-31, 31, n), rng.integers(-12, 4, n))
+    totals = np.concatenate([rng.integers(1, 1 << 28, 400), 1 << np.arange(28),
+                             rng.integers(1 << 19, 1 << 20, 400)])
+    lines = [x, m >> 16, m & 0xFFFF, shift, totals]
+    (tmp_path / "v.txt").write_text("\n".join(" ".join(map(str, v)) for v in lines) + "\n")
+    out = runner.run(SMALL_INTS.format(path=str(tmp_path / "v.txt")), dirs=(tmp_path,),
+                     timeout=300).splitlines()
+    limit = (1 << 30) - 1
+    want = np.clip(int8.mbqm(x, m, shift), -limit, limit)
+    np.testing.assert_array_equal(np.array(out[0].split(), np.int64), want)
+    assert np.count_nonzero(np.abs(want) == limit) < n // 2  # most results exact, unsaturated
+    scale, _ = int8.reciprocal(totals, 12)
+    np.testing.assert_array_equal(np.array(out[1].split(), np.int64) + (1 << 30), scale)
 
 
 # ------------------------------------------------------------------ fuzz

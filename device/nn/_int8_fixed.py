@@ -5,8 +5,10 @@
 # nn._graph_prepare recomputes at load.
 #
 # Values are int32 held in Python ints; products reach 62 bits, small ints on 64-bit
-# ports (no allocation), long ints on 32-bit ports (the viper and C tiers split the
-# products instead).
+# ports, long ints (heap objects) on 32-bit ports, whose small ints hold +-2^30. The
+# functions from requantize() on are the inference path of the plain-Python tier: they
+# keep every intermediate within +-2^30, so they allocate nothing on any port, and give
+# the results of srdhm/rdbpot/mbqm above bit for bit.
 from micropython import const
 
 INT32_MIN = const(-0x80000000)
@@ -162,3 +164,95 @@ def reciprocal(x, headroom):
     headroom_plus_one(x); the bits of x over 1.0 are integer_bits - headroom."""
     shifted = ((x << headroom) & 0xFFFFFFFF) - 0x80000000  # uint32 arithmetic
     return one_over_one_plus_x(wrap32(shifted))
+
+
+# ------------------------------------------------------------------ on small ints only
+#
+# An int32 that can pass 2^30 (a multiplier in [2^30, 2^31), a Q0.31 value) travels as
+# 16-bit halves h * 2^16 + l (l in [0, 2^16)); products are formed on 14-bit limbs, whose
+# column sums stay below 2^30.
+
+_SMALL_MAX = const(0x3FFFFFFF)  # the largest small int of a 32-bit port
+
+
+def mul_round(ah, al, bh, bl, neg, e):
+    """+-round(srdhm(a, b) / 2^e), halves away from zero (rdbpot), for the magnitudes
+    a = ah * 2^16 + al and b = bh * 2^16 + bl (each at most 2^31, not both 2^31), the
+    sign - when neg. A magnitude past 2^30 - 1 saturates there (the callers clamp)."""
+    a0 = al & 0x3FFF
+    a1 = (al >> 14) | ((ah & 0xFFF) << 2)
+    a2 = ah >> 12
+    b0 = bl & 0x3FFF
+    b1 = (bl >> 14) | ((bh & 0xFFF) << 2)
+    b2 = bh >> 12
+    # srdhm's nudge, 2^30 (2^30 - 1 for a negative product), added column by column
+    k = 0x3FFF if neg else 0
+    c = a0 * b0 + k
+    c = a1 * b0 + a0 * b1 + k + (c >> 14)
+    c = a2 * b0 + a1 * b1 + a0 * b2 + (3 if neg else 4) + (c >> 14)
+    r = (c & 0x3FFF) >> 3  # (a * b + nudge) >> 31 = w * 2^11 + r
+    c = a2 * b1 + a1 * b2 + (c >> 14)
+    w = (c & 0x3FFF) + ((a2 * b2 + (c >> 14)) << 14)
+    if e > 11:
+        v = (w + (1 << (e - 12))) >> (e - 11)
+    elif e == 11:
+        v = w + ((r + 1024) >> 11)
+    elif w >= 1 << (19 + e):
+        v = _SMALL_MAX
+    else:
+        hw = w << (11 - e)
+        low = (r + (1 << e >> 1)) >> e
+        v = _SMALL_MAX if hw > _SMALL_MAX - low else hw + low
+    return -v if neg else v
+
+
+def requantize(x, mh, ml, shift):
+    """mbqm(x, mh * 2^16 + ml, shift) for a small int x (an int32 anywhere): exact where
+    the result lies within +-(2^30 - 1), saturated there beyond (callers clamp)."""
+    xh = x >> 16  # x = xh * 2^16 + xl
+    xl = x & 0xFFFF
+    if shift > 0:  # x << shift wrapped to int32, on the halves
+        if shift >= 16:
+            xh = xl << (shift - 16)
+            xl = 0
+        else:
+            xh = (xh << shift) + (xl >> (16 - shift))
+            xl = (xl & ((1 << (16 - shift)) - 1)) << shift
+        xh = ((xh & 0xFFFF) ^ 0x8000) - 0x8000
+    neg = xh < 0
+    if neg:  # the magnitude's halves
+        if xl:
+            xh = -1 - xh
+            xl = 0x10000 - xl
+        else:
+            xh = -xh
+    return mul_round(xh, xl, mh, ml, neg, -shift if shift < 0 else 0)
+
+
+def reciprocal_small(total, headroom):
+    """reciprocal(total, headroom) - 2^30 for 0 < total < 2^29: GetReciprocal's scale,
+    whose halves are then (v >> 16) + 0x4000 and v & 0xFFFF (nothing over 2^30 - 1)."""
+    # one_over_one_plus_x of (total << headroom) - 2^31: the half denominator (a + 1) / 2
+    # is total << (headroom - 1), in [2^30, 2^31); its halves
+    if headroom <= 17:
+        dh = total >> (17 - headroom)
+        dl = (total & ((1 << (17 - headroom)) - 1)) << (headroom - 1)
+    else:
+        dh = total << (headroom - 17)
+        dl = 0
+    # Newton-Raphson on x = 1 / denominator in Q2.29, in (0.94, 2]: held as x - 2^29
+    # x0 = 48/17 - 32/17 d: 1515870810 + srdhm(d, -1010580540), 1010580540 = 15420 * 2^16
+    # + 15420
+    xo = 978999898 + mul_round(dh, dl, 15420, 15420, True, 0)
+    for _ in range(3):
+        xh = (xo >> 16) + 0x2000
+        xl = xo & 0xFFFF
+        t = ONE_Q2 - mul_round(dh, dl, xh, xl, False, 0)  # 1 - d * x
+        neg = t < 0
+        if neg:
+            t = -t
+        # x += x * (1 - d x), the product's Q2.29 shifted left twice (it is far below
+        # saturation: |1 - d x| < 1/2)
+        xo += mul_round(xh, xl, t >> 16, t & 0xFFFF, neg, 0) << 2
+    # saturating_shift_left(x, 1) - 2^30
+    return _SMALL_MAX if xo >= 0x20000000 else xo << 1

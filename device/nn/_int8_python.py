@@ -10,9 +10,13 @@
 # w * (x - input_zero) over the taps inside the image, with the bias tensor itself; the
 # channel table gives each channel's multiplier and shift.
 #
-# Allocation-free on 64-bit ports for the int8 operators (every value is a small int
-# there); the float edges (QUANTIZE of a float32 input, DEQUANTIZE) box floats or long
-# ints. Cost: bytecode, thousands of cycles per multiply-add on a Cortex-M0+.
+# The int8 operators allocate nothing on any port: the requantization and softmax run on
+# nn._int8_fixed's small-int functions (32-bit ports hold ints within +-2^30 unboxed;
+# the multipliers and Q0.31 values are read as 16-bit halves). The one exception is a
+# convolution accumulator past +-2^30 (its bound, 255 x sum |w| + |bias|, allowed up to
+# 2^31), which is a heap int on a 32-bit port. The float edges (QUANTIZE of a float32
+# input, DEQUANTIZE) box floats or long ints. Cost: bytecode, thousands of cycles per
+# multiply-add on a Cortex-M0+.
 from nn import _int8_fixed as X
 from nn._graph_prepare import _round
 
@@ -24,6 +28,18 @@ def _i32(m, o):
 
 def _clamp(v, lo, hi):
     return lo if v < lo else hi if v > hi else v
+
+
+def _wrap(v):
+    # int32 wrap-around, without arithmetic past +-2^30 where there is none to do
+    return v if -0x3FFFFFFF <= v <= 0x3FFFFFFF else X.wrap32(v)
+
+
+def _channel(acc, tb, t):
+    # acc requantized by the channel record at t (folded bias, multiplier, shift): the
+    # multiplier, in [2^30, 2^31), read as its 16-bit halves
+    return X.requantize(acc, tb[t + 6] | (tb[t + 7] << 8), tb[t + 4] | (tb[t + 5] << 8),
+                        _i32(tb, t + 8))
 
 
 def conv_2d(a):
@@ -56,9 +72,7 @@ def conv_2d(a):
                                 wp = wo + ((oc * kh + ky) * kw + kx) * cin
                                 for ic in range(cin):
                                     acc += ((wb[wp + ic] ^ 128) - 128) * ((xb[xp + ic] ^ 128) - cx)
-                    t = to + 12 * oc
-                    v = X.mbqm(acc, _i32(tb, t + 4), _i32(tb, t + 8)) + zo
-                    yb[y] = _clamp(v, lo, hi) & 0xFF
+                    yb[y] = _clamp(_channel(acc, tb, to + 12 * oc) + zo, lo, hi) & 0xFF
                     y += 1
 
 
@@ -74,9 +88,7 @@ def fully_connected(a):
             wp = wo + oc * depth
             for d in range(depth):
                 acc += ((wb[wp + d] ^ 128) - 128) * ((xb[xp + d] ^ 128) - cx)
-            t = to + 12 * oc
-            v = X.mbqm(acc, _i32(tb, t + 4), _i32(tb, t + 8)) + zo
-            yb[y] = _clamp(v, lo, hi) & 0xFF
+            yb[y] = _clamp(_channel(acc, tb, to + 12 * oc) + zo, lo, hi) & 0xFF
             y += 1
 
 
@@ -117,8 +129,8 @@ def pool(a):
 def add(a):
     """ADD with rescaling, numpy broadcasting through per-dimension strides (0 where
     an input has 1 element along a dimension the output has more)."""
-    (ab, ao, bb, bo, yb, yo, dims, astr, bstr, off1, off2, ls, m1, s1, m2, s2, mo, so, zo,
-     lo, hi) = a
+    (ab, ao, bb, bo, yb, yo, dims, astr, bstr, off1, off2, ls, _, s1, _, s2, _, so, zo,
+     lo, hi, m1h, m1l, m2h, m2l, moh, mol) = a
     d0, d1, d2, d3 = dims
     y = yo
     for i0 in range(d0):
@@ -127,9 +139,11 @@ def add(a):
                 pa = ao + i0 * astr[0] + i1 * astr[1] + i2 * astr[2]
                 pb = bo + i0 * bstr[0] + i1 * bstr[1] + i2 * bstr[2]
                 for _ in range(d3):
-                    va = X.mbqm((((ab[pa] ^ 128) - 128) + off1) << ls, m1, s1)
-                    vb = X.mbqm((((bb[pb] ^ 128) - 128) + off2) << ls, m2, s2)
-                    v = X.mbqm(X.wrap32(va + vb), mo, so) + zo
+                    # |va|, |vb| <= 255 * 2^20 * 2^-1 (each input scale over twice the
+                    # larger): their sum never wraps int32
+                    va = X.requantize((((ab[pa] ^ 128) - 128) + off1) << ls, m1h, m1l, s1)
+                    vb = X.requantize((((bb[pb] ^ 128) - 128) + off2) << ls, m2h, m2l, s2)
+                    v = X.requantize(va + vb, moh, mol, so) + zo
                     yb[y] = _clamp(v, lo, hi) & 0xFF
                     y += 1
                     pa += astr[3]
@@ -147,18 +161,24 @@ def softmax(a):
             v = (xb[xp + j] ^ 128) - 128
             if v > top:
                 top = v
+        # the entries are in [0, 2^31): read as halves; each divided by 2^12 (rounded) and
+        # summed (at most 511 x 2^19: no int32 wrap)
         total = 0
         for j in range(depth):
-            total += X.rdbpot(_i32(tb, to + 4 * (top - ((xb[xp + j] ^ 128) - 128))),
-                              X.SOFTMAX_ACCUMULATION_INTEGER_BITS)
-        total = X.wrap32(total)
+            t = to + 4 * (top - ((xb[xp + j] ^ 128) - 128))
+            total += ((tb[t + 2] | (tb[t + 3] << 8)) << 4) + (
+                ((tb[t] | (tb[t + 1] << 8)) + 2048) >> 12)  # rdbpot(entry, 12)
         headroom = X.headroom_plus_one(total)
-        scale = X.reciprocal(total, headroom)
+        scale = X.reciprocal_small(total, headroom)  # the reciprocal - 2^30
+        sh = (scale >> 16) + 0x4000
+        sl = scale & 0xFFFF
         exponent = X.SOFTMAX_ACCUMULATION_INTEGER_BITS - headroom + 23  # bits over 1.0 + 23
         yp = yo + r * depth
         for j in range(depth):
-            e = _i32(tb, to + 4 * (top - ((xb[xp + j] ^ 128) - 128)))
-            yb[yp + j] = _clamp(X.rdbpot(X.srdhm(scale, e), exponent) - 128, -128, 127) & 0xFF
+            t = to + 4 * (top - ((xb[xp + j] ^ 128) - 128))
+            v = X.mul_round(tb[t + 2] | (tb[t + 3] << 8), tb[t] | (tb[t + 1] << 8), sh, sl,
+                            False, exponent)
+            yb[yp + j] = _clamp(v - 128, -128, 127) & 0xFF
 
 
 def pad(a):
@@ -184,7 +204,7 @@ def pad(a):
 
 def mean(a):
     """MEAN over height and width: [n, c] (the same bytes with keep_dims)."""
-    (xb, xo, n, h, w, c, yb, yo, izc, mult, shift, zo) = a
+    (xb, xo, n, h, w, c, yb, yo, izc, _, shift, zo, mh, ml) = a
     y = yo
     for b in range(n):
         for ch in range(c):
@@ -193,7 +213,7 @@ def mean(a):
             for _ in range(h * w):
                 total += (xb[p] ^ 128) - 128
                 p += c
-            v = X.mbqm(X.wrap32(total), mult, shift) + zo
+            v = X.requantize(_wrap(total), mh, ml, shift) + zo
             yb[y] = _clamp(v, -128, 127) & 0xFF
             y += 1
 

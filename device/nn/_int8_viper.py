@@ -315,7 +315,7 @@ def add(a):
     """ADD (nn._int8_python.add's arguments): each input's 256 rescaled values as a
     table, then a row at a time the output requantization."""
     (ab, ao, bb, bo, yb, yo, dims, astr, bstr, off1, off2, ls, m1, s1, m2, s2, mo, so, zo,
-     lo, hi) = a
+     lo, hi, _, _, _, _, _, _) = a  # (the multipliers' halves: the python tier's)
     acc = _acc
     _shifted(acc, 0, off1, ls)
     _requantize(acc, 0, 256, 0, acc, 0, m1, s1)

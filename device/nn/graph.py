@@ -184,7 +184,9 @@ class Model:
             dims = _four(y[F.T_SHAPE])
             scratch = 512 + dims[3]  # the two inputs' tables, a row
             args = (xb, xo, bb, bo, yb, yo, dims, _strides(x[F.T_SHAPE]),
-                    _strides(ins[1][F.T_SHAPE])) + tuple(p[F.P_ADD_INPUT1_OFFSET:F.P_ADD_ACT_MAX + 1])
+                    _strides(ins[1][F.T_SHAPE])) + tuple(p[F.P_ADD_INPUT1_OFFSET:F.P_ADD_ACT_MAX + 1]) \
+                + _halves(p[F.P_ADD_INPUT1_MULTIPLIER]) + _halves(p[F.P_ADD_INPUT2_MULTIPLIER]) \
+                + _halves(p[F.P_ADD_OUTPUT_MULTIPLIER])
         elif kind == F.SOFTMAX:
             depth = x[F.T_SHAPE][-1]
             args = (xb, xo, yb, yo, x[F.T_SIZE] // depth if depth else 0, depth, tb, to)
@@ -198,7 +200,8 @@ class Model:
         elif kind == F.MEAN:
             n, h, wd, c = x[F.T_SHAPE]
             args = (xb, xo, n, h, wd, c, yb, yo, p[F.P_MEAN_INPUT_ZERO_TIMES_COUNT],
-                    p[F.P_MEAN_MULTIPLIER], p[F.P_MEAN_SHIFT], p[F.P_MEAN_OUTPUT_ZERO])
+                    p[F.P_MEAN_MULTIPLIER], p[F.P_MEAN_SHIFT], p[F.P_MEAN_OUTPUT_ZERO]) \
+                + _halves(p[F.P_MEAN_MULTIPLIER])
         elif kind == F.QUANTIZE and x[F.T_DTYPE] == F.F32:
             kernel = _QUANTIZE_F32
             args = (xb, xo, yb, yo, y[F.T_SIZE], p[F.P_QUANTIZE_SCALE], p[F.P_QUANTIZE_OUTPUT_ZERO])
@@ -470,6 +473,12 @@ class Model:
     def __repr__(self):
         return "<nn.graph.Model %s: %d operators, arena %d B>" % (self.name, self.n_operators,
                                                                  self.arena_size)
+
+
+def _halves(m):
+    # a multiplier in [0, 2^31) as (m >> 16, m & 0xFFFF): small ints on every port (the
+    # python tier's requantization takes them so)
+    return (m >> 16, m & 0xFFFF)
 
 
 def _four(shape):
