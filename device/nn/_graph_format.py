@@ -32,10 +32,11 @@ _OPERATOR = "<BBH3HHI16i"
 
 # dtypes (FORMAT.md): code -> element bytes
 F32 = const(1)
+BITS = const(2)  # packed along the last axis (FORMAT.md "Binary operators")
 I32 = const(3)
 I8 = const(4)
-DTYPE_NAMES = {F32: "f32", I32: "i32", I8: "i8"}
-_ITEM = {F32: 4, I32: 4, I8: 1}
+DTYPE_NAMES = {F32: "f32", BITS: "bits", I32: "i32", I8: "i8"}
+_ITEM = {F32: 4, BITS: 0, I32: 4, I8: 1}
 
 STORAGE_ARENA = const(0)
 STORAGE_CONSTANT = const(1)
@@ -58,11 +59,16 @@ LOGISTIC = const(11)
 TANH = const(12)
 QUANTIZE = const(13)
 DEQUANTIZE = const(14)
+# binary operators (FORMAT.md "Binary operators"); codes 15..19 are unused
+BINARIZE = const(20)
+XNOR_CONV_2D = const(21)
+BINARY_MAX_POOL_2D = const(22)
 KIND_NAMES = ("", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
               "MAX_POOL_2D", "ADD", "RESHAPE", "SOFTMAX", "PAD", "MEAN", "LOGISTIC", "TANH",
-              "QUANTIZE", "DEQUANTIZE")
+              "QUANTIZE", "DEQUANTIZE", "", "", "", "", "", "BINARIZE", "XNOR_CONV_2D",
+              "BINARY_MAX_POOL_2D")
 # the number of named params of each kind (the rest of the 16 must be 0)
-N_NAMED = (0, 11, 11, 6, 10, 10, 13, 0, 4, 1, 5, 4, 4, 5, 2)
+N_NAMED = (0, 11, 11, 6, 10, 10, 13, 0, 4, 1, 5, 4, 4, 5, 2, 0, 0, 0, 0, 0, 0, 5, 7)
 
 # Params by name: the index of each in the record's i32[16] (FORMAT.md's order)
 P_PADDING = const(0)  # CONV_2D, DEPTHWISE_CONV_2D, pools
@@ -124,6 +130,18 @@ P_QUANTIZE_MULTIPLIER = const(3)
 P_QUANTIZE_SHIFT = const(4)
 P_DEQUANTIZE_INPUT_ZERO = const(0)
 P_DEQUANTIZE_SCALE = const(1)
+P_XNOR_PADDING = const(0)  # XNOR_CONV_2D
+P_XNOR_STRIDE_H = const(1)
+P_XNOR_STRIDE_W = const(2)
+P_XNOR_PAD_TOP = const(3)
+P_XNOR_PAD_LEFT = const(4)
+P_BPOOL_PADDING = const(0)  # BINARY_MAX_POOL_2D
+P_BPOOL_FILTER_H = const(1)
+P_BPOOL_FILTER_W = const(2)
+P_BPOOL_STRIDE_H = const(3)
+P_BPOOL_STRIDE_W = const(4)
+P_BPOOL_PAD_TOP = const(5)
+P_BPOOL_PAD_LEFT = const(6)
 
 PADDING_SAME = const(0)
 PADDING_VALID = const(1)
@@ -226,7 +244,16 @@ def _tensor(buf, at, i, data, arena):
     size = 1
     for d in shape:
         size *= d
-    if nbytes != size * _ITEM[dt] or offset & 3:
+    if dt == BITS:
+        if not rank or quant:
+            raise ValueError("tensor %d: a bits tensor has rank 1..4 and no quantization" % i)
+        rows = 1
+        for d in shape[0:rank - 1]:
+            rows *= d
+        if nbytes != rows * 4 * ((shape[rank - 1] + 31) >> 5) or offset & 3:
+            raise ValueError("tensor %d: nbytes does not match its packed shape, or a "
+                             "misaligned offset" % i)
+    elif nbytes != size * _ITEM[dt] or offset & 3:
         raise ValueError("tensor %d: nbytes does not match its shape, or a misaligned offset" % i)
     if storage == STORAGE_CONSTANT:
         if offset < data or offset + nbytes > len(buf):
@@ -265,7 +292,8 @@ def _positive_f32(bits):
 def _operator(buf, at, k, n_tensors):
     kind, n_in, reserved, i0, i1, i2, out, table, *params = struct.unpack_from(
         _OPERATOR, buf, at)
-    if not 1 <= kind <= DEQUANTIZE or not 1 <= n_in <= MAX_OP_INPUTS or reserved:
+    if not 1 <= kind < len(KIND_NAMES) or not KIND_NAMES[kind] or not 1 <= n_in <= MAX_OP_INPUTS \
+            or reserved:
         raise ValueError("operator %d: unknown kind %d or input count %d" % (k, kind, n_in))
     ins = (i0, i1, i2)
     for j in range(MAX_OP_INPUTS):
@@ -277,7 +305,8 @@ def _operator(buf, at, k, n_tensors):
     for j in range(N_NAMED[kind], N_PARAMS):
         if params[j]:
             raise ValueError("operator %d (%s): unused params must be 0" % (k, KIND_NAMES[kind]))
-    if kind <= MAX_POOL_2D and kind != FULLY_CONNECTED:
+    if kind <= MAX_POOL_2D and kind != FULLY_CONNECTED or kind == XNOR_CONV_2D \
+            or kind == BINARY_MAX_POOL_2D:  # (P_XNOR_PADDING, P_BPOOL_PADDING are 0 too)
         if params[P_PADDING] != PADDING_SAME and params[P_PADDING] != PADDING_VALID:
             raise ValueError("operator %d (%s): unknown padding code" % (k, KIND_NAMES[kind]))
     act = None

@@ -662,10 +662,97 @@ def _no_kind(buf, g, k, sums_fn):  # pragma: no cover - code 0 is refused by the
     raise _fail(g, k, "unknown kind")
 
 
+# ------------------------------------------------------------------ binary operators
+
+MAX_FIELD_WORDS = const(1024)  # kh * kw * words(C_in): one output pixel's receptive field
+
+
+def _positive_dims(g, k, t, role):
+    for d in t[F.T_SHAPE]:
+        if d < 1:
+            raise _fail(g, k, "%s has an empty dimension: %s" % (role, list(t[F.T_SHAPE])))
+
+
+def _padding_bits_clear(buf, g, k, t, role):
+    # every row of a constant bits tensor has its padding bits 0 (the kernels count them)
+    c = t[F.T_SHAPE][-1]
+    p = c & 31
+    if not p:
+        return
+    nw = (c + 31) >> 5
+    o = t[F.T_OFFSET] + 4 * nw - 4 + (p >> 3)  # the byte of the first padding bit
+    for _ in range(t[F.T_NBYTES] // (4 * nw)):
+        if buf[o] >> (p & 7) or any(buf[o + j] for j in range(1, 4 - (p >> 3))):
+            raise _fail(g, k, "%s has padding bits set (past %d elements per row)" % (role, c))
+        o += 4 * nw
+
+
+def _binarize(buf, g, k, sums_fn):
+    _counts(g, k, 2, 2)
+    x = _input(g, k, 0)
+    y = _output(g, k, None, F.BITS)
+    b = _constant(g, k, 1, F.I32)
+    if not x[F.T_SHAPE] or y[F.T_SHAPE] != x[F.T_SHAPE]:
+        raise _fail(g, k, "input and output shapes must be equal, rank 1..4")
+    _positive_dims(g, k, x, "input 0")
+    if b[F.T_SHAPE] != (x[F.T_SHAPE][-1], 2):
+        raise _fail(g, k, "the bounds must be [%d, 2]" % x[F.T_SHAPE][-1])
+    return (), None
+
+
+def _xnor_conv(buf, g, k, sums_fn):
+    _counts(g, k, 3, 3)
+    x = _input(g, k, 0, 4, F.BITS)
+    w = _constant(g, k, 1, F.BITS)
+    y = g[F.G_TENSORS][g[F.G_OPS][k][F.O_OUTPUT]]
+    y = _output(g, k, 4, F.I32 if y[F.T_DTYPE] == F.I32 else F.BITS)
+    _positive_dims(g, k, x, "input 0")
+    _positive_dims(g, k, y, "output")
+    ws, cin, cout = w[F.T_SHAPE], x[F.T_SHAPE][3], y[F.T_SHAPE][3]
+    if len(ws) != 4 or ws[0] != cout or ws[3] != cin:
+        raise _fail(g, k, "weights %s, expected [%d, kh, kw, %d]" % (list(ws), cout, cin))
+    p = g[F.G_OPS][k][F.O_PARAMS]
+    kh, kw = ws[1], ws[2]
+    pad = _spatial(g, k, x, y, kh, kw, p[F.P_XNOR_PADDING], p[F.P_XNOR_STRIDE_H],
+                   p[F.P_XNOR_STRIDE_W])
+    if kh * kw * ((cin + 31) >> 5) > MAX_FIELD_WORDS:
+        raise _fail(g, k, "receptive field of %d words; at most %d"
+                          % (kh * kw * ((cin + 31) >> 5), MAX_FIELD_WORDS))
+    _padding_bits_clear(buf, g, k, w, "the weights")
+    ch = _constant(g, k, 2, F.I32)
+    if y[F.T_DTYPE] == F.BITS:
+        if ch[F.T_SHAPE] != (cout,):
+            raise _fail(g, k, "the thresholds must be [%d]" % cout)
+    else:
+        if ch[F.T_SHAPE] != (2, cout):
+            raise _fail(g, k, "the fixed-point factors (a; b) must be [2, %d]" % cout)
+        if y[F.T_QUANT] == F.QUANT_CHANNEL or y[F.T_ZERO]:
+            raise _fail(g, k, "an int32 output is quantized per tensor with zero point 0")
+        n = kh * kw * cin
+        v = _i32s(buf, ch)
+        for c in range(cout):
+            if abs(v[c]) * n + abs(v[cout + c]) > X.INT32_MAX:
+                raise _fail(g, k, "channel %d: |a|*%d + |b| leaves int32" % (c, n))
+    return (p[F.P_XNOR_PADDING], p[F.P_XNOR_STRIDE_H], p[F.P_XNOR_STRIDE_W]) + pad, None
+
+
+def _binary_max_pool(buf, g, k, sums_fn):
+    _counts(g, k, 1, 1)
+    x, y = _input(g, k, 0, 4, F.BITS), _output(g, k, 4, F.BITS)
+    _positive_dims(g, k, x, "input 0")
+    if y[F.T_SHAPE][3] != x[F.T_SHAPE][3]:
+        raise _fail(g, k, "input and output channels differ")
+    p = g[F.G_OPS][k][F.O_PARAMS]
+    pad = _spatial(g, k, x, y, p[F.P_BPOOL_FILTER_H], p[F.P_BPOOL_FILTER_W],
+                   p[F.P_BPOOL_PADDING], p[F.P_BPOOL_STRIDE_H], p[F.P_BPOOL_STRIDE_W])
+    return tuple(p[F.P_BPOOL_PADDING:F.P_BPOOL_STRIDE_W + 1]) + pad, None
+
+
 # per kind code (FORMAT.md): (buf, graph, operator index, weight sums) -> (named params,
 # table bytes or None)
 _PREPARE = (_no_kind, _conv, _depthwise, _fully_connected, _pool, _pool, _add, _reshape,
-            _softmax, _pad, _mean, _logistic, _tanh, _quantize, _dequantize)
+            _softmax, _pad, _mean, _logistic, _tanh, _quantize, _dequantize, _no_kind,
+            _no_kind, _no_kind, _no_kind, _no_kind, _binarize, _xnor_conv, _binary_max_pool)
 
 
 def weight_sums(buf, off, n_out, n, stride_out, stride):
@@ -689,6 +776,14 @@ def weight_sums(buf, off, n_out, n, stride_out, stride):
     return sums, abs_sums
 
 
+def _writer_kind(g, i):
+    # the kind of the operator writing tensor i (0: none)
+    for op in g[F.G_OPS]:
+        if op[F.O_OUTPUT] == i:
+            return op[F.O_KIND]
+    return 0
+
+
 def check(buf, g, sums_fn=weight_sums):
     """Check every operator against its kind's rules and every stored param and table
     against those its tensors' quantization gives; ValueError on the first difference.
@@ -708,6 +803,10 @@ def check(buf, g, sums_fn=weight_sums):
             raise _fail(g, k, "stored table differs from the one its quantization gives")
     for i in g[F.G_INPUTS] + g[F.G_OUTPUTS]:
         t = g[F.G_TENSORS][i]
-        if t[F.T_DTYPE] == F.I32 or (t[F.T_DTYPE] == F.I8 and t[F.T_QUANT] == F.QUANT_NONE):
+        if t[F.T_DTYPE] == F.BITS or (t[F.T_DTYPE] == F.I32 and (
+                i not in g[F.G_OUTPUTS] or t[F.T_STORAGE] == F.STORAGE_CONSTANT
+                or _writer_kind(g, i) != F.XNOR_CONV_2D)) \
+                or (t[F.T_DTYPE] == F.I8 and t[F.T_QUANT] == F.QUANT_NONE):
             raise ValueError("graph input/output tensor %d is %s; supported: int8 (quantized),"
-                             " float32" % (i, F.DTYPE_NAMES[t[F.T_DTYPE]]))
+                             " float32, int32 (an XNOR_CONV_2D output)"
+                             % (i, F.DTYPE_NAMES[t[F.T_DTYPE]]))

@@ -16,6 +16,7 @@ from micropython import const
 from nn import _graph_format as F
 from nn import _graph_prepare as P
 from nn import _int8_python as K
+from nn import _xnor_python as _XP
 from nn import model as _model
 from nn._tiers import C_MODULE as _nn_c
 from nn._tiers import TIERS as _TIERS
@@ -30,14 +31,21 @@ if any(t[0] == "viper" for t in _TIERS):
         from nn import _int8_viper as _viper
     except ImportError:  # pragma: no cover - not installed
         _viper = None
+_xviper = None  # type: Any
+if _viper is not None:
+    try:
+        from nn import _xnor_viper as _xviper
+    except ImportError:  # pragma: no cover - not installed
+        _xviper = None
 _graph_run = getattr(_nn_c, "graph_run", None) if _nn_c is not None else None  # type: Any
 
 # Python kernel per operator kind (the viper tier has some of the same names)
 _KERNELS = ("", "conv_2d", "conv_2d", "fully_connected", "pool", "pool", "add", "nothing",
-            "softmax", "pad", "mean", "lut8", "lut8", "lut8", "dequantize")
+            "softmax", "pad", "mean", "lut8", "lut8", "lut8", "dequantize", "", "", "", "",
+            "", "binarize", "xnor_conv_2d", "binary_max_pool_2d")  # binary: nn._xnor_*
 _QUANTIZE_F32 = "quantize_f32"
 
-_DTYPE_CODES = {F.I8: "b", F.F32: "f"}  # OpenMV's ml dtype letters (array typecodes)
+_DTYPE_CODES = {F.I8: "b", F.F32: "f", F.I32: "i"}  # OpenMV's ml dtype letters (array typecodes)
 
 # per operator, a tuple read with these indices
 _OP_KIND = const(0)
@@ -122,6 +130,7 @@ class Model:
         self.where = where or ("flash" if self.in_flash else "in place")
         # graph_run reads words in place: only from a word-aligned model
         self._c_ok = _graph_run is not None and (base is None or base & 3 == 0)
+        self._words_ok = base is None or base & 3 == 0  # so do the binary viper kernels
         self.arena_size = g[F.G_ARENA]
         self._arena = bytearray(self.arena_size)
         self.n_operators = len(g[F.G_OPS])
@@ -207,6 +216,22 @@ class Model:
             args = (xb, xo, yb, yo, y[F.T_SIZE], p[F.P_QUANTIZE_SCALE], p[F.P_QUANTIZE_OUTPUT_ZERO])
         elif kind == F.RESHAPE:
             args = ()
+        elif kind == F.BINARIZE:
+            c = x[F.T_SHAPE][-1]
+            args = (xb, xo, yb, yo, x[F.T_SIZE] // c, c) + self._loc(ins[1])
+        elif kind == F.XNOR_CONV_2D:
+            n, h, wd, cin = x[F.T_SHAPE]
+            _, kh, kw, _ = ins[1][F.T_SHAPE]
+            _, oh, ow, cout = y[F.T_SHAPE]
+            macs = y[F.T_SIZE] // cout * cout * kh * kw * ((cin + 31) >> 5)  # word XORs
+            args = (xb, xo, n, h, wd, ((cin + 31) >> 5) << 2, self._buf, ins[1][F.T_OFFSET],
+                    kh, kw) + self._loc(ins[2]) + (
+                yb, yo, oh, ow, cout, p[F.P_XNOR_STRIDE_H], p[F.P_XNOR_STRIDE_W],
+                p[F.P_XNOR_PAD_TOP], p[F.P_XNOR_PAD_LEFT], kh * kw * cin, y[F.T_DTYPE] == F.BITS)
+        elif kind == F.BINARY_MAX_POOL_2D:
+            n, h, wd, c = x[F.T_SHAPE]
+            args = (xb, xo, n, h, wd, ((c + 31) >> 5) << 2, yb, yo, y[F.T_SHAPE][1],
+                    y[F.T_SHAPE][2]) + tuple(p[F.P_BPOOL_FILTER_H:F.P_BPOOL_PAD_LEFT + 1])
         else:  # LOGISTIC, TANH, QUANTIZE from int8, DEQUANTIZE: a table per input value
             args = (xb, xo, yb, yo, y[F.T_SIZE], tb, to)
         live = 0
@@ -235,7 +260,7 @@ class Model:
             o, nb = t[F.T_OFFSET], t[F.T_NBYTES]
             self._in.append((arena[o:o + nb], o, t[F.T_SIZE], t[F.T_DTYPE] == F.F32,
                              "input" if len(g[F.G_INPUTS]) == 1 else "input %d" % len(self._in)))
-        self._out = []  # (source view, offset in its buffer, elements, f32, buffer)
+        self._out = []  # (source view, offset, elements, f32, buffer, own view, i32)
         outs = []
         for i in g[F.G_OUTPUTS]:
             t = ts[i]
@@ -243,9 +268,11 @@ class Model:
                            self.output_zero_point)
             o, nb, f32 = t[F.T_OFFSET], t[F.T_NBYTES], t[F.T_DTYPE] == F.F32
             src = buf if t[F.T_STORAGE] == F.STORAGE_CONSTANT else arena
-            y = array("f" if f32 else "b", bytes(nb))
+            i32 = t[F.T_DTYPE] == F.I32
+            y = array("f" if f32 else "i" if i32 else "b", bytes(nb))
             self._out.append((src[o:o + nb], o, t[F.T_SIZE], f32,
-                              self._buf if src is buf else self._arena, memoryview(y)))
+                              self._buf if src is buf else self._arena,
+                              _bytes_of(y, nb) if i32 else memoryview(y), i32))
             outs.append(y)
         self._outs = tuple(outs)
         self._y = outs[0] if len(outs) == 1 else self._outs
@@ -264,18 +291,21 @@ class Model:
     def _tier_of(self, k, cur):
         # (tier name, kernel function or None for graph_run) of operator k
         kind, name = self._ops[k][_OP_KIND], self._ops[k][_OP_KERNEL]
+        py, vp = K, _viper
+        if kind >= F.BINARIZE:  # the binary kinds' tiers (viper: a word-aligned model)
+            py, vp = _XP, _xviper if self._words_ok else None
         for t in range(cur, len(_TIERS)):
             tier, mod = _TIERS[t]
             if mod is _nn_c:
                 if self._c_ok:
                     return tier, None
             elif tier == "viper":
-                f = getattr(_viper, name, None) if _viper is not None else None
+                f = getattr(vp, name, None) if vp is not None else None
                 if f is not None:
                     return tier, f
             elif tier == "python":
-                return tier, getattr(K, name)
-        return "python", getattr(K, name)  # pragma: no cover - python is always last
+                return tier, getattr(py, name)
+        return "python", getattr(py, name)  # pragma: no cover - python is always last
 
     def _current(self):
         # the index in _TIERS of nn's backend
@@ -356,7 +386,9 @@ class Model:
         view[0:n] = x
 
     def _get(self, j, out):
-        view, o, n, f32, src, mine = self._out[j]
+        view, o, n, f32, src, mine, i32 = self._out[j]
+        if i32:
+            return self._get_i32(j, view, n, mine, out)
         if f32:
             y = self._outs[j] if out is None else out
             if out is not None and (type(out) is not array or len(out) != n):
@@ -375,6 +407,23 @@ class Model:
                 out[i] = view[i]  # stored as int8: the byte's two's complement value
         else:
             out[0:n] = view
+        return out
+
+    def _get_i32(self, j, view, n, mine, out):
+        # an int32 output (the logits of an XNOR network): array('i')
+        y = self._outs[j]
+        if mine is not None:
+            mine[0:len(view)] = view  # (a byte view of y: allocates nothing)
+        else:
+            for i in range(n):  # without uctypes: values beyond small ints allocate
+                y[i] = (view[4 * i] | view[4 * i + 1] << 8 | view[4 * i + 2] << 16
+                        | ((view[4 * i + 3] ^ 0x80) - 0x80) << 24)
+        if out is None:
+            return y
+        if type(out) is not array or len(out) != n or len(bytes(out[0:1])) != 4:
+            raise TypeError("out takes array('i') of %d int32" % n)
+        for i in range(n):
+            out[i] = y[i]
         return out
 
     def predict(self, x):
@@ -479,6 +528,12 @@ def _halves(m):
     # a multiplier in [0, 2^31) as (m >> 16, m & 0xFFFF): small ints on every port (the
     # python tier's requantization takes them so)
     return (m >> 16, m & 0xFFFF)
+
+
+def _bytes_of(a, nb):
+    # a writable memoryview of the nb bytes of array a (no copy), None without uctypes
+    u = _model.uctypes
+    return memoryview(u.bytearray_at(u.addressof(a), nb)) if u is not None else None
 
 
 def _four(shape):

@@ -1,0 +1,162 @@
+# nn._xnor_viper: the viper tier of the binary operators of format version 2
+# (docs/FORMAT.md "Binary operators"), bit for bit nn._xnor_python's results; the
+# kernels take its argument tuples.
+#
+# Bits tensors are read a word at a time (ptr32), so nn.graph uses this tier only for
+# a model at a word-aligned address (the arena always is). XNOR_CONV_2D gathers one
+# output pixel's receptive field into a word buffer and counts all output channels
+# against it with nn._viper's popcount of weight rows (the Thumb assembler loop on the
+# RP2040, SWAR viper elsewhere). Importing it is a SyntaxError on ports without the
+# native emitter: nn.graph imports it only where the 'viper' tier exists.
+import micropython
+from micropython import const
+
+from nn import _viper as V
+from nn._xnor_python import MAX_FIELD_BYTES
+
+_TYPING = False  # True for type checkers only (mypy --always-true=_TYPING)
+if _TYPING:
+    from nn._viper_types import ptr8, ptr32
+
+_field = bytearray(MAX_FIELD_BYTES)  # one output pixel's receptive field
+_MODE_BITS = const(0)  # nn._viper's row modes: thresholds, fixed point
+_MODE_FIXED = const(1)
+
+
+@micropython.viper
+def address(buf) -> int:
+    """The address of a buffer's bytes (as an int, for the word kernels)."""
+    return int(ptr8(buf))
+
+
+@micropython.viper
+def _binarize(x: int, y: int, rows: int, c: int, bounds: int):
+    px = ptr8(x)
+    py = ptr32(y)
+    pb = ptr32(bounds)
+    one = 1
+    sgn = one << 31
+    m32 = (sgn << 1) - 1  # int32 from a loaded word (64-bit ports sign-extend nothing)
+    nw = (c + 31) >> 5
+    r = 0
+    while r < rows:
+        j = 0
+        k = 0
+        while k < nw:
+            end = j + 32
+            if end > c:
+                end = c
+            v = 0
+            b = 0
+            while j < end:
+                t = ((int(px[j]) ^ 0x80) - 0x80)
+                lo = ((pb[2 * j] & m32) ^ sgn) - sgn
+                hi = ((pb[2 * j + 1] & m32) ^ sgn) - sgn
+                if lo <= t and t <= hi:
+                    v |= one << b
+                b += 1
+                j += 1
+            py[k] = v
+            k += 1
+        px = ptr8(int(px) + c)
+        py = ptr32(int(py) + 4 * nw)
+        r += 1
+
+
+def binarize(a):
+    """BINARIZE: bit c of each row set iff bounds[c][0] <= x[c] <= bounds[c][1]."""
+    xb, xo, yb, yo, rows, c, bb, bo = a
+    _binarize(address(xb) + xo, address(yb) + yo, rows, c, address(bb) + bo)
+
+
+@micropython.viper
+def _gather(x: int, h: int, w: int, rw: int, iy0: int, ix0: int, kh: int, kw: int, f):
+    # the receptive field at (iy0, ix0): kh * kw rows of rw words, 0 (-1) outside
+    pf = ptr32(f)
+    j = 0
+    ky = 0
+    while ky < kh:
+        iy = iy0 + ky
+        kx = 0
+        while kx < kw:
+            ix = ix0 + kx
+            if 0 <= iy and iy < h and 0 <= ix and ix < w:
+                px = ptr32(x + ((iy * w + ix) * rw << 2))
+                i = 0
+                while i < rw:
+                    pf[j + i] = px[i]
+                    i += 1
+            else:
+                i = 0
+                while i < rw:
+                    pf[j + i] = 0
+                    i += 1
+            j += rw
+            kx += 1
+        ky += 1
+
+
+def xnor_conv_2d(a):
+    """XNOR_CONV_2D: m = popcount(field XOR w[c]); bits (m <= thr[c]) or int32
+    a[c] * (n - 2m) + b[c]."""
+    (xb, xo, n, h, w, rb, wb, wo, kh, kw, cb, co, yb, yo, oh, ow, cout, sh, sw, pt, pl,
+     n_bits, bits_out) = a
+    f = _field
+    rw = rb >> 2
+    nw = kh * kw * rw  # words of the receptive field and of a weight row
+    x0 = address(xb) + xo
+    wa = address(wb) + wo
+    ca = address(cb) + co
+    y = address(yb) + yo
+    step = ((cout + 31) >> 5) << 2 if bits_out else 4 * cout
+    thumb = V.THUMB and nw <= 31
+    mode = _MODE_BITS if bits_out else _MODE_FIXED
+    for b in range(n):
+        x = x0 + b * h * w * rb
+        for oy in range(oh):
+            for ox in range(ow):
+                _gather(x, h, w, rw, oy * sh - pt, ox * sw - pl, kh, kw, f)
+                if thumb:
+                    V._xnor_thumb(f, wa, ca, ca + 4 * cout, y, nw, cout, n_bits, mode, V._cnt)
+                else:
+                    V._xnor_rows(0, 0, f, wa, y, ca, ca + 4 * cout, nw, cout, n_bits, mode)
+                y += step
+
+
+@micropython.viper
+def _pool(x: int, h: int, w: int, rw: int, y: int, iy0: int, ix0: int, fh: int, fw: int):
+    # one output pixel: the OR of the window's rows inside the image
+    py = ptr32(y)
+    i = 0
+    while i < rw:
+        py[i] = 0
+        i += 1
+    ky = 0
+    while ky < fh:
+        iy = iy0 + ky
+        if 0 <= iy and iy < h:
+            kx = 0
+            while kx < fw:
+                ix = ix0 + kx
+                if 0 <= ix and ix < w:
+                    px = ptr32(x + ((iy * w + ix) * rw << 2))
+                    i = 0
+                    while i < rw:
+                        py[i] = py[i] | px[i]
+                        i += 1
+                kx += 1
+        ky += 1
+
+
+def binary_max_pool_2d(a):
+    """BINARY_MAX_POOL_2D: the OR of the window's rows inside the image."""
+    xb, xo, n, h, w, rb, yb, yo, oh, ow, fh, fw, sh, sw, pt, pl = a
+    rw = rb >> 2
+    x0 = address(xb) + xo
+    y = address(yb) + yo
+    for b in range(n):
+        x = x0 + b * h * w * rb
+        for oy in range(oh):
+            for ox in range(ow):
+                _pool(x, h, w, rw, y, oy * sh - pt, ox * sw - pl, fh, fw)
+                y += rb
