@@ -164,6 +164,32 @@ def test_pad_no_bias_keep_dims():
     assert tw.graph_difference(graph, import_tflite(tw.to_tflite(graph))) == ""
 
 
+def test_float32_graph(mnist, tmp_path, capsys):
+    """A float32 graph (piconn.float_graph) exports too: version 1 of every operator, and
+    TFLite Micro's float kernels give the bits of float_ops (no exp-based operator here)."""
+    from piconn.float_graph import float_graph
+
+    graph = float_graph(_cnn_spec(conv.SMALL_CNN, 4))
+    assert {graph.tensors[i].dtype for i in graph.activations()} == {g.FLOAT32}
+    blob = tw.to_tflite(graph)
+    assert {version for _, _, version in _codes(blob)} == {1}
+    shape = graph.tensors[graph.inputs[0]].shape
+    rng = np.random.default_rng(5)
+    inputs = ([(v / np.float32(255)).reshape(shape) for v in
+               mnist[2][:30].astype(np.float32)]
+              + [rng.normal(0, 1, shape).astype(np.float32) for _ in range(20)])
+    assert agree(graph, inputs) == 50
+    assert tw.graph_difference(tw.converter_form(graph), import_tflite(blob)) == ""
+    nnb = tmp_path / "f32.nnb"
+    nnb.write_bytes(format2.to_bytes(graph))
+    code, out, err = _cli(["export", str(nnb), "--format", "tflite", "--name", "f32",
+                           "--out", str(tmp_path / "new"), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["kind"] == "float32"
+    assert (tmp_path / "new" / "f32.tflite").read_bytes() == tw.to_tflite(
+        format2.from_bytes(nnb.read_bytes()).graph)
+
+
 @pytest.mark.parametrize("which", ["cnn", "mlp"])
 def test_input_is_pixels_over_255_minus_128(which, request):
     graph = request.getfixturevalue(which)

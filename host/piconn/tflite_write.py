@@ -1,20 +1,21 @@
-"""Write an int8 `Graph` as a TensorFlow Lite flatbuffer (`.tflite`, schema version 3).
+"""Write an int8 (or float32) `Graph` as a TensorFlow Lite flatbuffer (`.tflite`, schema 3).
 
 `to_tflite(graph)` is the inverse of `piconn.tflite.import_tflite`: one subgraph, the
 graph's tensors in order (shapes, types, names, quantization per tensor or per channel
 with its quantized dimension, constant data each in a buffer of its own, 16-byte aligned
 as the converter aligns them; buffer 0 is the schema's empty sentinel and every
 activation names it), the operators in order with their options, and one operator code
-per builtin operator with the version TensorFlow's converter writes for int8 operands
+per builtin operator with the version TensorFlow's converter writes for its operands
 (tensorflow/lite/tools/versioning/op_version.cc; TensorFlow Lite Micro checks some) and
 the deprecated one-byte code filled as the converter fills it.
 
 piconn's int8 is TensorFlow Lite's int8 (`int8_ops` is bit-exact with TFLite Micro), so
 the file runs in TensorFlow Lite Micro with the same outputs as `int8_ops.run` on the
-graph. The one change: a RESHAPE without a shape tensor (as `quant_int8` and version-2
-files have it) gets one, an int32 constant appended to the tensors, besides
-ReshapeOptions.new_shape, as the converter writes it; `converter_form(graph)` is the
-graph with that change, which `import_tflite` reads back exactly.
+graph (float32 operators: see `float_ops` for how close). The one change: a RESHAPE
+without a shape tensor (as `quant_int8` and version-2 files have it) gets one, an int32
+constant appended to the tensors, besides ReshapeOptions.new_shape, as the converter
+writes it; `converter_form(graph)` is the graph with that change, which `import_tflite`
+reads back exactly.
 
 The tables are written field by field with the `flatbuffers` package's Builder (an
 optional dependency: `pip install 'piconn[tflite]'`); the field slots are the named ones
@@ -101,7 +102,9 @@ PADDING_CODES = {g.SAME: Padding.SAME, g.VALID: Padding.VALID}
 ACTIVATION_CODES = {g.ACT_NONE: Activation.NONE, g.ACT_RELU: Activation.RELU,
                     g.ACT_RELU6: Activation.RELU6}
 
-# Operator versions for int8 operands, as op_version.cc gives them.
+# Operator versions for int8 operands, as op_version.cc gives them; with float32 operands
+# every kind here is version 1 (QUANTIZE from float32 included).
+FLOAT_VERSION = 1
 INT8_VERSIONS = {
     g.ADD: 2, g.AVERAGE_POOL_2D: 2, g.CONV_2D: 3, g.DEPTHWISE_CONV_2D: 3, g.DEQUANTIZE: 2,
     g.FULLY_CONNECTED: 4, g.LOGISTIC: 2, g.MAX_POOL_2D: 2, g.MEAN: 2, g.PAD: 2,
@@ -146,13 +149,16 @@ def converter_form(graph: g.Graph) -> g.Graph:
 
 
 def operator_version(graph: g.Graph, op: g.Operator) -> int:
-    """The operator's version as TensorFlow's converter writes it for int8 operands."""
+    """The operator's version as TensorFlow's converter writes it for its operands (int8,
+    or float32)."""
     if op.kind == g.FULLY_CONNECTED:
         if len(op.inputs) == 2:
             return FC_NO_BIAS_VERSION
         if op.options is not None and op.options.keep_num_dims:
             return FC_KEEP_NUM_DIMS_VERSION
-    return INT8_VERSIONS[op.kind]
+    if graph.tensors[op.inputs[0]].dtype == g.INT8:
+        return INT8_VERSIONS[op.kind]
+    return FLOAT_VERSION
 
 
 # --------------------------------------------------------------------------- writing
@@ -373,13 +379,16 @@ def _check(graph: g.Graph) -> None:
     for k, op in enumerate(graph.operators):
         if op.kind not in KIND_CODES:
             raise graph.error(k, "has no TensorFlow Lite operator")
+        if graph.tensors[op.inputs[0]].dtype not in (g.INT8, g.FLOAT32):
+            raise graph.error(k, "TensorFlow Lite versions are written for int8 and float32"
+                                 " operands only")
     for t in graph.tensors:
         if t.dtype not in DTYPE_CODES:
             raise g.GraphError(f"tensor {t.name!r}: {t.dtype} has no TensorFlow Lite type")
 
 
 def to_tflite(graph: g.Graph) -> bytes:
-    """The .tflite bytes of an int8 graph (`converter_form(graph)`, written as it is).
+    """The .tflite bytes of a graph (`converter_form(graph)`, written as it is).
 
     Raises GraphError (a ValueError) for a graph `int8_ops.prepare` refuses, and
     MissingFlatbuffers (an ImportError) without the `flatbuffers` package.
@@ -444,6 +453,7 @@ def write_tflite(graph: g.Graph, path: str | Path) -> bytes:
     diff = graph_difference(converter_form(graph), import_tflite(blob))
     if diff:
         raise g.GraphError(f"the .tflite file does not read back as the graph: {diff}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_bytes(blob)
     return blob
 

@@ -9,7 +9,7 @@ import zlib
 from pathlib import Path
 
 from .. import export, format2, tflite_write
-from ..graph import Graph
+from ..graph import FLOAT32, INT8, Graph
 from ..tflite import import_tflite
 from ..tflite_schema import FILE_IDENTIFIER
 from .common import CliError, add_common, model_file, nonneg_int
@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "DIR/NAME.tflite for TensorFlow Lite (Micro), which computes the same "
                        "outputs bit for bit.")
     p.add_argument("model", help="trained model (.npz) or device model (.nnb); "
-                   "--format tflite: an int8 .nnb (or a .tflite)")
+                   "--format tflite: an int8 (or float32) version-2 .nnb, or a .tflite")
     p.add_argument("--name", required=True, help="module name, e.g. mnist_q8")
     p.add_argument("--out", required=True, help="output folder, e.g. build/models")
     p.add_argument("--format", choices=FORMATS, default=MICROPYTHON,
@@ -55,9 +55,9 @@ def run(args: argparse.Namespace) -> tuple[dict, str]:
     return result, text
 
 
-def _int8_graph(path: Path) -> Graph:
-    """The int8 graph of a version-2 .nnb or a .tflite; a CliError naming what to run first
-    for any other model."""
+def _graph(path: Path) -> Graph:
+    """The graph of a version-2 .nnb (int8, or float32) or a .tflite; a CliError naming
+    what to run first for any other model."""
     raw = path.read_bytes()
     if raw[4:8] == FILE_IDENTIFIER:
         return import_tflite(raw)
@@ -66,8 +66,8 @@ def _int8_graph(path: Path) -> Graph:
     if raw[:2] == b"PK":  # a .npz (zip) of trained weights
         raise CliError(f"{path} is a trained float model, --format tflite takes an int8 "
                        f"model; {QUANTIZE_FIRST}")
-    raise CliError(f"{path} is not an int8 model (a version-1 .nnb is float, uint8 or XNOR; "
-                   f"--format tflite takes an int8 one); {QUANTIZE_FIRST}")
+    raise CliError(f"{path} is not an int8 model (--format tflite takes a version-2 .nnb; "
+                   f"version 1 holds float, uint8 and XNOR MLPs); {QUANTIZE_FIRST}")
 
 
 def _run_tflite(args: argparse.Namespace) -> tuple[dict, str]:
@@ -75,18 +75,18 @@ def _run_tflite(args: argparse.Namespace) -> tuple[dict, str]:
         raise CliError("--samples goes with --format micropython")
     export.check_name(args.name)
     path = model_file(args.model)
-    graph = _int8_graph(path)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{args.name}.tflite"
+    graph = _graph(path)
+    target = Path(args.out) / f"{args.name}.tflite"
     try:
         blob = tflite_write.write_tflite(graph, target)
     except tflite_write.MissingFlatbuffers as e:
         raise CliError(str(e)) from None
+    floats = all(graph.tensors[i].dtype == FLOAT32 for i in graph.activations())
+    kind = FLOAT32 if floats else INT8
     result = {"command": "export", "format": TFLITE, "name": args.name, "model": str(path),
-              "kind": "int8", "tflite": str(target), "bytes": len(blob),
+              "kind": kind, "tflite": str(target), "bytes": len(blob),
               "crc32": f"{zlib.crc32(blob) & 0xFFFFFFFF:08x}",
               "operators": len(graph.operators), "macs": graph.macs()}
-    text = (f"exported {args.name} (int8, {len(graph.operators)} operators, {graph.macs():,} "
+    text = (f"exported {args.name} ({kind}, {len(graph.operators)} operators, {graph.macs():,} "
             f"MACs, {len(blob):,} bytes) to {target}")
     return result, text
