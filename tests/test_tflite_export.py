@@ -231,6 +231,28 @@ def test_import_gives_the_same_graph(which, request):
     assert tw.graph_difference(back, import_tflite(tw.to_tflite(back))) == ""
 
 
+def test_graph_difference_sees_every_change(cnn):
+    """The comparison the round-trip tests rely on finds a change in any part."""
+    import copy
+    import dataclasses
+
+    def changed(edit) -> str:
+        other = copy.deepcopy(cnn)
+        edit(other)
+        return tw.graph_difference(cnn, other)
+
+    w = cnn.operators[0].inputs[1]
+    assert tw.graph_difference(cnn, copy.deepcopy(cnn)) == ""
+    assert "data differs" in changed(lambda o: o.tensors[w].data.__setitem__((0, 0, 0, 0), 5))
+    assert "quantization" in changed(lambda o: o.tensors[w].quant.scale.__imul__(2))
+    assert "quantization" in changed(lambda o: setattr(o.tensors[w].quant, "axis", 3))
+    assert "input" in changed(lambda o: setattr(o.tensors[0], "name", "x"))
+    assert "options" in changed(lambda o: setattr(o.operators[0], "options", dataclasses.replace(
+        o.operators[0].options, stride_h=1)))
+    assert "operator 1" in changed(lambda o: setattr(o.operators[1], "inputs", (0,)))
+    assert "outputs" in changed(lambda o: o.outputs.append(0))
+
+
 def test_nnb_graph_round_trips(cnn):
     """A graph read from its .nnb (names t0, t1, ...) exports and imports exactly."""
     graph = format2.from_bytes(format2.to_bytes(cnn)).graph

@@ -154,7 +154,7 @@ def operator_version(graph: g.Graph, op: g.Operator) -> int:
     if op.kind == g.FULLY_CONNECTED:
         if len(op.inputs) == 2:
             return FC_NO_BIAS_VERSION
-        if op.options is not None and op.options.keep_num_dims:
+        if isinstance(op.options, g.FullyConnectedOptions) and op.options.keep_num_dims:
             return FC_KEEP_NUM_DIMS_VERSION
     if graph.tensors[op.inputs[0]].dtype == g.INT8:
         return INT8_VERSIONS[op.kind]
@@ -473,12 +473,19 @@ def _quant_difference(a: g.Quant | None, b: g.Quant | None) -> str:
 def _tensor_difference(a: g.Tensor, b: g.Tensor) -> str:
     if (a.name, tuple(a.shape), a.dtype) != (b.name, tuple(b.shape), b.dtype):
         return f"{a.name!r} {a.dtype}{list(a.shape)} != {b.name!r} {b.dtype}{list(b.shape)}"
-    if (a.data is None) != (b.data is None):
-        return "constant in one only"
-    if a.data is not None and (a.data.dtype != b.data.dtype
-                               or not np.array_equal(a.data, b.data)):
+    if a.data is None or b.data is None:
+        if a.data is not b.data:
+            return "constant in one only"
+    elif a.data.dtype != b.data.dtype or not np.array_equal(a.data, b.data):
         return "data differs"
     return _quant_difference(a.quant, b.quant)
+
+
+def _same_options(a: g.Options, b: g.Options) -> bool:
+    """Equal options; softmax's beta as the float32 the file holds."""
+    if isinstance(a, g.SoftmaxOptions) and isinstance(b, g.SoftmaxOptions):
+        return bool(np.float32(a.beta) == np.float32(b.beta))
+    return a == b
 
 
 def graph_difference(a: g.Graph, b: g.Graph) -> str:
@@ -493,12 +500,12 @@ def graph_difference(a: g.Graph, b: g.Graph) -> str:
             return f"tensor {i}: {diff}"
     if len(a.operators) != len(b.operators):
         return f"{len(a.operators)} operators != {len(b.operators)}"
-    for k, (x, y) in enumerate(zip(a.operators, b.operators)):
-        if (x.kind, tuple(x.inputs), tuple(x.outputs)) != (y.kind, tuple(y.inputs),
-                                                             tuple(y.outputs)):
-            return f"operator {k}: {x.kind}{x.inputs}->{x.outputs} != {y.kind}{y.inputs}->{y.outputs}"
-        if x.options != y.options:
-            return f"operator {k} ({x.kind}): options {x.options} != {y.options}"
+    for k, (p, q) in enumerate(zip(a.operators, b.operators)):
+        if (p.kind, tuple(p.inputs), tuple(p.outputs)) != (q.kind, tuple(q.inputs),
+                                                             tuple(q.outputs)):
+            return f"operator {k}: {p.kind}{p.inputs}->{p.outputs} != {q.kind}{q.inputs}->{q.outputs}"
+        if not _same_options(p.options, q.options):
+            return f"operator {k} ({p.kind}): options {p.options} != {q.options}"
     if list(a.inputs) != list(b.inputs) or list(a.outputs) != list(b.outputs):
         return "graph inputs or outputs differ"
     return ""
