@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import float_ops, int8, int8_ops
+from . import float_ops, int8, int8_ops, xnor_ops
 from . import format as format1
 from . import graph as g
 
@@ -41,7 +41,7 @@ _OPERATOR = struct.Struct(f"<BBH3HHI{N_PARAMS}i")
 assert (_HEADER.size, _TENSOR.size, _OPERATOR.size) == (
     HEADER_SIZE, TENSOR_RECORD_SIZE, OPERATOR_RECORD_SIZE)
 
-DTYPE_CODES = {g.FLOAT32: 1, g.INT32: 3, g.INT8: 4}
+DTYPE_CODES = {g.FLOAT32: 1, g.BITS: 2, g.INT32: 3, g.INT8: 4}
 DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
 STORAGE_ARENA = 0
 STORAGE_CONSTANT = 1
@@ -51,6 +51,7 @@ QUANT_CHANNEL = 2
 KIND_CODES = {g.CONV_2D: 1, g.DEPTHWISE_CONV_2D: 2, g.FULLY_CONNECTED: 3, g.AVERAGE_POOL_2D: 4,
               g.MAX_POOL_2D: 5, g.ADD: 6, g.RESHAPE: 7, g.SOFTMAX: 8, g.PAD: 9, g.MEAN: 10,
               g.LOGISTIC: 11, g.TANH: 12, g.QUANTIZE: 13, g.DEQUANTIZE: 14}
+KIND_CODES.update({g.BINARIZE: 20, g.XNOR_CONV_2D: 21, g.BINARY_MAX_POOL_2D: 22})
 KIND_NAMES = {v: k for k, v in KIND_CODES.items()}
 PADDING_CODES = {g.SAME: 0, g.VALID: 1}
 ACTIVATION_CODES = {g.ACT_NONE: 0, g.ACT_RELU: 1, g.ACT_RELU6: 2}
@@ -79,6 +80,7 @@ PARAMS = {  # kind -> the names of its params, in record order (FORMAT.md)
     g.QUANTIZE: ("output_zero", "scale", "input_zero", "multiplier", "shift"),
     g.DEQUANTIZE: ("input_zero", "scale"),
 }
+PARAMS.update(xnor_ops.PARAMS)  # the binary kinds (FORMAT.md "Binary operators")
 EVERY_INT8 = np.arange(-128, 128, dtype=np.int8)
 
 
@@ -108,6 +110,8 @@ def _param_values(graph: g.Graph, k: int, p) -> dict[str, int]:
     o = op.options
     if isinstance(p, float_ops.FloatParams):
         return _float_param_values(op, p)
+    if op.kind in xnor_ops.KINDS:
+        return xnor_ops.param_values(op.kind, p)
     v: dict[str, int] = {}
     if op.kind in (g.CONV_2D, g.DEPTHWISE_CONV_2D):
         v = {"padding": PADDING_CODES[o.padding], "activation": ACTIVATION_CODES[o.activation],
@@ -259,7 +263,10 @@ def to_bytes(graph: g.Graph) -> bytes:
     records = []
     for i, t in enumerate(graph.tensors):
         dims = list(t.shape) + [1] * (MAX_RANK - len(t.shape))
-        if t.is_constant:
+        if t.is_constant and t.dtype == g.BITS:
+            storage, offset = STORAGE_CONSTANT, place(
+                xnor_ops.pack(t.data).astype("<u4").tobytes())
+        elif t.is_constant:
             storage, offset = STORAGE_CONSTANT, place(t.data.astype(
                 np.dtype(g.NUMPY_DTYPES[t.dtype]).newbyteorder("<")).tobytes())
         else:
@@ -383,6 +390,9 @@ def _read_tensor(data: bytes, at: int, i: int, data_start: int, arena: int
         raise FormatError(f"{what}: dims past the rank must be 1")
     dtype, shape = DTYPE_NAMES[dt], tuple(dims[:rank])
     item = np.dtype(g.NUMPY_DTYPES[dtype]).itemsize
+    if dtype == g.BITS:
+        return _read_bits(data, i, shape, storage, quant, offset, nbytes, data_start, arena,
+                          (scale, zero, scales, channels, axis))
     if nbytes != int(np.prod(shape, dtype=np.int64)) * item or offset % 4:
         raise FormatError(f"{what}: nbytes does not match its shape, or a misaligned offset")
     data_array = None
@@ -412,6 +422,32 @@ def _read_tensor(data: bytes, at: int, i: int, data_start: int, arena: int
     return g.Tensor(f"t{i}", shape, dtype, q, data_array), offset
 
 
+def _read_bits(data: bytes, i: int, shape: tuple[int, ...], storage: int, quant: int,
+               offset: int, nbytes: int, data_start: int, arena: int, qfields: tuple
+               ) -> tuple[g.Tensor, int]:
+    """A `bits` tensor record: rank 1..4, whole words per row of the last axis, no
+    quantization; a constant's padding bits must be 0."""
+    what = f"tensor {i}"
+    t = g.Tensor(f"t{i}", shape, g.BITS)
+    if not shape or quant != QUANT_NONE or any(qfields):
+        raise FormatError(f"{what}: a bits tensor has rank 1..4 and no quantization")
+    if nbytes != t.nbytes or offset % 4:
+        raise FormatError(f"{what}: nbytes does not match its shape, or a misaligned offset")
+    if storage == STORAGE_ARENA:
+        if offset + nbytes > arena:
+            raise FormatError(f"{what}: arena offset {offset} + {nbytes} bytes past the arena"
+                              f" {arena}")
+        return t, offset
+    if offset < data_start or offset + nbytes > len(data):
+        raise FormatError(f"{what}: constant data outside the data area")
+    row_words = xnor_ops.words(shape[-1])
+    packed = np.frombuffer(data, "<u4", nbytes // 4, offset).reshape(*shape[:-1], row_words)
+    t.data, clean = xnor_ops.unpack(packed, shape[-1])
+    if not clean:
+        raise FormatError(f"{what}: a constant bits tensor has padding bits set")
+    return t, offset
+
+
 def _options(kind: str, values: dict[str, int]) -> g.Options:
     """Graph options from the named params (codes checked against the tables)."""
     padding = {v: k for k, v in PADDING_CODES.items()}
@@ -436,6 +472,11 @@ def _options(kind: str, values: dict[str, int]) -> g.Options:
         return g.SoftmaxOptions(struct.unpack("<f", struct.pack("<i", values["beta"]))[0])
     if kind == g.MEAN:
         return g.MeanOptions(bool(values["keep_dims"]))
+    if kind == g.XNOR_CONV_2D:
+        return g.ConvOptions(values["stride_h"], values["stride_w"], padding[values["padding"]])
+    if kind == g.BINARY_MAX_POOL_2D:
+        return g.PoolOptions(values["filter_h"], values["filter_w"], values["stride_h"],
+                             values["stride_w"], padding[values["padding"]])
     return None
 
 

@@ -28,6 +28,10 @@ INT64 = "int64"
 FLOAT32 = "float32"
 NUMPY_DTYPES = {INT8: np.int8, INT16: np.int16, INT32: np.int32, INT64: np.int64,
                 FLOAT32: np.float32}
+# ±1 values (bool: True = +1), stored with the last axis packed 32 to a u32 word
+# (docs/FORMAT.md, "Binary operators"; `piconn.xnor_ops`).
+BITS = "bits"
+NUMPY_DTYPES[BITS] = np.bool_
 
 # Operator kinds, named as in TensorFlow Lite.
 ADD = "ADD"
@@ -46,6 +50,11 @@ SOFTMAX = "SOFTMAX"
 TANH = "TANH"
 KINDS = (ADD, AVERAGE_POOL_2D, CONV_2D, DEPTHWISE_CONV_2D, DEQUANTIZE, FULLY_CONNECTED,
          LOGISTIC, MAX_POOL_2D, MEAN, PAD, QUANTIZE, RESHAPE, SOFTMAX, TANH)
+# Binary (XNOR) operators of format version 2 (`piconn.xnor_ops`).
+BINARIZE = "BINARIZE"
+XNOR_CONV_2D = "XNOR_CONV_2D"
+BINARY_MAX_POOL_2D = "BINARY_MAX_POOL_2D"
+KINDS += (BINARIZE, XNOR_CONV_2D, BINARY_MAX_POOL_2D)
 
 # Padding of convolutions and pools; fused activations.
 SAME = "same"
@@ -94,6 +103,9 @@ class Tensor:
 
     @property
     def nbytes(self) -> int:
+        if self.dtype == BITS:  # whole u32 words per row of the last axis
+            rows = int(np.prod(self.shape[:-1], dtype=np.int64))
+            return 4 * rows * ((self.shape[-1] + 31) // 32) if self.shape else 4
         return self.size * np.dtype(NUMPY_DTYPES[self.dtype]).itemsize
 
     @property

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from . import float_ops, int8
+from . import float_ops, int8, xnor_ops
 from . import graph as g
 from .int8 import (
     AddParams,
@@ -417,6 +417,7 @@ PREPARE = {
     g.SOFTMAX: _softmax,
     g.TANH: lambda o: _sigmoid(o, 1 / 128, 0),
 }
+PREPARE.update({kind: lambda o: xnor_ops.prepare(o.graph, o.index) for kind in xnor_ops.KINDS})
 
 
 def prepare(graph: g.Graph) -> list:
@@ -437,10 +438,17 @@ def prepare(graph: g.Graph) -> list:
             raise graph.error(k, f"malformed operator ({e})") from None
     for i in graph.inputs + graph.outputs:  # the ones no operator reads or writes
         t = graph.tensors[i]
+        if i in graph.outputs and t.dtype == g.INT32 and _binary_logits(graph, i):
+            continue  # the int32 logits of an XNOR_CONV_2D
         if t.dtype not in (g.INT8, g.FLOAT32) or (t.dtype == g.INT8 and t.quant is None):
             raise g.GraphError(f"graph input/output {t.name!r} is {t.dtype}; supported: int8"
                                " (quantized), float32 (through QUANTIZE/DEQUANTIZE)")
     return params
+
+
+def _binary_logits(graph: g.Graph, i: int) -> bool:
+    """Whether tensor i is written by an XNOR_CONV_2D (its int32 output may be a graph output)."""
+    return any(op.kind == g.XNOR_CONV_2D and i in op.outputs for op in graph.operators)
 
 
 # --------------------------------------------------------------------------- run
@@ -449,6 +457,8 @@ def prepare(graph: g.Graph) -> list:
 def _run_op(kind: str, p, args: list[np.ndarray], out: g.Tensor) -> np.ndarray:
     if isinstance(p, float_ops.FloatParams):
         return float_ops.run_op(kind, p, args, out)
+    if kind in xnor_ops.KINDS:
+        return xnor_ops.run_op(kind, p, args)
     x = args[0]
     if kind == g.CONV_2D:
         return int8.conv2d(x, args[1], _bias_array(args, out), p)
