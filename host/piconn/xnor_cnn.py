@@ -1,0 +1,579 @@
+"""The binary (XNOR) CNN: training layers, the spec grammar, training and the frozen int8 stem.
+
+A binary CNN here is
+
+    Reshape(28, 28, 1)
+    Conv2d(1, C, K, S, "valid") BatchNorm2d(C) SignSTE()     the stem: real weights, int8 on
+                                                             the device, output signs
+    [BinaryConv2d(C_in, C_out, K, S) BatchNorm2d [MaxPool2d] SignSTE     binary layers
+     | MaxPool2d(P) ]*                                       ("valid" padding), max pools
+    [Flatten] [BinaryLinear BatchNorm1d SignSTE]*             binary hidden dense layers
+    BinaryLinear BatchNorm1d                                 logits
+
+A pool right after a convolution pools the batch norm's output and signs the result
+(conv -> BN -> pool -> sign): the same values as signing first and pooling the ±1 values
+(the maximum's sign is the OR of the signs), which is what the device does with bits
+(sign, then BINARY_MAX_POOL_2D), but the gradient reaches the window's maximum.
+
+Padding: every binary convolution is "valid" (no padding), so no tap ever reads a value
+the ±1 arithmetic cannot represent; the device computes exactly what training computed.
+
+Training (`train_xnor_cnn`) runs in two phases. Phase 1 trains everything with a float
+stem (Adam, learning rate decaying exponentially as `xnor.fit`). Phase 2 freezes the stem
+as the integer layer the device runs (`QuantConv2d`: its batch norm folded into the
+convolution, weights int8 per channel, bias int32 on the scale of the accumulator) and
+trains the binary layers for a few more epochs on its exact output signs. The saved model
+therefore computes, bit for bit, what its lowered graph computes (`to_graph`).
+
+Specs (`build_xnor_cnn(spec)`): layers joined by "-", input 28x28x1:
+
+    spec   := stem ("-" layer)*
+    stem   := "c" N "k" K [s S]       Conv2d N filters KxK stride S (default 1), valid
+    layer  := "b" N "k" K [s S]       BinaryConv2d N filters KxK stride S, valid
+            | "p" K [s S]             MaxPool2d KxK stride S (default K), valid
+            | "f" N                   BinaryLinear to N (hidden: sign; last: the logits)
+
+A spec ends with "f" N (the logits).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Sequence
+from typing import TextIO
+
+import numpy as np
+
+from . import conv, int8_ops, nn, quant_int8, train, xnor
+from . import graph as g
+from .data import random_shift
+from .format import words
+from .xnor import BinaryLinear, SignSTE
+
+__all__ = [
+    "DEFAULT_SPEC",
+    "TRAIN_DEFAULTS",
+    "BinaryConv2d",
+    "QuantConv2d",
+    "build_xnor_cnn",
+    "freeze_stem",
+    "layer_costs",
+    "train_xnor_cnn",
+]
+
+DEFAULT_SPEC = "c16k3s2-p2-b64k3-f128-f10"
+INPUT_SHAPE = (28, 28, 1)
+INPUT_LEVELS = 255  # the stem sees pixel / 255; on the device the int8 byte pixel - 128
+WEIGHT_MAX = 127  # symmetric int8 weights of the stem, as TFLite
+
+
+def _sign(x: np.ndarray) -> np.ndarray:
+    return np.where(x >= 0, 1, -1).astype(x.dtype)
+
+
+# ------------------------------------------------------------------------ layers
+
+
+@nn.register
+class BinaryConv2d(nn.Module):
+    """2-D convolution with ±1 weights (signs of latent weights in [-1, 1]; 0 counts as +1),
+    "valid" padding, no bias, NHWC. Weight (out_ch, kh, kw, in_ch) as `conv.Conv2d`.
+
+    The gradient passes straight through the sign (STE) where |w| <= 1, as in
+    `xnor.BinaryLinear`; the latent weights are clipped to [-1, 1] before each training
+    forward.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int | Sequence[int] = 3,
+                 stride: int | Sequence[int] = 1) -> None:
+        super().__init__()
+        self.in_ch = conv._positive(in_ch, "BinaryConv2d in_ch")
+        self.out_ch = conv._positive(out_ch, "BinaryConv2d out_ch")
+        self.kernel = conv._pair(kernel, "BinaryConv2d kernel")
+        self.stride = conv._pair(stride, "BinaryConv2d stride")
+        self.padding = "valid"
+        self.weight = nn.Param(np.zeros((self.out_ch, *self.kernel, self.in_ch), nn.DEFAULT_DTYPE))
+        self.input_grad = True
+        self._cache: tuple | None = None
+
+    def config(self) -> dict:
+        return {"in_ch": self.in_ch, "out_ch": self.out_ch, "kernel": list(self.kernel),
+                "stride": list(self.stride)}
+
+    def init(self, rng: np.random.Generator) -> None:
+        dt = self.weight.data.dtype
+        self.weight.data = rng.uniform(-1, 1, self.weight.data.shape).astype(dt)
+        self.weight.grad = np.zeros_like(self.weight.data)
+
+    def binary_weight(self) -> np.ndarray:
+        """The ±1 weights the forward pass uses."""
+        return _sign(self.weight.data)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        win = conv._Window(shape[:2], self.kernel, self.stride, "valid")
+        return (win.oh, win.ow, self.out_ch)
+
+    def macs(self, shape: tuple[int, ...]) -> int:
+        oh, ow, _ = self.output_shape(shape)
+        return oh * ow * self.out_ch * self.kernel[0] * self.kernel[1] * self.in_ch
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        conv._image(self, x, self.in_ch)
+        if self.training:
+            np.clip(self.weight.data, -1, 1, out=self.weight.data)
+        n = x.shape[0]
+        win = conv._Window(x.shape[1:3], self.kernel, self.stride, "valid")
+        cols = win.windows(x).reshape(n * win.oh * win.ow, -1)
+        wb = self.binary_weight().reshape(self.out_ch, -1)
+        y = cols @ wb.T
+        self._cache = (cols, x.shape, win) if self.training else None
+        return y.reshape(n, win.oh, win.ow, self.out_ch)
+
+    def backward(self, grad_y: np.ndarray) -> np.ndarray:
+        cols, shape, win = nn.need_cache(self, self._cache)
+        g = grad_y.reshape(-1, self.out_ch)
+        gw = (g.T @ cols).reshape(self.weight.data.shape)
+        gw *= np.abs(self.weight.data) <= 1
+        self.weight.grad += gw
+        if not self.input_grad:
+            return None  # type: ignore[return-value]
+        wb = self.binary_weight()
+        gx = np.zeros((shape[0], *win.padded, self.in_ch), np.result_type(g, wb))
+        for i, j, rows, cols_ in win.taps():
+            gx[:, rows, cols_] += (g @ wb[:, i, j, :]).reshape(shape[0], win.oh, win.ow, -1)
+        return gx
+
+
+@nn.register
+class QuantConv2d(nn.Module):
+    """The frozen stem as the device computes it: an int8 convolution whose output is only
+    ever signed (a `SignSTE` follows it).
+
+    Input: pixel / 255 (NHWC floats, as `train.prepare` gives). Output: the exact integer
+    accumulator `v = bias + sum(weight * pixel)` (as floats; int8 weights, int32 bias), so
+    `v >= 0` is the output bit. No parameters: phase 2 of `train_xnor_cnn` trains the
+    binary layers after it. `scale` (per channel, f32) is the real value of one weight step
+    over the pixel scale; with it `v * scale / 255` is the stem's real pre-sign output.
+    """
+
+    buffers = ("weight", "bias", "scale")
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int | Sequence[int] = 3,
+                 stride: int | Sequence[int] = 1) -> None:
+        super().__init__()
+        self.in_ch = conv._positive(in_ch, "QuantConv2d in_ch")
+        self.out_ch = conv._positive(out_ch, "QuantConv2d out_ch")
+        self.kernel = conv._pair(kernel, "QuantConv2d kernel")
+        self.stride = conv._pair(stride, "QuantConv2d stride")
+        self.weight = np.zeros((self.out_ch, *self.kernel, self.in_ch), np.int8)
+        self.bias = np.zeros(self.out_ch, np.int32)
+        self.scale = np.ones(self.out_ch, np.float32)
+
+    def config(self) -> dict:
+        return {"in_ch": self.in_ch, "out_ch": self.out_ch, "kernel": list(self.kernel),
+                "stride": list(self.stride)}
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        win = conv._Window(shape[:2], self.kernel, self.stride, "valid")
+        return (win.oh, win.ow, self.out_ch)
+
+    def macs(self, shape: tuple[int, ...]) -> int:
+        oh, ow, _ = self.output_shape(shape)
+        return oh * ow * self.out_ch * self.kernel[0] * self.kernel[1] * self.in_ch
+
+    def accumulate(self, pixels: np.ndarray) -> np.ndarray:
+        """int64 accumulators (N, OH, OW, C) of integer pixels (N, H, W, in_ch)."""
+        win = conv._Window(pixels.shape[1:3], self.kernel, self.stride, "valid")
+        n = pixels.shape[0]
+        cols = win.windows(np.ascontiguousarray(pixels, np.int64)).reshape(n * win.oh * win.ow, -1)
+        acc = cols @ self.weight.reshape(self.out_ch, -1).astype(np.int64).T
+        acc += self.bias.astype(np.int64)
+        return acc.reshape(n, win.oh, win.ow, self.out_ch)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        conv._image(self, x, self.in_ch)
+        pixels = np.rint(np.asarray(x, np.float64) * INPUT_LEVELS)
+        if np.any(pixels < 0) or np.any(pixels > INPUT_LEVELS):
+            raise ValueError("QuantConv2d takes pixel / 255 in [0, 1]")
+        return self.accumulate(pixels.astype(np.int64)).astype(x.dtype)
+
+    def backward(self, grad_y: np.ndarray) -> np.ndarray:
+        return None  # type: ignore[return-value]  # frozen, and the model input needs none
+
+
+def quantize_stem(layer: conv.Conv2d, bn: conv.BatchNorm2d) -> QuantConv2d:
+    """Conv2d + BatchNorm2d -> QuantConv2d with the same output signs up to quantization.
+
+    The batch norm is folded into the convolution (`conv.fold_batchnorm`), the weights
+    quantized symmetrically per output channel (max |w| -> 127) and the bias rounded on
+    the accumulator's scale (w_scale / 255), then clamped to just beyond the largest
+    |accumulator| the weights can reach (which keeps every sign).
+    """
+    folded = conv.fold_batchnorm(layer, bn)
+    w = folded.weight.data.astype(np.float64)
+    b = folded.bias.data.astype(np.float64)
+    peak = np.abs(w).reshape(len(w), -1).max(axis=1)
+    scale = np.where(peak > 0, peak / WEIGHT_MAX, 1.0 / WEIGHT_MAX)
+    wq = np.clip(np.round(w / scale[:, None, None, None]), -WEIGHT_MAX, WEIGHT_MAX)
+    reach = np.abs(wq).reshape(len(wq), -1).sum(axis=1) * INPUT_LEVELS
+    bq = np.clip(np.round(b * INPUT_LEVELS / scale), -reach - 1, reach + 1)
+    q = QuantConv2d(layer.in_ch, layer.out_ch, layer.kernel, layer.stride)
+    q.weight, q.bias, q.scale = wq.astype(np.int8), bq.astype(np.int32), scale.astype(np.float32)
+    return q.eval()
+
+
+# -------------------------------------------------------------------------- specs
+
+_TOKENS = {
+    "stem": re.compile(r"c(\d+)k(\d+)(?:s(\d+))?"),
+    "binary_conv": re.compile(r"b(\d+)k(\d+)(?:s(\d+))?"),
+    "pool": re.compile(r"p(\d+)(?:s(\d+))?"),
+    "dense": re.compile(r"f(\d+)"),
+}
+
+
+def _error(spec: str, token: str, why: str) -> ValueError:
+    return ValueError(f"XNOR CNN spec {spec!r}, layer {token!r}: {why}")
+
+
+def build_xnor_cnn(spec: str = DEFAULT_SPEC, seed: int | None = None) -> nn.Sequential:
+    """A binary CNN from a spec (grammar in the module docstring); initialized from `seed`
+    when given. Raises ValueError naming the bad layer."""
+    if not isinstance(spec, str):
+        raise TypeError(f"XNOR CNN spec must be a string, got {type(spec).__name__}")
+    tokens = spec.strip().lower().split("-")
+    shape: tuple[int, ...] = INPUT_SHAPE
+    layers: list[nn.Module] = [conv.Reshape(INPUT_SHAPE)]
+    for pos, token in enumerate(tokens):
+        kind, m = next(((k, m) for k, rx in _TOKENS.items() if (m := rx.fullmatch(token))),
+                       (None, None))
+        if m is None:
+            raise _error(spec, token, "unknown layer; expected c<N>k<K>[s<S>] (first), "
+                         "b<N>k<K>[s<S>], p<K>[s<S>] or f<N>")
+        if (kind == "stem") != (pos == 0):
+            raise _error(spec, token, "the spec starts with the stem c<N>k<K>[s<S>], "
+                         "and only there")
+        last = pos == len(tokens) - 1
+        if last != (kind == "dense") and last:
+            raise _error(spec, token, "the spec must end with f<N> (the logits)")
+        try:
+            shape = _add_layer(layers, kind, m, shape, last)
+        except (TypeError, ValueError) as e:
+            raise _error(spec, token, str(e)) from None
+        if min(shape) < 1:
+            raise _error(spec, token, f"gives an empty output {shape}")
+    model = nn.Sequential(*layers)
+    return model if seed is None else model.init(seed)
+
+
+def _add_layer(layers: list[nn.Module], kind: str, m: re.Match, shape: tuple[int, ...],
+               last: bool) -> tuple[int, ...]:
+    if kind != "dense" and len(shape) != 3:
+        raise ValueError(f"needs an image, but the input here is flat {shape}")
+    if kind in ("stem", "binary_conv"):
+        n, k, s = int(m[1]), int(m[2]), int(m[3] or 1)
+        layer = (conv.Conv2d(shape[2], n, k, s, "valid", bias=False) if kind == "stem"
+                 else BinaryConv2d(shape[2], n, k, s))
+        out = layer.output_shape(shape)
+        layers += [layer, conv.BatchNorm2d(n), SignSTE()]
+        return out
+    if kind == "pool":
+        k = int(m[1])
+        layer = conv.MaxPool2d(k, int(m[2] or k), "valid")
+        if isinstance(layers[-1], SignSTE) and isinstance(layers[-2], conv.BatchNorm2d):
+            layers.insert(len(layers) - 1, layer)  # pool the batch norm's output, then sign
+        else:
+            layers.append(layer)
+        return layer.output_shape(shape)
+    n_in = int(np.prod(shape))
+    if len(shape) != 1:
+        layers.append(nn.Flatten())
+    n = int(m[1])
+    layers += [BinaryLinear(n_in, n), nn.BatchNorm1d(n)]
+    if not last:
+        layers.append(SignSTE())
+    return (n,)
+
+
+def layer_costs(model: nn.Sequential) -> list[dict]:
+    """Per weighted layer of a binary CNN: kind, output shape, MACs (the stem, int8) or
+    XOR+popcount words (binary layers: each pixel's channels packed 32 to a word, a
+    flattened image keeps that packing), weight bytes as stored on the device."""
+    shape: tuple[int, ...] = INPUT_SHAPE
+    packed = 0  # words of one sample's bits
+    rows = []
+    for layer in model.layers[1:]:
+        if isinstance(layer, (BinaryConv2d, QuantConv2d, conv.Conv2d)):
+            out = tuple(layer.output_shape(shape))
+        elif isinstance(layer, BinaryLinear):
+            out = (layer.n_out,)
+        else:
+            out = conv._layer_shape(layer, shape)
+        if isinstance(layer, (conv.Conv2d, QuantConv2d)):
+            rows.append({"layer": "stem (int8 conv)", "output": list(out),
+                         "macs": layer.macs(shape), "word_ops": 0,
+                         "weight_bytes": layer.out_ch * layer.kernel[0] * layer.kernel[1]
+                         * layer.in_ch + 4 * layer.out_ch})
+        elif isinstance(layer, BinaryConv2d):
+            per_out = layer.kernel[0] * layer.kernel[1] * words(layer.in_ch)
+            rows.append({"layer": "binary conv", "output": list(out), "macs": 0,
+                         "word_ops": out[0] * out[1] * out[2] * per_out,
+                         "weight_bytes": 4 * layer.out_ch * per_out})
+        elif isinstance(layer, BinaryLinear):
+            rows.append({"layer": "binary dense", "output": list(out), "macs": 0,
+                         "word_ops": packed * layer.n_out,
+                         "weight_bytes": 4 * packed * layer.n_out})
+        shape = tuple(out)
+        if len(shape) == 3:
+            packed = shape[0] * shape[1] * words(shape[2])
+        elif not isinstance(layer, nn.Flatten):
+            packed = words(shape[0])
+    return rows
+
+
+# ---------------------------------------------------------------------- training
+
+# DEFAULT_SPEC, 30 + 4 epochs, +-1 pixel shifts (figures: train_xnor_cnn's docstring).
+TRAIN_DEFAULTS = {"arch": DEFAULT_SPEC, "epochs": 30, "batch_size": 100, "lr": 1e-2, "shift": 1}
+FINETUNE_EPOCHS = 4
+
+
+def _stem(model: nn.Sequential) -> tuple[int, conv.Conv2d, conv.BatchNorm2d]:
+    if (len(model.layers) < 4 or not isinstance(model.layers[1], conv.Conv2d)
+            or not isinstance(model.layers[2], conv.BatchNorm2d)):
+        raise ValueError("a binary CNN with a float stem starts with Reshape, Conv2d, "
+                         "BatchNorm2d")
+    return 1, model.layers[1], model.layers[2]
+
+
+def freeze_stem(model: nn.Sequential) -> nn.Sequential:
+    """A copy of `model` whose float stem (Conv2d, BatchNorm2d) is the integer
+    `QuantConv2d` (`quantize_stem`); the other layers are copies."""
+    at, layer, bn = _stem(model)
+    layers = copy.deepcopy(list(model.layers))
+    layers[at:at + 2] = [quantize_stem(layer, bn)]
+    return nn.Sequential(*layers, dtype=model.dtype)
+
+
+def _fit(model: nn.Sequential, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float,
+         lr_end: float, batch_size: int, seed: int, shift: int,
+         progress: bool | TextIO | None) -> list[dict]:
+    opt = nn.Adam(model.params(), lr)
+    decay = (lr_end / lr) ** (1 / max(epochs - 1, 1))
+    aug = (lambda xb, rng: random_shift(xb, rng, shift)) if shift else None
+    return train.fit(model, x, y, loss="cross_entropy", optimizer=opt, epochs=epochs,
+                     batch_size=batch_size, seed=seed, progress=progress,
+                     schedule=lambda e: lr * decay**e, augment=aug)
+
+
+def train_xnor_cnn(x: np.ndarray, y: np.ndarray, *, arch: str = DEFAULT_SPEC,
+                   epochs: int = TRAIN_DEFAULTS["epochs"],
+                   batch_size: int = TRAIN_DEFAULTS["batch_size"],
+                   lr: float = TRAIN_DEFAULTS["lr"], shift: int = TRAIN_DEFAULTS["shift"],
+                   finetune: int = FINETUNE_EPOCHS, seed: int = 0,
+                   progress: bool | TextIO | None = None
+                   ) -> tuple[nn.Sequential, list[dict], dict]:
+    """`piconn train mnist --kind xnor --model cnn`: phase 1, `epochs` epochs of Adam with
+    the learning rate decaying 100x exponentially; phase 2, the stem frozen as integers
+    (`freeze_stem`) and `finetune` more epochs of the binary layers from lr/10 down to
+    lr/1000. Returns (model, history of both phases, meta)."""
+    model = build_xnor_cnn(arch, seed)
+    history = _fit(model, x, y, epochs=epochs, lr=lr, lr_end=lr / 100,
+                   batch_size=batch_size, seed=seed, shift=shift, progress=progress)
+    model = freeze_stem(model)
+    if finetune:
+        history += _fit(model, x, y, epochs=finetune, lr=lr / 10, lr_end=lr / 1000,
+                        batch_size=batch_size, seed=seed + 1, shift=shift, progress=progress)
+    model.eval()
+    costs = layer_costs(model)
+    meta = {"arch": arch, "optimizer": "adam", "schedule": "exponential", "shift": shift,
+            "finetune_epochs": finetune, "layers": costs,
+            "weight_bytes": sum(r["weight_bytes"] for r in costs)}
+    return model, history, meta
+
+
+def predict_signs(model: nn.Sequential, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Logits of the trained network in float64 (its reference for the lowered graph)."""
+    m = copy.deepcopy(model)
+    m.astype(np.float64)
+    m.dtype = np.dtype(np.float64)
+    return train.predict(m, x, batch_size)
+
+
+# --------------------------------------------------------------------------- lowering
+
+INPUT_SCALE = 1.0 / 255.0  # the graph input: int8 pixel - 128 (as piconn.quant_int8)
+INPUT_ZERO_POINT = -128
+SIGN_MULTIPLIER = 2.0  # the stem's smallest requantization multiplier (see `to_graph`)
+MAX_SCALE_RATIO = 256.0  # of the stem's largest to smallest declared weight scale
+
+
+class _GraphBuilder:
+    def __init__(self) -> None:
+        self.tensors: list[g.Tensor] = []
+        self.operators: list[g.Operator] = []
+
+    def tensor(self, name: str, shape: tuple[int, ...], dtype: str, quant: g.Quant | None = None,
+               data: np.ndarray | None = None) -> int:
+        self.tensors.append(g.Tensor(name, tuple(int(s) for s in shape), dtype, quant, data))
+        return len(self.tensors) - 1
+
+    def op(self, kind: str, inputs: tuple[int, ...], output: int, options: object = None) -> int:
+        self.operators.append(g.Operator(kind, tuple(inputs), (output,), options))
+        return output
+
+    def pool(self, x: int, layer: conv.MaxPool2d, name: str) -> int:
+        if layer.padding != "valid":
+            raise ValueError(f"{layer!r}: the binary CNN pools with 'valid' padding only")
+        _, h, w, c = self.tensors[x].shape
+        oh, ow, _ = layer.output_shape((h, w, c))
+        y = self.tensor(name, (1, oh, ow, c), g.BITS)
+        return self.op(g.BINARY_MAX_POOL_2D, (x,), y, g.PoolOptions(
+            layer.pool[0], layer.pool[1], layer.stride[0], layer.stride[1], g.VALID))
+
+
+def _per_tensor(scale: float, zero: int) -> g.Quant:
+    return g.Quant(np.array([scale], np.float32), np.array([zero], np.int32))
+
+
+def _stem_ops(b: _GraphBuilder, x: int, q: QuantConv2d) -> int:
+    """CONV_2D (int8) + BINARIZE: bit = accumulator >= 0, exactly.
+
+    The output quantization keeps only the accumulator's sign: zero point 0 and a scale
+    that makes every channel's multiplier at least 2, so an accumulator v >= 0 gives
+    y >= 0 and v <= -1 gives y <= -2 (rounded, then clamped to int8); BINARIZE's bounds
+    [0, 127] then set the bit exactly when v >= 0. The declared weight scales are the
+    quantization's, except that none is below 1/256 of the largest (a near-dead channel's
+    scale only changes its real value, never its sign), keeping every multiplier's shift
+    small.
+    """
+    scales = q.scale.astype(np.float64)
+    scales = np.maximum(scales, scales.max() / MAX_SCALE_RATIO)
+    s_out = float(np.float32(INPUT_SCALE * scales.min() / SIGN_MULTIPLIER))
+    w = b.tensor("stem.weight", q.weight.shape, g.INT8,
+                 g.Quant(scales.astype(np.float32), np.zeros(q.out_ch, np.int32), 0), q.weight)
+    bias = b.tensor("stem.bias", (q.out_ch,), g.INT32, None, q.bias.astype(np.int32))
+    _, h, wd, _ = b.tensors[x].shape
+    oh, ow, c = q.output_shape((h, wd, q.in_ch))
+    y = b.tensor("stem.out", (1, oh, ow, c), g.INT8, _per_tensor(s_out, 0))
+    b.op(g.CONV_2D, (x, w, bias), y, g.ConvOptions(q.stride[0], q.stride[1], g.VALID))
+    bounds = np.tile(np.array([[0, 127]], np.int32), (c, 1))
+    bt = b.tensor("stem.bounds", (c, 2), g.INT32, None, bounds)
+    bits = b.tensor("stem.bits", (1, oh, ow, c), g.BITS)
+    return b.op(g.BINARIZE, (y, bt), bits)
+
+
+def _xnor_op(b: _GraphBuilder, x: int, w_pm: np.ndarray, k: np.ndarray, c: np.ndarray,
+             stride: tuple[int, int], name: str, logits: bool) -> int:
+    """XNOR_CONV_2D of ±1 weights w_pm [C_out, kh, kw, C_in] (VALID) computing
+    sign(k*h + c) (bits) or the fixed-point k*h + c (int32 logits)."""
+    c_out, kh, kw, c_in = w_pm.shape
+    n = kh * kw * c_in
+    bits = w_pm > 0
+    _, h, wd, _ = b.tensors[x].shape
+    oh, ow = (h - kh) // stride[0] + 1, (wd - kw) // stride[1] + 1
+    if logits:
+        a, bb, out_scale = xnor.fixed_point_affine(k, c, n)
+        table = np.stack([a, bb]).astype(np.int32)
+        y = b.tensor(f"{name}.out", (1, oh, ow, c_out), g.INT32, _per_tensor(out_scale, 0))
+    else:
+        thr, invert = xnor.fold_threshold(k, c, n)
+        bits = bits ^ invert[:, None, None, None]
+        table = thr.astype(np.int32)
+        y = b.tensor(f"{name}.out", (1, oh, ow, c_out), g.BITS)
+    wt = b.tensor(f"{name}.weight", bits.shape, g.BITS, None, bits)
+    ct = b.tensor(f"{name}.channels", table.shape, g.INT32, None, table)
+    return b.op(g.XNOR_CONV_2D, (x, wt, ct), y, g.ConvOptions(stride[0], stride[1], g.VALID))
+
+
+def to_graph(model: nn.Sequential, name: str = "cnn_xnor") -> g.Graph:
+    """A trained binary CNN (its stem frozen: `freeze_stem`) -> a version-2 graph:
+    CONV_2D + BINARIZE (the stem), XNOR_CONV_2D (binary convolutions and dense layers,
+    bits out; the last one int32 fixed-point logits) and BINARY_MAX_POOL_2D. The graph
+    takes the int8 image (pixel - 128) and computes what `model` computes: the same
+    bits, and logits equal to the model's up to the fixed point's rounding."""
+    layers = [la for la in model.layers if not isinstance(la, nn.Dropout)]
+    if not layers or not isinstance(layers[0], conv.Reshape) or layers[0].shape != INPUT_SHAPE:
+        raise ValueError(f"a binary CNN starts with Reshape{INPUT_SHAPE}")
+    if len(layers) < 2 or not isinstance(layers[1], QuantConv2d):
+        raise ValueError("the stem must be frozen first (freeze_stem: QuantConv2d after Reshape)")
+    b = _GraphBuilder()
+    x_in = b.tensor("input", (1, *INPUT_SHAPE), g.INT8, _per_tensor(INPUT_SCALE, INPUT_ZERO_POINT))
+    x = _stem_ops(b, x_in, layers[1])
+    i = 2
+    expect_sign = True  # the stem's SignSTE (maybe after a pool) is still to come
+    pending_pool: conv.MaxPool2d | None = None
+    n_layer = 0
+    while i < len(layers):
+        layer = layers[i]
+        if isinstance(layer, conv.MaxPool2d):
+            if expect_sign:
+                pending_pool = layer
+            else:
+                x = b.pool(x, layer, f"pool{i}")
+            i += 1
+        elif isinstance(layer, SignSTE):
+            if not expect_sign:
+                raise ValueError(f"layer {i}: SignSTE without a convolution or dense layer before")
+            if pending_pool is not None:
+                x = b.pool(x, pending_pool, f"pool{i}")
+                pending_pool = None
+            expect_sign = False
+            i += 1
+        elif isinstance(layer, nn.Flatten):
+            i += 1
+        elif isinstance(layer, (BinaryConv2d, BinaryLinear)):
+            if expect_sign:
+                raise ValueError(f"layer {i}: {type(layer).__name__} before the previous sign")
+            bn = layers[i + 1] if i + 1 < len(layers) else None
+            if not callable(getattr(bn, "affine", None)):
+                raise TypeError(f"layer {i}: {type(layer).__name__} must be followed by a batch"
+                                " norm")
+            k, c = bn.affine()
+            _, h, wd, ch = b.tensors[x].shape
+            if isinstance(layer, BinaryConv2d):
+                w_pm, stride = layer.binary_weight(), layer.stride
+            else:
+                if layer.n_in != h * wd * ch:
+                    raise ValueError(f"layer {i}: {layer!r} takes {layer.n_in} inputs, the"
+                                     f" layer before gives {h * wd * ch}")
+                w_pm, stride = layer.binary_weight().reshape(layer.n_out, h, wd, ch), (1, 1)
+                if layer.bias is not None:
+                    c = c + k * layer.bias.data.astype(np.float64)
+            i += 2
+            last = i >= len(layers)
+            n_layer += 1
+            x = _xnor_op(b, x, w_pm, k, c, stride, f"xnor{n_layer}", logits=last)
+            expect_sign = not last
+        else:
+            raise TypeError(f"layer {i}: {type(layer).__name__} has no binary-graph equivalent")
+    if expect_sign or b.tensors[x].dtype != g.INT32:
+        raise ValueError("a binary CNN ends with a binary dense layer and its batch norm (the"
+                         " logits)")
+    graph = g.Graph(b.tensors, b.operators, [x_in], [x], name)
+    int8_ops.prepare(graph)
+    return graph
+
+
+def graph_logits(graph: g.Graph, x: np.ndarray, batch: int = 500) -> np.ndarray:
+    """The graph's int32 logits [N, classes] for uint8 images [N, 784], by the reference."""
+    y = quant_int8.predict_int8(graph, x, batch)
+    return y.reshape(len(y), -1)
+
+
+def word_ops(graph: g.Graph) -> list[dict]:
+    """Per operator of a binary graph: kind, output shape, MACs (int8) or XOR+popcount words
+    (XNOR_CONV_2D: output pixels x channels x kh x kw x words(C_in)), constant bytes."""
+    rows = []
+    for k, op in enumerate(graph.operators):
+        out = graph.tensors[op.outputs[0]]
+        words_ = 0
+        if op.kind == g.XNOR_CONV_2D:
+            w = graph.tensors[op.inputs[1]].shape
+            words_ = out.size * w[1] * w[2] * words(w[3])
+        consts = sum(graph.tensors[i].nbytes for i in op.inputs
+                     if i != g.NO_TENSOR and graph.tensors[i].is_constant)
+        rows.append({"index": k, "op": op.kind, "output": list(out.shape),
+                     "macs": graph.op_macs(k), "word_ops": words_, "const_bytes": consts})
+    return rows
