@@ -622,3 +622,28 @@ def test_cnn_bench_on_the_virtual_pico(tmp_path: Path, rng: np.random.Generator)
     assert (row["tier"], row["exact"], row["alloc_free"]) == ("c", True, True)
     assert row["digits"] == 3 and row["us"] > 0 and row["flash_bytes_read"] > 0
     assert row["operator_tiers"] == ["c"] and row["ram_bytes"] >= row["arena_bytes"] + 4096
+
+
+def test_readme_section_of_an_only_run(tmp_path: Path, rng: np.random.Generator) -> None:
+    """`report.py --section cnn` replaces the CNN section alone: rows of `bench.py --only
+    cnn` leave the README's other tables as they are."""
+    readme = (ROOT / "README.md").read_text()
+    cnn_only = _cnn_rows(rng)
+    new = report.update_readme_section(readme, cnn_only, "cnn")
+    assert report.cnn_markdown(cnn_only) in new
+
+    def without_cnn(text: str) -> str:  # the text before the CNN section and from the chart on
+        at = text.find(report.CNN_HEADING)
+        return text if at < 0 else text[:at] + text[text.index(report.README_END, at):]
+
+    assert without_cnn(new) == without_cnn(readme)
+    assert report.update_readme_section(new, cnn_only, "cnn") == new
+    assert report.update_readme_section(new, [], "cnn") == new  # no rows: left alone
+    with pytest.raises(ValueError, match="section"):
+        report.update_readme_section(new, cnn_only, "variants")
+    report.write_rows(cnn_only, {}, tmp_path)
+    path = tmp_path / "README.md"
+    path.write_text(readme)
+    assert report.main(["--out", str(tmp_path), "--readme", str(path), "--no-chart",
+                        "--section", "cnn"]) == 0
+    assert path.read_text() == new

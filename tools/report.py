@@ -5,6 +5,8 @@ of README.md's Benchmarks section (``update_readme`` puts them there).
 
     .venv/bin/python tools/report.py                    # build/bench.md and .png from bench.json
     .venv/bin/python tools/report.py --readme README.md # also the README's tables
+    .venv/bin/python tools/report.py --out DIR --readme README.md --section cnn
+                                                        # only the CNN section (--only cnn)
 """
 
 from __future__ import annotations
@@ -425,6 +427,20 @@ def update_readme(text: str, rows: list[dict]) -> str:
     return _replace_section(text, CNN_HEADING, cnn_markdown(rows), start)
 
 
+def update_readme_section(text: str, rows: list[dict], section: str) -> str:
+    """README text with only one section replaced from rows: "int8" or "cnn" (for the rows
+    of a `bench.py --only int8/cnn` run, which lack the others). ValueError without the
+    README's benchmark tables or for another section name."""
+    start = text.find("\n" + VARIANTS_HEADING + "\n")
+    if start < 0 or text.find("\n" + README_END, start + 1) < 0:
+        raise ValueError(f"no {VARIANTS_HEADING!r} ... {README_END!r} section in the README")
+    if section == "int8":
+        return _replace_section(text, INT8_HEADING, int8_markdown(rows), start, CNN_HEADING)
+    if section == "cnn":
+        return _replace_section(text, CNN_HEADING, cnn_markdown(rows), start)
+    raise ValueError(f"unknown section {section!r} (int8 or cnn)")
+
+
 def _replace_section(text: str, heading: str, body: str, start: int,
                      before: str | None = None) -> str:
     """text with the section under `heading` (up to the next heading, the chart line or the
@@ -548,12 +564,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", type=Path, default=None,
                     help="also replace the tables of this README's Benchmarks section")
     ap.add_argument("--no-chart", action="store_true", help="tables only")
+    ap.add_argument("--section", choices=("int8", "cnn"), default=None,
+                    help="--readme: replace only this section (rows of an --only run)")
     a = ap.parse_args(argv)
     try:
         rows, meta = read_rows(a.out)
         print(write_outputs(rows, meta, a.out, draw=not a.no_chart))
         if a.readme is not None:
-            a.readme.write_text(update_readme(a.readme.read_text(), rows))
+            text = a.readme.read_text()
+            a.readme.write_text(update_readme(text, rows) if a.section is None
+                                else update_readme_section(text, rows, a.section))
     except (OSError, ValueError) as e:
         print(f"report: {e}", file=sys.stderr)
         return 1
