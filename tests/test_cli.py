@@ -170,7 +170,7 @@ def test_train_cnn(capsys, tmp_path, make_idx_set):
 @pytest.mark.parametrize("argv, message", [
     (["--model", "cnn", "--arch", "c4k3v-p2-f12"], "must end with 10 outputs"),
     (["--model", "cnn", "--arch", "zz"], "--arch: CNN spec 'zz'"),
-    (["--model", "cnn", "--kind", "xnor"], "--model cnn trains float CNNs"),
+    (["--model", "cnn", "--kind", "xnor", "--arch", "b8k3-f10"], "--arch: XNOR CNN spec"),
     (["--arch", "784-abc"], "expected layer sizes"),
 ])
 def test_train_arch_errors(capsys, tmp_path, argv, message):

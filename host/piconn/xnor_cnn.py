@@ -58,6 +58,7 @@ __all__ = [
     "QuantConv2d",
     "build_xnor_cnn",
     "freeze_stem",
+    "is_xnor_cnn",
     "layer_costs",
     "train_xnor_cnn",
 ]
@@ -255,7 +256,7 @@ def build_xnor_cnn(spec: str = DEFAULT_SPEC, seed: int | None = None) -> nn.Sequ
             raise _error(spec, token, "the spec starts with the stem c<N>k<K>[s<S>], "
                          "and only there")
         last = pos == len(tokens) - 1
-        if last != (kind == "dense") and last:
+        if last and kind != "dense":
             raise _error(spec, token, "the spec must end with f<N> (the logits)")
         try:
             shape = _add_layer(layers, kind, m, shape, last)
@@ -294,6 +295,12 @@ def _add_layer(layers: list[nn.Module], kind: str, m: re.Match, shape: tuple[int
     if not last:
         layers.append(SignSTE())
     return (n,)
+
+
+def is_xnor_cnn(model: nn.Module) -> bool:
+    """Whether `model` is a binary CNN of this module (a binary convolution or frozen stem)."""
+    return isinstance(model, nn.Sequential) and any(
+        isinstance(la, (BinaryConv2d, QuantConv2d)) for la in model.layers)
 
 
 def layer_costs(model: nn.Sequential) -> list[dict]:
@@ -438,27 +445,30 @@ def _per_tensor(scale: float, zero: int) -> g.Quant:
 
 
 def _stem_ops(b: _GraphBuilder, x: int, q: QuantConv2d) -> int:
-    """CONV_2D (int8) + BINARIZE: bit = accumulator >= 0, exactly.
+    """CONV_2D (int8, fused ReLU) + BINARIZE: bit = accumulator >= 0, exactly.
 
-    The output quantization keeps only the accumulator's sign: zero point 0 and a scale
-    that makes every channel's multiplier at least 2, so an accumulator v >= 0 gives
-    y >= 0 and v <= -1 gives y <= -2 (rounded, then clamped to int8); BINARIZE's bounds
-    [0, 127] then set the bit exactly when v >= 0. The declared weight scales are the
-    quantization's, except that none is below 1/256 of the largest (a near-dead channel's
-    scale only changes its real value, never its sign), keeping every multiplier's shift
-    small.
+    The output quantization keeps only the accumulator's sign. The stored bias is the
+    layer's plus 1, so the accumulator is v + 1 and the bit is v + 1 >= 1; the zero point is
+    -128 and the scale makes every channel's multiplier at least 2, so v + 1 <= 0 gives
+    y = -128 (the ReLU's floor: the kernel's shortcut) and v + 1 >= 1 gives y >= -126.
+    BINARIZE's bounds [-127, 127] then set the bit exactly when v >= 0. The declared
+    weight scales are the quantization's, except that none is below 1/256 of the largest
+    (a near-dead channel's scale only changes its real value, never its sign), which keeps
+    every multiplier's shift small.
     """
     scales = q.scale.astype(np.float64)
     scales = np.maximum(scales, scales.max() / MAX_SCALE_RATIO)
     s_out = float(np.float32(INPUT_SCALE * scales.min() / SIGN_MULTIPLIER))
     w = b.tensor("stem.weight", q.weight.shape, g.INT8,
                  g.Quant(scales.astype(np.float32), np.zeros(q.out_ch, np.int32), 0), q.weight)
-    bias = b.tensor("stem.bias", (q.out_ch,), g.INT32, None, q.bias.astype(np.int32))
+    bias = b.tensor("stem.bias", (q.out_ch,), g.INT32, None,
+                    (q.bias.astype(np.int64) + 1).astype(np.int32))
     _, h, wd, _ = b.tensors[x].shape
     oh, ow, c = q.output_shape((h, wd, q.in_ch))
-    y = b.tensor("stem.out", (1, oh, ow, c), g.INT8, _per_tensor(s_out, 0))
-    b.op(g.CONV_2D, (x, w, bias), y, g.ConvOptions(q.stride[0], q.stride[1], g.VALID))
-    bounds = np.tile(np.array([[0, 127]], np.int32), (c, 1))
+    y = b.tensor("stem.out", (1, oh, ow, c), g.INT8, _per_tensor(s_out, -128))
+    b.op(g.CONV_2D, (x, w, bias), y,
+         g.ConvOptions(q.stride[0], q.stride[1], g.VALID, g.ACT_RELU))
+    bounds = np.tile(np.array([[-127, 127]], np.int32), (c, 1))
     bt = b.tensor("stem.bounds", (c, 2), g.INT32, None, bounds)
     bits = b.tensor("stem.bits", (1, oh, ow, c), g.BITS)
     return b.op(g.BINARIZE, (y, bt), bits)

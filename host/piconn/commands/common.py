@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import conv, data, nn, train, xnor
+from .. import conv, data, nn, train, xnor, xnor_cnn
 
 
 class CliError(Exception):
@@ -145,8 +145,19 @@ def _train_cnn(args: argparse.Namespace, x: np.ndarray, y: np.ndarray
                           lr=args.lr, shift=args.shift, seed=args.seed, progress=args.progress)
 
 
+def _train_xnor_cnn(args: argparse.Namespace, x: np.ndarray, y: np.ndarray
+                    ) -> tuple[nn.Sequential, list[dict], dict]:
+    return xnor_cnn.train_xnor_cnn(x, y, arch=args.arch, epochs=args.epochs,
+                                   batch_size=args.batch_size, lr=args.lr, shift=args.shift,
+                                   seed=args.seed, progress=args.progress)
+
+
 # `--model cnn` with `--kind float`: a convolutional network from a spec (piconn.conv).
 CNN_KIND = TrainKind("float", _train_cnn, "float32 CNN", conv.CNN_DEFAULTS)
+# `--model cnn` with `--kind xnor`: a binary CNN from a spec (piconn.xnor_cnn).
+XNOR_CNN_KIND = TrainKind("xnor", _train_xnor_cnn, "binary CNN: int8 stem, XNOR/popcount layers",
+                          xnor_cnn.TRAIN_DEFAULTS)
+CNN_KINDS = {"float": CNN_KIND, "xnor": XNOR_CNN_KIND}
 
 TRAIN_KINDS: dict[str, TrainKind] = {
     "float": TrainKind("float", _train_float, "float32 MLP (default)", train.FLOAT_DEFAULTS),

@@ -8,7 +8,7 @@ import argparse
 import zlib
 from pathlib import Path
 
-from .. import export, format2, tflite_write
+from .. import export, format2, nn, tflite_write, xnor_cnn
 from ..graph import FLOAT32, INT8, Graph
 from ..tflite import import_tflite
 from ..tflite_schema import FILE_IDENTIFIER
@@ -46,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> tuple[dict, str]:
     if args.format == TFLITE:
         return _run_tflite(args)
+    binary = _binary_cnn(args)
+    if binary is not None:
+        return binary
     result = {"command": "export",
               **export.export(args.model, args.name, args.out, args.samples, args.data)}
     text = (f"exported {result['name']} ({result['kind']}, {result['bytes']} bytes) to "
@@ -89,4 +92,23 @@ def _run_tflite(args: argparse.Namespace) -> tuple[dict, str]:
               "operators": len(graph.operators), "macs": graph.macs()}
     text = (f"exported {args.name} ({kind}, {len(graph.operators)} operators, {graph.macs():,} "
             f"MACs, {len(blob):,} bytes) to {target}")
+    return result, text
+
+
+def _binary_cnn(args: argparse.Namespace) -> tuple[dict, str] | None:
+    """A binary CNN .npz (piconn.xnor_cnn) as a version-2 graph; None for other models."""
+    path = Path(args.model)
+    if path.suffix != ".npz" or not path.is_file():
+        return None
+    model, _ = nn.load(path)
+    if not xnor_cnn.is_xnor_cnn(model):
+        return None
+    if args.samples:
+        raise CliError("--samples goes with the MNIST models of format version 1")
+    graph = xnor_cnn.to_graph(model, args.name)
+    written = export.export_graph(graph, args.name, args.out, path.name, "piconn export")
+    result = {"command": "export", "model": str(path), "kind": "xnor_cnn", "samples": None,
+              "n_samples": 0, **written}
+    text = (f"exported {result['name']} (binary CNN, version-2 graph, {result['bytes']} bytes)"
+            f" to {result['module']} and {result['nnb']}")
     return result, text

@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from .. import __version__, conv, data, nn, train
+from .. import __version__, conv, data, nn, train, xnor_cnn
 from .common import (
-    CNN_KIND,
+    CNN_KINDS,
     TRAIN_KINDS,
     CliError,
     add_common,
@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="network: mlp (dense layers, default) or cnn (convolutional)")
     p.add_argument("--arch", default=None,
                    help="mlp: layer sizes, e.g. 784-128-10 (default); cnn: a spec, e.g. "
-                   f"{conv.DEFAULT_CNN} (default; grammar in piconn.conv)")
+                   f"{conv.DEFAULT_CNN} (default; grammar in piconn.conv); cnn with --kind "
+                   f"xnor: e.g. {xnor_cnn.DEFAULT_SPEC} (default; grammar in piconn.xnor_cnn)")
     p.add_argument("--act", choices=sorted(train.ACTIVATIONS), default=None,
                    help="hidden activation (default relu)")
     p.add_argument("--epochs", type=positive_int, default=None)
@@ -54,6 +55,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _check_arch(args: argparse.Namespace) -> None:
     """--arch as the model takes it: MLP layer sizes, or a CNN spec for 784 pixels -> 10."""
+    if args.model == "cnn" and args.kind == "xnor":
+        try:
+            n_out = xnor_cnn.build_xnor_cnn(args.arch).layers[-2].n_out
+        except (TypeError, ValueError) as e:
+            args.parser.error(f"--arch: {e}")
+        if n_out != 10:
+            args.parser.error(f"--arch {args.arch}: a CNN for mnist must end with 10 outputs, "
+                              f"this one gives {n_out}")
+        return
     if args.model == "cnn":
         try:
             shape = conv.output_shape(conv.build_cnn(args.arch), (784,))
@@ -74,9 +84,10 @@ def _check_arch(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> tuple[dict, str]:
-    if args.model == "cnn" and args.kind != "float":
-        raise CliError(f"--model cnn trains float CNNs; --kind {args.kind} is for --model mlp")
-    kind = CNN_KIND if args.model == "cnn" else TRAIN_KINDS[args.kind]
+    if args.model == "cnn" and args.kind not in CNN_KINDS:
+        raise CliError(f"--model cnn trains float or xnor CNNs; --kind {args.kind} is for "
+                       "--model mlp")
+    kind = CNN_KINDS[args.kind] if args.model == "cnn" else TRAIN_KINDS[args.kind]
     defaults = {**train.FLOAT_DEFAULTS, **kind.defaults}
     for key, value in defaults.items():
         if getattr(args, key, None) is None:
