@@ -324,3 +324,39 @@ def test_graph_without_tflite():
     y = int8_ops.run(graph, np.float32([[-1, 0, 2]]))
     np.testing.assert_allclose(y, np.tanh([[-1, 0, 2]]), atol=EXP_TOLERANCE)
     assert format2.from_bytes(format2.to_bytes(graph)).arena_size == 24  # both alive
+
+
+# ----------------------------------------------------------------------- the C kernels on the host
+
+def test_c_kernels_on_the_host_are_bit_exact():
+    """device/c/nn_c's graph runner with nn_float.c, compiled for the host: the float
+    graphs' outputs equal the reference byte for byte, and nn_f32_exp is exp_f32."""
+    import ctypes
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import int8_ckernels
+    from test_float_device import GRAPHS
+
+    try:
+        host = int8_ckernels.HostGraph()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    host.lib.nn_f32_exp.argtypes = [ctypes.c_float]
+    host.lib.nn_f32_exp.restype = ctypes.c_float
+    xs = np.concatenate([np.linspace(-90, 90, 3001, dtype=np.float32),
+                         np.float32([-87, 88, 0, -0.0, 1e-30, -1e-30])])
+    got = np.array([host.lib.nn_f32_exp(float(v)) for v in xs], np.float32)
+    assert got.tobytes() == float_ops.exp_f32(xs).tobytes()
+    rng = np.random.default_rng(8)
+    for name, make in GRAPHS.items():
+        graph = make()
+        blob = format2.to_bytes(graph)
+        for _ in range(3):
+            x = rng.normal(0, 2, graph.tensors[graph.inputs[0]].shape).astype(np.float32)
+            want = int8_ops.run(graph, x)
+            want = list(want) if isinstance(want, tuple) else [want]
+            out = host.run(blob, x)
+            out = list(out) if isinstance(out, (tuple, list)) else [out]
+            assert [o.tobytes() for o in out] == [w.tobytes() for w in want], name

@@ -31,8 +31,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC_DIR = ROOT / "device" / "c" / "nn_c"
-SOURCES = [SRC_DIR / "nn_graph.c", SRC_DIR / "nn_int8.c"]
-HEADERS = [SRC_DIR / "nn_graph.h", SRC_DIR / "nn_int8.h", SRC_DIR / "arch_armv6m_int8.h"]
+SOURCES = [SRC_DIR / "nn_graph.c", SRC_DIR / "nn_int8.c", SRC_DIR / "nn_float.c"]
+HEADERS = [SRC_DIR / "nn_graph.h", SRC_DIR / "nn_int8.h", SRC_DIR / "arch_armv6m_int8.h",
+           SRC_DIR / "nn_float.h"]
 HOST_CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-ffp-contract=off"]
 ARM_CC = "arm-none-eabi-gcc"
 ARM_CFLAGS = ["-mcpu=cortex-m0plus", "-mthumb", "-Wall", "-Wextra", "-Werror",

@@ -161,7 +161,11 @@ class Model:
         tb, to = self._buf, op[F.O_TABLE]
         kernel, macs, scratch = _KERNELS[kind], 0, 0
         args = ()  # type: tuple
-        if kind == F.CONV_2D or kind == F.DEPTHWISE_CONV_2D:
+        if kind < F.QUANTIZE and y[F.T_DTYPE] == F.F32:  # a float32 operator
+            from nn import _float_python as _FP
+
+            kernel, args, macs = _FP.operator(self, g, k)
+        elif kind == F.CONV_2D or kind == F.DEPTHWISE_CONV_2D:
             w = ins[1]
             bb, bo = self._loc(ins[2]) if len(ins) > 2 and ins[2] is not None else (None, 0)
             n, h, wd, cin = x[F.T_SHAPE]
@@ -294,6 +298,10 @@ class Model:
         py, vp = K, _viper
         if kind >= F.BINARIZE:  # the binary kinds' tiers (viper: a word-aligned model)
             py, vp = _XP, _xviper if self._words_ok else None
+        elif name[-4:] == "_f32" and kind < F.QUANTIZE:  # float32: viper has no floats
+            from nn import _float_python as py
+
+            vp = None
         for t in range(cur, len(_TIERS)):
             tier, mod = _TIERS[t]
             if mod is _nn_c:
@@ -512,6 +520,9 @@ class Model:
             lines.append("  %-3d %-18s %-8s %-11d %-16s %d" % (
                 k, F.KIND_NAMES[op[_OP_KIND]], tiers[k], op[_OP_MACS],
                 "x".join(str(d) for d in op[_OP_OUT_SHAPE]), op[_OP_LIVE]))
+        if any(op[_OP_KERNEL][-4:] == "_f32" and op[_OP_KIND] < F.QUANTIZE for op in self._ops):
+            lines.append("  float32 operators run in C or plain Python (viper has no float "
+                         "arithmetic of its own)")
         copied = self.where == "file"
         lines.append("  MACs %d; arena %d B (peak live %d B); model %d B (%s), %s" % (
             macs, self.arena_size, peak, self.model_bytes,

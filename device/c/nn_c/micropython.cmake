@@ -8,6 +8,7 @@ target_sources(usermod_nn_c INTERFACE
     ${CMAKE_CURRENT_LIST_DIR}/nn_kernels.c
     ${CMAKE_CURRENT_LIST_DIR}/nn_graph.c
     ${CMAKE_CURRENT_LIST_DIR}/nn_int8.c
+    ${CMAKE_CURRENT_LIST_DIR}/nn_float.c
 )
 
 target_include_directories(usermod_nn_c INTERFACE
@@ -24,6 +25,7 @@ target_compile_definitions(usermod_nn_c INTERFACE NN_KERNELS_IN_RAM=1)
 # and sum rounded (docs/FORMAT.md): no fused multiply-add (the RP2350's FPU has one).
 set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/nn_kernels.c
     ${CMAKE_CURRENT_LIST_DIR}/nn_graph.c ${CMAKE_CURRENT_LIST_DIR}/nn_int8.c
+    ${CMAKE_CURRENT_LIST_DIR}/nn_float.c
     PROPERTIES COMPILE_OPTIONS "-O2;-ffp-contract=off"
 )
 

@@ -7,6 +7,8 @@ SRC_USERMOD_C += $(NN_C_MOD_DIR)/mod_nn_c.c
 SRC_USERMOD_LIB_C += $(NN_C_MOD_DIR)/nn_kernels.c
 # format version 2 (int8 graphs): the runner and its kernels
 SRC_USERMOD_LIB_C += $(NN_C_MOD_DIR)/nn_graph.c $(NN_C_MOD_DIR)/nn_int8.c
+# its float32 operators
+SRC_USERMOD_LIB_C += $(NN_C_MOD_DIR)/nn_float.c
 
 CFLAGS_USERMOD += -I$(NN_C_MOD_DIR)
 # Float kinds are IEEE float32 with every product and sum rounded (docs/FORMAT.md): no

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "nn_float.h"
 #include "nn_int8.h"
 
 _Static_assert(sizeof(nn_graph_header_t) == 64, "header record");
@@ -668,7 +669,9 @@ uint32_t nn_graph_check(const uint8_t *model, uint32_t model_len, uint32_t arena
         if (op->output >= g.head->n_tensors) {
             return NN_GRAPH_E_INDEX;
         }
-        if ((e = kinds[op->kind].check(&g, op))) {
+        // float32 operators share the kind codes; nn_float.c checks and runs them
+        if ((e = nn_graph_is_float(model, op) ? nn_graph_float_check(model, op)
+                 : kinds[op->kind].check(&g, op))) {
             return e;
         }
     }
@@ -680,6 +683,10 @@ void nn_graph_run(const uint8_t *model, uint8_t *arena, uint32_t first, uint32_t
     graph_init(&g, model, arena);
     for (uint32_t k = first; k < end; k++) {
         const nn_graph_op_t *op = &g.ops[k];
-        kinds[op->kind].run(&g, op);
+        if (nn_graph_is_float(model, op)) {
+            nn_graph_float_run(model, arena, op);
+        } else {
+            kinds[op->kind].run(&g, op);
+        }
     }
 }
