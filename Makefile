@@ -166,8 +166,8 @@ tflite-models: venv
 # DEFAULT_CNN) and the small one (SMALL_CNN) trained into build/models, then from them
 # float32, 50% structured-pruned float32, int8 of both sizes, and the XNOR CNN.
 #   make cnn-models   only what is missing; a step that fails leaves FILE.why (its error
-#                     and command) beside the file it should have made, which make bench and
-#                     the demo report
+#                     and command) beside the file it should have made, which make bench
+#                     reports
 # The float32 CNNs (about 320 KB and 150 KB) do not fit the 2 MB Pico's code partition
 # beside the MLPs: they go to build/models/large, which the firmware does not freeze
 # (make bench reads them from flash through its UF2).
