@@ -513,7 +513,8 @@ def test_check_makes_corrupt_records_safe(host, tmp_path):
 # ---------------------------------------------------------------------------
 # builds
 
-GRAPH_SOURCES = [ik.SRC_DIR / "nn_graph.c", ik.SRC_DIR / "nn_int8.c"]
+GRAPH_SOURCES = [ik.SRC_DIR / "nn_graph.c", ik.SRC_DIR / "nn_int8.c",
+                 ik.SRC_DIR / "nn_xnor_graph.c"]
 ALLOWED_HELPERS = {  # no 64-bit multiply or divide: only the RP2040's divider and floats
     "memcpy", "memset", "__aeabi_memcpy", "__aeabi_memset", "__aeabi_memclr",
     "__aeabi_memcpy4", "__aeabi_memclr4", "__aeabi_memset4", "__aeabi_idiv", "__aeabi_uidiv",
@@ -542,7 +543,8 @@ def test_compiles_for_the_boards(target, flags, tmp_path):
         nm = subprocess.run(["arm-none-eabi-nm", "-u", str(obj)], capture_output=True,
                             text=True, check=True).stdout
         undefined |= {line.split()[-1] for line in nm.splitlines() if line.strip()}
-    ours = {s for s in undefined if s.startswith("nn_i8_")}
+    ours = {s for s in undefined if s.startswith(("nn_i8_", "nn_xnor_"))
+            or s == "nn_popcount_xor"}  # (nn_kernels.c's, as nn_xnor_dense)
     assert undefined - ours <= ALLOWED_HELPERS, undefined - ours - ALLOWED_HELPERS
 
 

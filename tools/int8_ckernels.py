@@ -31,8 +31,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC_DIR = ROOT / "device" / "c" / "nn_c"
-SOURCES = [SRC_DIR / "nn_graph.c", SRC_DIR / "nn_int8.c", SRC_DIR / "nn_float.c"]
+SOURCES = [SRC_DIR / "nn_graph.c", SRC_DIR / "nn_int8.c", SRC_DIR / "nn_xnor_graph.c",
+           SRC_DIR / "nn_kernels.c",  # (the binary operators use nn_kernels' popcount)
+           SRC_DIR / "nn_float.c"]
 HEADERS = [SRC_DIR / "nn_graph.h", SRC_DIR / "nn_int8.h", SRC_DIR / "arch_armv6m_int8.h",
+           SRC_DIR / "nn_xnor_graph.h", SRC_DIR / "nn_kernels.h", SRC_DIR / "arch_armv6m.h",
            SRC_DIR / "nn_float.h"]
 HOST_CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-ffp-contract=off"]
 ARM_CC = "arm-none-eabi-gcc"
@@ -178,13 +181,13 @@ class HostGraph:
 
 RAM = 0x20000000
 FLASH = 0x10000000  # the model goes to (emulated) flash, as on the Pico
-CODE_MAX = 0x8000  # code, data and the scratch buffer at the start of SRAM
+CODE_MAX = 0xC000  # code, data and the scratch buffer at the start of SRAM
 ARENA = RAM + CODE_MAX
 STACK_TOP = RAM + 0x41000
 BKPT_ADDR = RAM + 0x41800  # the return address: a BKPT instruction
 
 _LD = """
-MEMORY { RAM (rwx) : ORIGIN = 0x20000000, LENGTH = 0x8000 }
+MEMORY { RAM (rwx) : ORIGIN = 0x20000000, LENGTH = 0xC000 }
 SECTIONS {
   .text : { *(.text*) *(.time_critical*) *(.rodata*) } > RAM
   .data : { *(.data*) } > RAM

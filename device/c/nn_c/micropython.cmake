@@ -9,6 +9,7 @@ target_sources(usermod_nn_c INTERFACE
     ${CMAKE_CURRENT_LIST_DIR}/nn_graph.c
     ${CMAKE_CURRENT_LIST_DIR}/nn_int8.c
     ${CMAKE_CURRENT_LIST_DIR}/nn_float.c
+    ${CMAKE_CURRENT_LIST_DIR}/nn_xnor_graph.c
 )
 
 target_include_directories(usermod_nn_c INTERFACE
@@ -26,6 +27,7 @@ target_compile_definitions(usermod_nn_c INTERFACE NN_KERNELS_IN_RAM=1)
 set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/nn_kernels.c
     ${CMAKE_CURRENT_LIST_DIR}/nn_graph.c ${CMAKE_CURRENT_LIST_DIR}/nn_int8.c
     ${CMAKE_CURRENT_LIST_DIR}/nn_float.c
+    ${CMAKE_CURRENT_LIST_DIR}/nn_xnor_graph.c
     PROPERTIES COMPILE_OPTIONS "-O2;-ffp-contract=off"
 )
 

@@ -9,6 +9,8 @@ SRC_USERMOD_LIB_C += $(NN_C_MOD_DIR)/nn_kernels.c
 SRC_USERMOD_LIB_C += $(NN_C_MOD_DIR)/nn_graph.c $(NN_C_MOD_DIR)/nn_int8.c
 # its float32 operators
 SRC_USERMOD_LIB_C += $(NN_C_MOD_DIR)/nn_float.c
+# its binary (XNOR) operators
+SRC_USERMOD_LIB_C += $(NN_C_MOD_DIR)/nn_xnor_graph.c
 
 CFLAGS_USERMOD += -I$(NN_C_MOD_DIR)
 # Float kinds are IEEE float32 with every product and sum rounded (docs/FORMAT.md): no

@@ -11,6 +11,7 @@
 
 #include "nn_float.h"
 #include "nn_int8.h"
+#include "nn_xnor_graph.h"
 
 _Static_assert(sizeof(nn_graph_header_t) == 64, "header record");
 _Static_assert(sizeof(nn_graph_tensor_t) == 40, "tensor record");
@@ -66,6 +67,11 @@ static inline const void *table(const graph_t *g, const nn_graph_op_t *op) {
     return g->model + op->table;
 }
 
+// Words of a bits row of c elements.
+static inline uint32_t words_of(uint32_t c) {
+    return (c + 31) >> 5;
+}
+
 static inline uint32_t element_size(uint32_t dtype) {
     return dtype == NN_DTYPE_I8 ? 1 : 4;
 }
@@ -85,8 +91,8 @@ static inline uint32_t dim_from_end(const nn_graph_tensor_t *t, uint32_t k) {
 static uint32_t check_tensor(const graph_t *g, uint32_t index) {
     const nn_graph_tensor_t *t = tensor(g, index);
     const nn_graph_header_t *h = g->head;
-    if ((t->dtype != NN_DTYPE_I8 && t->dtype != NN_DTYPE_I32 && t->dtype != NN_DTYPE_F32)
-        || t->rank > 4 || t->offset % 4) {
+    if ((t->dtype != NN_DTYPE_I8 && t->dtype != NN_DTYPE_I32 && t->dtype != NN_DTYPE_F32
+         && t->dtype != NN_DTYPE_BITS) || t->rank > 4 || t->offset % 4) {
         return NN_GRAPH_E_TENSOR;
     }
     uint32_t n = 1;
@@ -99,7 +105,13 @@ static uint32_t check_tensor(const graph_t *g, uint32_t index) {
         }
         n *= d;
     }
-    if (t->nbytes != n * element_size(t->dtype)) {
+    if (t->dtype == NN_DTYPE_BITS) {
+        // the last axis packed: rows of words(last dim) words (n / last < 2^29 / 32)
+        uint32_t last = t->rank ? t->dims[t->rank - 1] : 0;
+        if (last == 0 || t->nbytes != n / last * 4 * words_of(last)) {
+            return NN_GRAPH_E_TENSOR;
+        }
+    } else if (t->nbytes != n * element_size(t->dtype)) {
         return NN_GRAPH_E_TENSOR;
     }
     if (t->storage == NN_STORAGE_ARENA) {
@@ -399,6 +411,81 @@ static uint32_t check_dequantize(const graph_t *g, const nn_graph_op_t *op) {
     return check_elementwise(g, op, NN_DTYPE_I8, NN_DTYPE_F32, LUT32_BYTES);
 }
 
+// BINARIZE: int8 x, its bits y of the same dims, bounds i32[C][2].
+static uint32_t check_binarize(const graph_t *g, const nn_graph_op_t *op) {
+    const nn_graph_tensor_t *x, *bounds, *y;
+    uint32_t e;
+    if ((e = expect(g, op, 0, NN_DTYPE_I8, 0, &x))
+        || (e = expect(g, op, 1, NN_DTYPE_I32, 0, &bounds))
+        || (e = expect(g, op, OUTPUT, NN_DTYPE_BITS, x->rank, &y))) {
+        return e;
+    }
+    if (x->rank < 1 || x->nbytes == 0 || elements(bounds) != 2u * dim_from_end(x, 0)) {
+        return NN_GRAPH_E_SHAPE;
+    }
+    for (uint32_t k = 0; k < x->rank; k++) {
+        if (x->dims[k] != y->dims[k]) {
+            return NN_GRAPH_E_SHAPE;
+        }
+    }
+    return NN_GRAPH_OK;
+}
+
+// The window of XNOR_CONV_2D and BINARY_MAX_POOL_2D over bits x [N, H, W, C] giving y
+// [N, OH, OW, *]: every tap is bounds-checked by the kernels, so only the ranges that
+// keep the index arithmetic inside int32.
+static uint32_t check_window(const nn_graph_tensor_t *x, const nn_graph_tensor_t *y,
+    int32_t stride_h, int32_t stride_w, int32_t pad_top, int32_t pad_left) {
+    if (y->dims[0] != x->dims[0] || x->dims[3] == 0 || y->dims[3] == 0) {
+        return NN_GRAPH_E_SHAPE;
+    }
+    return window_params_ok(stride_h, stride_w, pad_top, pad_left) ? NN_GRAPH_OK
+           : NN_GRAPH_E_PARAMS;
+}
+
+static uint32_t check_xnor_conv(const graph_t *g, const nn_graph_op_t *op) {
+    const nn_graph_tensor_t *x, *w, *ch, *y;
+    uint32_t e;
+    if ((e = expect(g, op, 0, NN_DTYPE_BITS, 4, &x)) || (e = expect(g, op, 1, NN_DTYPE_BITS, 4, &w))
+        || (e = expect(g, op, 2, NN_DTYPE_I32, 0, &ch))
+        || (e = check_tensor(g, op->output))) {
+        return e;
+    }
+    y = tensor(g, op->output);
+    const nn_graph_xnor_conv_params_t *p = &op->params.xnor_conv;
+    uint32_t c_out = y->dims[3], bits_out = y->dtype == NN_DTYPE_BITS;
+    if ((y->dtype != NN_DTYPE_BITS && y->dtype != NN_DTYPE_I32) || y->rank != 4) {
+        return NN_GRAPH_E_SHAPE;
+    }
+    if ((e = check_window(x, y, p->stride_h, p->stride_w, p->pad_top, p->pad_left))) {
+        return e;
+    }
+    if (w->dims[0] != c_out || w->dims[3] != x->dims[3] || w->dims[1] == 0 || w->dims[2] == 0
+        || elements(ch) != (bits_out ? 1u : 2u) * c_out
+        || (uint32_t)w->dims[1] * w->dims[2] * words_of(x->dims[3]) > NN_XNOR_MAX_FIELD_WORDS) {
+        return NN_GRAPH_E_SHAPE;
+    }
+    return NN_GRAPH_OK;
+}
+
+static uint32_t check_binary_pool(const graph_t *g, const nn_graph_op_t *op) {
+    const nn_graph_tensor_t *x, *y;
+    uint32_t e;
+    if ((e = expect(g, op, 0, NN_DTYPE_BITS, 4, &x))
+        || (e = expect(g, op, OUTPUT, NN_DTYPE_BITS, 4, &y))) {
+        return e;
+    }
+    const nn_graph_binary_pool_params_t *p = &op->params.binary_pool;
+    if (y->dims[3] != x->dims[3]) {
+        return NN_GRAPH_E_SHAPE;
+    }
+    if ((e = check_window(x, y, p->stride_h, p->stride_w, p->pad_top, p->pad_left))) {
+        return e;
+    }
+    return in_range(p->filter_h, 1, 0xffff) && in_range(p->filter_w, 1, 0xffff) ? NN_GRAPH_OK
+           : NN_GRAPH_E_PARAMS;
+}
+
 // ---------------------------------------------------------------------------
 // Run
 
@@ -588,6 +675,55 @@ static void run_dequantize(const graph_t *g, const nn_graph_op_t *op) {
         elements(tensor(g, op->output)), table(g, op));
 }
 
+static void run_binarize(const graph_t *g, const nn_graph_op_t *op) {
+    const nn_graph_tensor_t *x = tensor(g, op->inputs[0]);
+    uint32_t c = dim_from_end(x, 0);
+    nn_xnor_binarize(tensor_data(g, op->inputs[0]), elements(x) / c, c,
+        tensor_data(g, op->inputs[1]), tensor_data(g, op->output));
+}
+
+static void xnor_geometry(const graph_t *g, const nn_graph_op_t *op, uint32_t k_h, uint32_t k_w,
+    int32_t stride_h, int32_t stride_w, int32_t pad_top, int32_t pad_left, nn_xnor_geometry_t *p) {
+    const nn_graph_tensor_t *x = tensor(g, op->inputs[0]), *y = tensor(g, op->output);
+    p->batches = x->dims[0];
+    p->in_h = x->dims[1];
+    p->in_w = x->dims[2];
+    p->in_words = words_of(x->dims[3]);
+    p->out_h = y->dims[1];
+    p->out_w = y->dims[2];
+    p->out_c = y->dims[3];
+    p->k_h = k_h;
+    p->k_w = k_w;
+    p->stride_h = (uint32_t)stride_h;
+    p->stride_w = (uint32_t)stride_w;
+    p->pad_top = (uint32_t)pad_top;
+    p->pad_left = (uint32_t)pad_left;
+}
+
+static void run_xnor_conv(const graph_t *g, const nn_graph_op_t *op) {
+    const nn_graph_tensor_t *w = tensor(g, op->inputs[1]);
+    const nn_graph_xnor_conv_params_t *q = &op->params.xnor_conv;
+    nn_xnor_geometry_t p;
+    xnor_geometry(g, op, w->dims[1], w->dims[2], q->stride_h, q->stride_w, q->pad_top,
+        q->pad_left, &p);
+    if (tensor(g, op->output)->dtype == NN_DTYPE_BITS) {
+        nn_xnor_conv_2d_bits(&p, tensor_data(g, op->inputs[0]), tensor_data(g, op->inputs[1]),
+            tensor_data(g, op->inputs[2]), tensor_data(g, op->output), nn_graph_scratch);
+    } else {
+        nn_xnor_conv_2d_i32(&p, tensor_data(g, op->inputs[0]), tensor_data(g, op->inputs[1]),
+            tensor_data(g, op->inputs[2]), (uint32_t)w->dims[1] * w->dims[2] * w->dims[3],
+            tensor_data(g, op->output), nn_graph_scratch);
+    }
+}
+
+static void run_binary_pool(const graph_t *g, const nn_graph_op_t *op) {
+    const nn_graph_binary_pool_params_t *q = &op->params.binary_pool;
+    nn_xnor_geometry_t p;
+    xnor_geometry(g, op, (uint32_t)q->filter_h, (uint32_t)q->filter_w, q->stride_h, q->stride_w,
+        q->pad_top, q->pad_left, &p);
+    nn_xnor_max_pool(&p, tensor_data(g, op->inputs[0]), tensor_data(g, op->output));
+}
+
 // ---------------------------------------------------------------------------
 // The kinds
 
@@ -612,6 +748,9 @@ static const kind_t kinds[NN_OP_KINDS] = {
     [NN_OP_TANH] = { check_lut8, run_lut8, 1, 1 },
     [NN_OP_QUANTIZE] = { check_quantize, run_quantize, 1, 1 },
     [NN_OP_DEQUANTIZE] = { check_dequantize, run_dequantize, 1, 1 },
+    [NN_OP_BINARIZE] = { check_binarize, run_binarize, 2, 2 },
+    [NN_OP_XNOR_CONV_2D] = { check_xnor_conv, run_xnor_conv, 3, 3 },
+    [NN_OP_BINARY_MAX_POOL_2D] = { check_binary_pool, run_binary_pool, 1, 1 },
 };
 
 static uint32_t check_header(const uint8_t *model, uint32_t model_len, uint32_t arena_len) {
@@ -653,7 +792,8 @@ uint32_t nn_graph_check(const uint8_t *model, uint32_t model_len, uint32_t arena
     for (uint32_t k = first; k < end; k++) {
         const nn_graph_op_t *op = &g.ops[k];
         *op_at = k;
-        if (op->kind == 0 || op->kind >= NN_OP_KINDS || op->n_inputs < kinds[op->kind].min_inputs
+        if (op->kind >= NN_OP_KINDS || kinds[op->kind].check == NULL  // (unused codes too)
+            || op->n_inputs < kinds[op->kind].min_inputs
             || op->n_inputs > kinds[op->kind].max_inputs) {
             return NN_GRAPH_E_KIND;
         }

@@ -44,11 +44,15 @@ enum {
     NN_OP_TANH = 12,
     NN_OP_QUANTIZE = 13,
     NN_OP_DEQUANTIZE = 14,
+    // binary operators (FORMAT.md "Binary operators"); 15..19 are unused
+    NN_OP_BINARIZE = 20,
+    NN_OP_XNOR_CONV_2D = 21,
+    NN_OP_BINARY_MAX_POOL_2D = 22,
     NN_OP_KINDS  // one past the last kind
 };
 
 // Tensor dtypes, storage and quantization codes.
-enum { NN_DTYPE_F32 = 1, NN_DTYPE_I32 = 3, NN_DTYPE_I8 = 4 };
+enum { NN_DTYPE_F32 = 1, NN_DTYPE_BITS = 2, NN_DTYPE_I32 = 3, NN_DTYPE_I8 = 4 };
 enum { NN_STORAGE_ARENA = 0, NN_STORAGE_CONSTANT = 1 };
 enum { NN_QUANT_NONE = 0, NN_QUANT_TENSOR = 1, NN_QUANT_CHANNEL = 2 };
 
@@ -140,6 +144,14 @@ typedef struct {
     uint32_t scale;  // f32 bits
 } nn_graph_dequantize_params_t;
 
+typedef struct {
+    int32_t padding, stride_h, stride_w, pad_top, pad_left;
+} nn_graph_xnor_conv_params_t;
+
+typedef struct {
+    int32_t padding, filter_h, filter_w, stride_h, stride_w, pad_top, pad_left;
+} nn_graph_binary_pool_params_t;
+
 // Operator record (80 bytes).
 typedef struct {
     uint8_t kind;
@@ -160,6 +172,8 @@ typedef struct {
         nn_graph_sigmoid_params_t sigmoid;  // LOGISTIC, TANH
         nn_graph_quantize_params_t quantize;
         nn_graph_dequantize_params_t dequantize;
+        nn_graph_xnor_conv_params_t xnor_conv;
+        nn_graph_binary_pool_params_t binary_pool;
     } params;
 } nn_graph_op_t;
 
