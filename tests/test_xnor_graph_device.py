@@ -1,16 +1,16 @@
 """The binary operators of format version 2 (docs/FORMAT.md "Binary operators") on the
 device: BINARIZE, XNOR_CONV_2D (bits and int32 outputs, SAME and VALID, strides, the
 fully connected form) and BINARY_MAX_POOL_2D, in every tier present (plain Python,
-viper, C), against a numpy model of the specification written here, bit for bit;
-allocation-free inference (heap_lock); corrupt records refused at load with
-ValueError; the C kernels compiled and run on the host too.
+viper, C), bit for bit against the host reference (`format2.from_bytes` +
+`int8_ops.run`, i.e. `piconn.xnor_ops`), which is itself checked against a separate
+numpy model of the specification written here; allocation-free inference (heap_lock);
+corrupt records refused at load with ValueError exactly when the host reader refuses
+them; the C runner compiled and run on the host too.
 """
 
 from __future__ import annotations
 
-import ctypes
 import struct
-import subprocess
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,8 @@ from pathlib import Path
 import mpy
 import numpy as np
 import pytest
+
+from piconn import format2, int8_ops
 
 ROOT = Path(__file__).resolve().parent.parent
 NN_C = ROOT / "device" / "c" / "nn_c"
@@ -198,10 +200,10 @@ class Net:
 
 
 def random_net(seed: int, h: int = 9, w: int = 8, c: int = 3, convs=None, fc_out: int = 10,
-               out_quant: int = 1) -> Net:
+               out_quant: int = 1, out_bits: int = 31) -> Net:
     """i8 [1, h, w, c] -> BINARIZE -> XNOR_CONV_2D / BINARY_MAX_POOL_2D layers (convs:
     ('conv', c_out, k, padding, stride) or ('pool', f, padding, stride)) -> a fully
-    connected XNOR_CONV_2D with int32 output [1, 1, 1, fc_out]."""
+    connected XNOR_CONV_2D with int32 output [1, 1, 1, fc_out], |output| < 2^out_bits."""
     rng = np.random.default_rng(seed)
     convs = convs if convs is not None else [("conv", 40, 3, SAME, 1), ("pool", 2, VALID, 2),
                                              ("conv", 33, 3, VALID, 1)]
@@ -243,8 +245,9 @@ def random_net(seed: int, h: int = 9, w: int = 8, c: int = 3, convs=None, fc_out
         cur = y
     wb = rng.random((fc_out,) + shape[1:]) < 0.5
     n = wb[0].size
-    a = rng.integers(-(2**31 - 1) // (2 * n), (2**31 - 1) // (2 * n), fc_out)
-    ab = np.stack([a, rng.integers(-(2**30), 2**30, fc_out)]).astype(np.int32)
+    top = 2**out_bits - 1
+    a = rng.integers(-top // (2 * n), top // (2 * n), fc_out)
+    ab = np.stack([a, rng.integers(-(top // 2), top // 2, fc_out)]).astype(np.int32)
     wt = gr.add(T(BITS, wb.shape, pack(wb).tobytes()))
     ct = gr.add(T(I32, (2, fc_out), ab.tobytes()))
     y = gr.add(T(I32, (1, 1, 1, fc_out), quant=out_quant, scale=2.0**-20 if out_quant else 0.0))
@@ -263,6 +266,23 @@ NETS = {
     "wide": lambda: random_net(3, 7, 7, 70, [("conv", 65, 1, VALID, 1),
                                              ("conv", 32, 5, SAME, 1)], fc_out=7, out_quant=0),
 }
+
+
+def host_reference(blob: bytes, x: np.ndarray) -> np.ndarray | None:
+    """The host's output for x (None: the host reader refuses the file)."""
+    try:
+        graph = format2.from_bytes(blob).graph
+    except Exception:  # noqa: BLE001 - any refusal (test_graph_device checks FormatError)
+        return None
+    return np.asarray(int8_ops.run(graph, x)).reshape(-1)
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_host_reference_is_the_spec(name):
+    """piconn's reference computes this file's numpy model of FORMAT.md."""
+    net = NETS[name]()
+    for x in inputs(net, 3, seed=2):
+        np.testing.assert_array_equal(host_reference(net.blob(), x), net.run(x).reshape(-1))
 
 
 def inputs(net: Net, n: int, seed: int) -> list[np.ndarray]:
@@ -330,6 +350,183 @@ def test_bit_exact(rt, name, tmp_path):
     tiers, ys = run_net(runner, tier, net.blob(), xs, tmp_path)
     assert set(tiers) == {expected_tier(runner, tier)}, tiers
     for x, (y, k) in zip(xs, ys):
-        want = net.run(x).reshape(-1)
+        want = host_reference(net.blob(), x)
         np.testing.assert_array_equal(y, want)
         assert k == int(np.argmax(want))
+
+
+# ------------------------------------------------------------------ the C runner on the host
+
+
+@pytest.fixture(scope="module")
+def host_graph():
+    import int8_ckernels as ik
+
+    try:
+        return ik.HostGraph()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_c_on_the_host(host_graph, name):
+    """nn_graph.c + nn_xnor_graph.c compiled for the host compute the specification."""
+    net = NETS[name]()
+    for x in inputs(net, 3, seed=4):
+        y = host_graph.run(net.blob(), x)
+        np.testing.assert_array_equal(y, net.run(x))
+
+
+# ------------------------------------------------------------------ fuzz
+
+
+def _fields(blob: bytes) -> list[tuple[int, str, int]]:
+    """(byte offset, struct code, value) of every tensor and operator record field."""
+    n_t, n_o = struct.unpack_from("<HH", blob, 16)
+    out = []
+    for i in range(n_t):
+        at = 64 + 40 * i
+        for off, code in ((0, "B"), (1, "B"), (2, "B"), (3, "B"), (4, "H"), (6, "H"), (8, "H"),
+                          (10, "H"), (12, "I"), (16, "I"), (24, "i")):
+            out.append((at + off, code, struct.unpack_from("<" + code, blob, at + off)[0]))
+    for k in range(n_o):
+        at = 64 + 40 * n_t + 80 * k
+        for off, code in [(0, "B"), (1, "B"), (4, "H"), (6, "H"), (8, "H"), (10, "H")] + [
+                (16 + 4 * j, "i") for j in range(8)]:
+            out.append((at + off, code, struct.unpack_from("<" + code, blob, at + off)[0]))
+    return out
+
+
+_LIMITS = {"B": 0xFF, "H": 0xFFFF, "I": 0xFFFFFFFF}
+
+
+def corruptions(blob: bytes) -> list[bytes]:
+    """Every record field at boundary values and its neighbours (the CRC recomputed), and
+    weights with a padding bit set."""
+    out = []
+    for at, code, v in _fields(blob):
+        top = _LIMITS.get(code, 2**31 - 1)
+        lo = -(2**31) if code == "i" else 0
+        for new in {0, 1, 2, 3, 4, 20, 21, 22, 23, 32, 1024, top, v - 1, v + 1, lo}:
+            if new != v and lo <= new <= top:
+                b = bytearray(blob)
+                struct.pack_into("<" + code, b, at, new)
+                out.append(recrc(b))
+    return out
+
+
+FUZZ = """
+import nn, binascii
+nn.use_backend({tier!r})
+f = open({path!r}, 'rb')
+x = f.read(int(f.readline()))
+for _ in range(int(f.readline())):
+    blob = f.read(int(f.readline()))
+    try:
+        m = nn.load(blob)
+    except ValueError as e:
+        print('E')
+        continue
+    except Exception as e:
+        print('X', type(e).__name__, e)
+        continue
+    try:
+        y = m.forward(x)
+        print('Y', binascii.hexlify(bytes(y)).decode())
+    except Exception as e:
+        print('X', type(e).__name__, e)
+"""
+
+
+def _changed(a: bytes, b: bytes) -> list[int]:
+    return [i for i in range(16, len(a)) if a[i] != b[i]]
+
+
+def _padding_bit_set(net: Net) -> bytes:
+    # the first weight tensor of 3 channels... any weight row with padding: set its bit 31
+    blob = bytearray(net.blob())
+    n_t = struct.unpack_from("<H", blob, 16)[0]
+    for i in range(n_t):
+        dt, rank, storage = struct.unpack_from("<BBB", blob, 64 + 40 * i)
+        dims = struct.unpack_from("<4H", blob, 64 + 40 * i + 4)
+        if dt == BITS and storage == 1 and dims[rank - 1] % 32:
+            off = struct.unpack_from("<I", blob, 64 + 40 * i + 12)[0]
+            blob[off + 4 * words(dims[rank - 1]) - 1] |= 0x80
+            return recrc(blob)
+    raise AssertionError("no weights with padding bits")
+
+
+@pytest.mark.parametrize("rt", RT, ids=_ids)
+def test_fuzz(rt, host_graph, tmp_path):
+    """Corrupt records are refused at load with ValueError (nothing else, no crash)
+    exactly when the host reader refuses them; what loads passes nn_graph_check and
+    computes the host reference's output (and the C runner's on the host)."""
+    runner, tier = rt
+    net = NETS["small"]()
+    blobs = corruptions(net.blob())
+    blobs.append(_padding_bit_set(net))
+    if tier == "python" and runner.name == "wasm":
+        blobs = blobs[::3]
+    x = inputs(net, 1, seed=9)[0]
+    path = tmp_path / "fuzz.bin"
+    with open(path, "wb") as f:
+        f.write(b"%d\n" % x.size + x.tobytes() + b"%d\n" % len(blobs))
+        f.writelines(b"%d\n" % len(b) + b for b in blobs)
+    lines = runner.run(FUZZ.format(tier=tier, path=str(path)), timeout=900,
+                       dirs=(tmp_path,)).splitlines()
+    assert len(lines) == len(blobs)
+    assert lines[-1] == "E"  # the padding bit
+    loaded = 0
+    for b, line in zip(blobs, lines):
+        assert not line.startswith("X"), line
+        host = host_reference(b, x)
+        assert (host is None) == (line == "E"), (line, host, _changed(net.blob(), b))
+        if line.startswith("Y"):
+            loaded += 1
+            assert host_graph.check(b, 1 << 20, 0, struct.unpack_from("<H", b, 18)[0])[0] == 0
+            want = np.asarray(host_graph.run(b, x)).reshape(-1)
+            got = np.frombuffer(bytes.fromhex(line.split()[1]), "<i4").tolist()
+            assert got == want.tolist() == host.tolist()
+    assert 0 < loaded < len(blobs) // 2, (loaded, len(blobs))
+
+
+HEAP = """
+import nn, micropython, gc
+nn.use_backend({tier!r})
+m = nn.load(open({path!r}, 'rb').read())
+x = bytes(range({n}))
+out = m.forward(x)
+y0 = bytes(out)
+
+def run(m, x):
+    # locals only: a new global would grow the module dict (an allocation)
+    err = y = k = None
+    micropython.heap_lock()
+    try:
+        for i in range(3):
+            y = m.forward(x)
+            k = m.predict(x)
+    except Exception as e:
+        err = e
+    micropython.heap_unlock()
+    return err, y, k
+
+gc.collect()
+err, y, k = run(m, x)
+print('ERR', repr(err)) if err is not None else print('OK', k, bytes(y) == y0, ' '.join(m.tiers()))
+"""
+
+
+@pytest.mark.parametrize("rt", RT, ids=_ids)
+def test_heap_lock(rt, tmp_path):
+    """forward() and predict() allocate nothing in every tier. (The plain-Python tier's
+    int32 output stage boxes values beyond MicroPython's small ints, 2^30 on 32-bit ports:
+    the logits here stay below.)"""
+    runner, tier = rt
+    net = random_net(5, out_bits=30)
+    (tmp_path / "m.nnb").write_bytes(net.blob())
+    x = np.arange(int(np.prod(net.shape))).astype(np.uint8).view(np.int8).reshape(net.shape)
+    out = runner.run(HEAP.format(tier=tier, path=str(tmp_path / "m.nnb"), n=x.size),
+                     dirs=(tmp_path,)).split()
+    assert out[:3] == ["OK", str(int(np.argmax(net.run(x)))), "True"], out
+    assert set(out[3:]) == {expected_tier(runner, tier)}

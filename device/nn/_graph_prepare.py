@@ -665,6 +665,13 @@ def _no_kind(buf, g, k, sums_fn):  # pragma: no cover - code 0 is refused by the
 # ------------------------------------------------------------------ binary operators
 
 MAX_FIELD_WORDS = const(1024)  # kh * kw * words(C_in): one output pixel's receptive field
+_MAX_STRIDE = const(4096)  # and filter sizes below 2^16: pads below 2^16 (as the C runner)
+
+
+def _window_limits(g, k, stride_h, stride_w, filter_h, filter_w):
+    if stride_h > _MAX_STRIDE or stride_w > _MAX_STRIDE or filter_h > 0xFFFF \
+            or filter_w > 0xFFFF:
+        raise _fail(g, k, "strides above %d or filter sizes above 65535" % _MAX_STRIDE)
 
 
 def _positive_dims(g, k, t, role):
@@ -713,6 +720,7 @@ def _xnor_conv(buf, g, k, sums_fn):
         raise _fail(g, k, "weights %s, expected [%d, kh, kw, %d]" % (list(ws), cout, cin))
     p = g[F.G_OPS][k][F.O_PARAMS]
     kh, kw = ws[1], ws[2]
+    _window_limits(g, k, p[F.P_XNOR_STRIDE_H], p[F.P_XNOR_STRIDE_W], kh, kw)
     pad = _spatial(g, k, x, y, kh, kw, p[F.P_XNOR_PADDING], p[F.P_XNOR_STRIDE_H],
                    p[F.P_XNOR_STRIDE_W])
     if kh * kw * ((cin + 31) >> 5) > MAX_FIELD_WORDS:
@@ -743,6 +751,8 @@ def _binary_max_pool(buf, g, k, sums_fn):
     if y[F.T_SHAPE][3] != x[F.T_SHAPE][3]:
         raise _fail(g, k, "input and output channels differ")
     p = g[F.G_OPS][k][F.O_PARAMS]
+    _window_limits(g, k, p[F.P_BPOOL_STRIDE_H], p[F.P_BPOOL_STRIDE_W], p[F.P_BPOOL_FILTER_H],
+                   p[F.P_BPOOL_FILTER_W])
     pad = _spatial(g, k, x, y, p[F.P_BPOOL_FILTER_H], p[F.P_BPOOL_FILTER_W],
                    p[F.P_BPOOL_PADDING], p[F.P_BPOOL_STRIDE_H], p[F.P_BPOOL_STRIDE_W])
     return tuple(p[F.P_BPOOL_PADDING:F.P_BPOOL_STRIDE_W + 1]) + pad, None

@@ -21,6 +21,7 @@ from . import graph as g
 
 KINDS = (g.BINARIZE, g.XNOR_CONV_2D, g.BINARY_MAX_POOL_2D)
 MAX_FIELD_WORDS = 1024  # kh * kw * words(C_in): the receptive field of one output (4 KB)
+MAX_STRIDE = 4096  # FORMAT.md: the device's index arithmetic stays inside int32
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT8_MIN, INT8_MAX = -128, 127
 
@@ -114,6 +115,8 @@ def _window(graph: g.Graph, k: int, x: g.Tensor, y: g.Tensor, kh: int, kw: int,
     if min(opt.stride_h, opt.stride_w, kh, kw) < 1:
         raise _fail(graph, k, f"strides {opt.stride_h}x{opt.stride_w} and window {kh}x{kw}"
                               " must be at least 1")
+    if max(opt.stride_h, opt.stride_w) > MAX_STRIDE or max(kh, kw) > 0xFFFF:
+        raise _fail(graph, k, f"strides above {MAX_STRIDE} or filter sizes above 65535")
     _, h, w, _ = x.shape
     oh = _out_size(opt.padding, h, kh, opt.stride_h)
     ow = _out_size(opt.padding, w, kw, opt.stride_w)
