@@ -220,15 +220,22 @@ def test_binarize(k, n):
         assert np.array_equal(y, pack(x >= thr)[0]), thr
 
 
-@pytest.mark.parametrize("n_words", list(range(12)) + [26, 27, 28, 29, 30, 31, 32, 57, 62,
-                                                         63, 64, 100])
+@pytest.mark.parametrize("n_words", list(range(41)) + [47, 48, 55, 56, 57, 62, 63, 64, 100])
 def test_popcount_xor(k, n_words):
+    """Every row length to 40 words (blocks of 8 words and 0..7 more, the short rows),
+    then longer rows (pieces of 24 words)."""
     rng = np.random.default_rng(n_words)
-    x = rng.integers(0, 2**32, max(n_words, 1), dtype=np.uint64).astype(np.uint32)
-    for w in (rng.integers(0, 2**32, max(n_words, 1), dtype=np.uint64).astype(np.uint32),
-              ~x, x.copy()):  # random, all bits differ (counts up to 32*n), none differ
-        got = k.call("nn_popcount_xor", x, w, n_words)
-        assert got == int(popcount(x[:n_words] ^ w[:n_words]).sum())
+    n = max(n_words, 1)
+    x = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    zeros, ones = np.zeros(n, np.uint32), np.full(n, 0xFFFFFFFF, np.uint32)
+    sparse = np.where(rng.random(n) < 0.3, x, 0).astype(np.uint32)
+    # random, all bits differ (counts up to 32*n), none differ, then all-zero and
+    # all-one words on either side, and a mix of zero words
+    for xx, w in ((x, rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)),
+                  (x, ~x), (x, x.copy()), (zeros, ones), (ones, zeros), (ones, ones),
+                  (zeros, zeros), (sparse, x), (zeros, ~sparse)):
+        got = k.call("nn_popcount_xor", xx, w, n_words)
+        assert got == int(popcount(xx[:n_words] ^ w[:n_words]).sum())
 
 
 def test_popcount_xor_long_row(k):
@@ -252,6 +259,27 @@ def test_xnor_dense(k, n_in, n_out):
     y = np.full((n_out + 31) // 32, 0xFFFFFFFF, np.uint32)
     k.call("nn_xnor_dense", pack(xbits)[0], pack(wbits), thr, y, n_in, n_out)
     assert np.array_equal(y, pack(m <= thr)[0])
+
+
+@pytest.mark.parametrize("n_words", range(1, 41))
+def test_xnor_dense_row_lengths(k, n_words):
+    """Several rows per call for each row length: the counts of one row must not leak
+    into the next; all-one rows give the largest counts."""
+    rng = np.random.default_rng(1000 + n_words)
+    n_in, n_out = 32 * n_words - (n_words % 3) * 5, 37
+    xbits = rng.random(n_in) < 0.3
+    wbits = rng.random((n_out, n_in)) < 0.5
+    wbits[3] = ~xbits  # every bit differs: m = n_in
+    wbits[4] = xbits  # none differs: m = 0
+    m = (xbits[None, :] != wbits).sum(axis=1)
+    thr = (m + rng.integers(-1, 2, n_out)).astype(np.int32)
+    y = np.full((n_out + 31) // 32, 0xFFFFFFFF, np.uint32)
+    k.call("nn_xnor_dense", pack(xbits)[0], pack(wbits), thr, y, n_in, n_out)
+    assert np.array_equal(y, pack(m <= thr)[0])
+    a, b = np.ones(n_out, np.int32), np.zeros(n_out, np.int32)
+    out = np.zeros(n_out, np.int32)
+    k.call("nn_xnor_out", pack(xbits)[0], pack(wbits), a, b, out, n_in, n_out)
+    assert np.array_equal(out, n_in - 2 * m)
 
 
 @pytest.mark.parametrize("n_in,n_out", [(256, 10), (33, 3), (784, 1), (2000, 5)])
