@@ -297,7 +297,7 @@ def operator(model, g, k):
     op = g[F.G_OPS][k]
     kind, p = op[F.O_KIND], op[F.O_PARAMS]
     ts = g[F.G_TENSORS]
-    ins = [ts[i] if i != F.NO_INDEX else None for i in op[F.O_INPUTS]]
+    ins = [ts[i] if i != F.NO_INDEX else None for i in op[F.O_INPUTS]]  # type: list
     x, y = ins[0], ts[op[F.O_OUTPUT]]
     xb, xo = model._loc(x)
     yb, yo = model._loc(y)

@@ -121,13 +121,29 @@ def _bias(o, c_out: int) -> None:
         _finite_constant(o, 2, (c_out,), "bias")
 
 
-def _window(o, x: g.Tensor, y: g.Tensor, kh: int, kw: int, opt) -> FloatParams:
-    from .int8_ops import _spatial  # the int8 rules of windows and output sizes
+def _out_size(padding: str, size: int, filt: int, stride: int) -> int:
+    if padding == g.SAME:
+        return (size + stride - 1) // stride
+    return (size - filt + stride) // stride
 
-    s = _spatial(o, x, y, kh, kw, opt)
+
+def _window(o, x: g.Tensor, y: g.Tensor, kh: int, kw: int, opt) -> FloatParams:
+    """A window's params (the int8 kernels' rules: output size, SAME's top/left pad)."""
+    if min(opt.stride_h, opt.stride_w, kh, kw) < 1:
+        raise o.fail(f"strides {opt.stride_h}x{opt.stride_w} and window {kh}x{kw} must be at"
+                     " least 1")
+    _, h, w, _ = x.shape
+    out_h = _out_size(opt.padding, h, kh, opt.stride_h)
+    out_w = _out_size(opt.padding, w, kw, opt.stride_w)
+    if out_h < 1 or out_w < 1 or y.shape[1:3] != (out_h, out_w) or y.shape[0] != x.shape[0]:
+        raise o.fail(f"output shape {list(y.shape)} does not match the input {list(x.shape)},"
+                     f" a {kh}x{kw} window, strides {opt.stride_h}x{opt.stride_w} and"
+                     f" {opt.padding.upper()} padding")
     lo, hi = activation_range(opt.activation)
-    return FloatParams(lo, hi, s["stride_h"], s["stride_w"], s["pad_top"], s["pad_left"],
-                       kh, kw, out_h=s["out_h"], out_w=s["out_w"])
+    return FloatParams(lo, hi, opt.stride_h, opt.stride_w,
+                       max((out_h - 1) * opt.stride_h + kh - h, 0) // 2,
+                       max((out_w - 1) * opt.stride_w + kw - w, 0) // 2,
+                       kh, kw, out_h=out_h, out_w=out_w)
 
 
 def _conv(o) -> FloatParams:
