@@ -186,3 +186,42 @@ print(m.summary())
 """, dirs=(tmp_path,))
     assert "refused" in out and "NaN or infinity" in out
     assert "viper has no float arithmetic" in out
+
+
+def test_natmod_on_stock_unix(tmp_path):
+    """The x64 native module (make natmod) on the stock unix port runs every float32
+    operator (tier natmod), byte for byte the host reference's."""
+    import subprocess
+
+    from test_graph_device import RUN
+    from test_natmod import STOCK_UNIX, nn_package
+
+    natmod = mpy.ROOT / "build" / "natmod" / "x64" / "_nn_c.mpy"
+    for f, how in ((STOCK_UNIX, "make firmware-stock BOARD=UNIX"), (natmod, "make natmod")):
+        if not f.is_file():
+            pytest.skip(f"no {f} ({how})")
+    lib = nn_package(tmp_path / "lib", natmod)
+    graphs = {k: f() for k, f in GRAPHS.items()}
+    cases = [(format2.to_bytes(gr), _inputs(gr, 2, seed))
+             for seed, gr in enumerate(graphs.values())]
+    path = tmp_path / "cases.bin"
+    with open(path, "wb") as f:
+        f.write(b"%d\n" % len(cases))
+        for blob, inputs in cases:
+            f.write(b"%d\n" % len(blob) + blob + b"%d\n" % len(inputs))
+            for xs in inputs:
+                raw = b"".join(np.ascontiguousarray(x).tobytes() for x in xs)
+                f.write(b"%d\n" % len(raw) + raw)
+    script = tmp_path / "run.py"
+    script.write_text(RUN.format(tier="natmod", path=str(path)))
+    p = subprocess.run([str(STOCK_UNIX), str(script)], capture_output=True, text=True,
+                       timeout=600, env={"MICROPYPATH": str(lib)}, check=False)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    lines = p.stdout.splitlines()
+    for gr, (_, inputs) in zip(graphs.values(), cases, strict=True):
+        tiers = lines.pop(0).split()[1:]
+        assert set(tiers) == {"natmod"}
+        for xs in inputs:
+            words = lines.pop(0).split()
+            want = reference(gr, xs)
+            assert [bytes.fromhex(h) for h in words[1:-1]] == [w.tobytes() for w in want]
