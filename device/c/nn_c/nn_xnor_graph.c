@@ -8,20 +8,28 @@
 
 #include "nn_kernels.h"
 
+// Channel by channel, so that a channel's bounds stay in registers and the test is one
+// unsigned compare: lo <= v <= hi iff (uint32_t)(v - lo) <= (uint32_t)(hi - lo) when
+// lo <= hi (a channel with lo > hi is never set).
 void nn_xnor_binarize(const int8_t *x, uint32_t rows, uint32_t c, const int32_t *bounds,
     uint32_t *y) {
-    for (uint32_t r = 0; r < rows; r++) {
-        for (uint32_t j0 = 0; j0 < c; j0 += 32) {
-            uint32_t end = c - j0 < 32 ? c - j0 : 32;
-            uint32_t word = 0;
-            for (uint32_t b = 0; b < end; b++) {
-                int32_t v = x[j0 + b];
-                const int32_t *lh = &bounds[2 * (j0 + b)];
-                word |= (uint32_t)(lh[0] <= v && v <= lh[1]) << b;
-            }
-            *y++ = word;
+    uint32_t nw = (c + 31) >> 5;
+    for (uint32_t i = 0; i < rows * nw; i++) {
+        y[i] = 0;
+    }
+    for (uint32_t j = 0; j < c; j++) {
+        int32_t lo = bounds[2 * j], hi = bounds[2 * j + 1];
+        if (lo > hi) {
+            continue;
         }
-        x += c;
+        uint32_t span = (uint32_t)hi - (uint32_t)lo, mask = 1u << (j & 31);
+        const int8_t *xp = x + j, *end = xp + rows * c;
+        uint32_t *yp = y + (j >> 5);
+        for (; xp != end; xp += c, yp += nw) {
+            if ((uint32_t)(int32_t)*xp - (uint32_t)lo <= span) {
+                *yp |= mask;
+            }
+        }
     }
 }
 
