@@ -156,10 +156,15 @@ def test_lowered_graph_bits_equal_the_models_signs(rng):
     np.testing.assert_array_equal(logits.argmax(1), signs[-1].argmax(1))
 
 
-def test_stem_bits_are_the_accumulator_sign(rng):
-    """CONV_2D (fused ReLU, requantized) + BINARIZE gives exactly acc >= 0, also for
-    accumulators of -1, 0 and +1 (biases placed to hit them)."""
-    model = _tiny_model(rng, "c8k3s2-b32k3-f10")
+@pytest.mark.parametrize("spec, kinds", [
+    ("c8k3s2-b32k3-f10", [g.CONV_2D, g.BINARIZE]),
+    ("c8k4s4-b32k3-f10", [g.RESHAPE, g.CONV_2D, g.BINARIZE]),  # 4 pixels per position
+    ("c5k6s2-b32k3-f10", [g.RESHAPE, g.CONV_2D, g.BINARIZE]),  # 2 pixels per position
+])
+def test_stem_bits_are_the_accumulator_sign(rng, spec, kinds):
+    """(RESHAPE +) CONV_2D (fused ReLU, requantized) + BINARIZE gives exactly acc >= 0,
+    also for accumulators of -1, 0 and +1 (biases placed to hit them)."""
+    model = _tiny_model(rng, spec)
     stem = model.layers[1]
     x = _images(rng, 16)
     acc = stem.accumulate(x.reshape(-1, 28, 28, 1).astype(np.int64))
@@ -169,10 +174,13 @@ def test_stem_bits_are_the_accumulator_sign(rng):
     acc = stem.accumulate(x.reshape(-1, 28, 28, 1).astype(np.int64))
     assert set(acc[0, 0, 0, :3].tolist()) == {-1, 0, 1}
     graph = xnor_cnn.to_graph(model)
+    assert [op.kind for op in graph.operators[:len(kinds)]] == kinds
     big = quant_int8.batched(graph, len(x))
     values = int8_ops.run(big, quant_int8.quantize_input(graph, x).reshape(len(x), 28, 28, 1),
                           keep=True)
-    np.testing.assert_array_equal(values[graph.operators[1].outputs[0]], acc >= 0)
+    np.testing.assert_array_equal(values[graph.operators[len(kinds) - 1].outputs[0]], acc >= 0)
+    np.testing.assert_array_equal(xnor_cnn.graph_logits(graph, x).argmax(1),
+                                  xnor_cnn.predict_signs(model, x).argmax(1))
 
 
 def test_graph_predictions_equal_the_models(rng):

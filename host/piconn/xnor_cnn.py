@@ -445,7 +445,7 @@ def _per_tensor(scale: float, zero: int) -> g.Quant:
 
 
 def _stem_ops(b: _GraphBuilder, x: int, q: QuantConv2d) -> int:
-    """CONV_2D (int8, fused ReLU) + BINARIZE: bit = accumulator >= 0, exactly.
+    """(RESHAPE +) CONV_2D (int8, fused ReLU) + BINARIZE: bit = accumulator >= 0, exactly.
 
     The output quantization keeps only the accumulator's sign. The stored bias is the
     layer's plus 1, so the accumulator is v + 1 and the bit is v + 1 >= 1; the zero point is
@@ -459,19 +459,36 @@ def _stem_ops(b: _GraphBuilder, x: int, q: QuantConv2d) -> int:
     scales = q.scale.astype(np.float64)
     scales = np.maximum(scales, scales.max() / MAX_SCALE_RATIO)
     s_out = float(np.float32(INPUT_SCALE * scales.min() / SIGN_MULTIPLIER))
-    w = b.tensor("stem.weight", q.weight.shape, g.INT8,
-                 g.Quant(scales.astype(np.float32), np.zeros(q.out_ch, np.int32), 0), q.weight)
-    bias = b.tensor("stem.bias", (q.out_ch,), g.INT32, None,
-                    (q.bias.astype(np.int64) + 1).astype(np.int32))
     _, h, wd, _ = b.tensors[x].shape
     oh, ow, c = q.output_shape((h, wd, q.in_ch))
+    group = _pixel_group(q, wd)
+    weight, stride_w = q.weight, q.stride[1]
+    if group > 1:  # RESHAPE (free) to `group` pixels per position; the same convolution
+        x = b.op(g.RESHAPE, (x,), b.tensor("stem.grouped", (1, h, wd // group, group), g.INT8,
+                                            b.tensors[x].quant))
+        weight = weight.reshape(q.out_ch, q.kernel[0], q.kernel[1] // group, group)
+        stride_w //= group
+    w = b.tensor("stem.weight", weight.shape, g.INT8,
+                 g.Quant(scales.astype(np.float32), np.zeros(q.out_ch, np.int32), 0), weight)
+    bias = b.tensor("stem.bias", (q.out_ch,), g.INT32, None,
+                    (q.bias.astype(np.int64) + 1).astype(np.int32))
     y = b.tensor("stem.out", (1, oh, ow, c), g.INT8, _per_tensor(s_out, -128))
-    b.op(g.CONV_2D, (x, w, bias), y,
-         g.ConvOptions(q.stride[0], q.stride[1], g.VALID, g.ACT_RELU))
+    b.op(g.CONV_2D, (x, w, bias), y, g.ConvOptions(q.stride[0], stride_w, g.VALID, g.ACT_RELU))
     bounds = np.tile(np.array([[-127, 127]], np.int32), (c, 1))
     bt = b.tensor("stem.bounds", (c, 2), g.INT32, None, bounds)
     bits = b.tensor("stem.bits", (1, oh, ow, c), g.BITS)
     return b.op(g.BINARIZE, (y, bt), bits)
+
+
+def _pixel_group(q: QuantConv2d, width: int) -> int:
+    """The most pixels of a row the stem can read as the channels of one position: a
+    divisor of the image width, the kernel width and the horizontal stride (1 for a
+    one-channel input otherwise). A 4x4 kernel at stride 4 on 28 columns reads 7 positions
+    of 4 channels: the same sums, in a layout whose inner loop runs over 4 channels."""
+    if q.in_ch != 1:
+        return 1
+    return max(d for d in range(1, width + 1)
+               if width % d == 0 and q.kernel[1] % d == 0 and q.stride[1] % d == 0)
 
 
 def _xnor_op(b: _GraphBuilder, x: int, w_pm: np.ndarray, k: np.ndarray, c: np.ndarray,
