@@ -530,3 +530,29 @@ def test_heap_lock(rt, tmp_path):
                      dirs=(tmp_path,)).split()
     assert out[:3] == ["OK", str(int(np.argmax(net.run(x)))), "True"], out
     assert set(out[3:]) == {expected_tier(runner, tier)}
+
+
+UNALIGNED = """
+import nn
+nn.use_backend({tier!r})
+blob = open({path!r}, 'rb').read()
+m = nn.load(memoryview(b'-' + blob)[1:])
+x = bytes(range({n}))
+print(' '.join(m.tiers()), bytes(m.forward(x)).hex())
+"""
+
+
+@pytest.mark.parametrize("rt", RT, ids=_ids)
+def test_unaligned_model(rt, tmp_path):
+    """A model at an odd address: the binary kinds, whose C and viper kernels read words
+    in place, run in plain Python, with the same results."""
+    runner, tier = rt
+    if runner.name != "unix" or tier == "python":
+        pytest.skip("the word-reading tiers (c, viper) are the unix port's")
+    net = random_net(6)
+    (tmp_path / "m.nnb").write_bytes(net.blob())
+    x = np.arange(int(np.prod(net.shape))).astype(np.uint8).view(np.int8).reshape(net.shape)
+    out = runner.run(UNALIGNED.format(tier=tier, path=str(tmp_path / "m.nnb"), n=x.size),
+                     dirs=(tmp_path,)).split()
+    assert out[:-1] == ["python"] * len(net.graph.ops)
+    assert np.frombuffer(bytes.fromhex(out[-1]), "<i4").tolist() == net.run(x).reshape(-1).tolist()

@@ -227,7 +227,7 @@ class Model:
             n, h, wd, cin = x[F.T_SHAPE]
             _, kh, kw, _ = ins[1][F.T_SHAPE]
             _, oh, ow, cout = y[F.T_SHAPE]
-            macs = y[F.T_SIZE] // cout * cout * kh * kw * ((cin + 31) >> 5)  # word XORs
+            macs = y[F.T_SIZE] * kh * kw * cin  # binary multiply-adds (32 per word XOR)
             args = (xb, xo, n, h, wd, ((cin + 31) >> 5) << 2, self._buf, ins[1][F.T_OFFSET],
                     kh, kw) + self._loc(ins[2]) + (
                 yb, yo, oh, ow, cout, p[F.P_XNOR_STRIDE_H], p[F.P_XNOR_STRIDE_W],
