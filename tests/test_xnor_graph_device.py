@@ -151,7 +151,7 @@ def to_bytes(gr: G) -> bytes:
         recs.append(struct.pack("<BBH3HHI16i", kind, sum(i != NO for i in ins), 0, *ins, out, 0,
                                 *p))
     body = b"".join(recs) + b"".join(blobs)
-    io = lambda v: list(v) + [NO] * (4 - len(v))  # noqa: E731
+    io = lambda v: list(v) + [NO] * (4 - len(v))
     head = struct.pack("<HHIIHHHHIIIIBBH4H4HI", 2, 64, 64 + len(body), 0, n_t, n_o, 40, 80, 64,
                        64 + 40 * n_t, data, arena, len(gr.inputs), len(gr.outputs), 0,
                        *io(gr.inputs), *io(gr.outputs), 0)
