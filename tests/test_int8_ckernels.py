@@ -514,12 +514,13 @@ def test_check_makes_corrupt_records_safe(host, tmp_path):
 # builds
 
 GRAPH_SOURCES = [ik.SRC_DIR / "nn_graph.c", ik.SRC_DIR / "nn_int8.c",
-                 ik.SRC_DIR / "nn_xnor_graph.c"]
+                 ik.SRC_DIR / "nn_xnor_graph.c", ik.SRC_DIR / "nn_float.c"]
 ALLOWED_HELPERS = {  # no 64-bit multiply or divide: only the RP2040's divider and floats
     "memcpy", "memset", "__aeabi_memcpy", "__aeabi_memset", "__aeabi_memclr",
     "__aeabi_memcpy4", "__aeabi_memclr4", "__aeabi_memset4", "__aeabi_idiv", "__aeabi_uidiv",
     "__aeabi_fdiv", "__aeabi_fsub", "__aeabi_i2f", "__aeabi_f2iz", "__aeabi_fcmpge",
-    "__aeabi_fcmple", "__aeabi_fcmplt", "__aeabi_fcmpgt", "__aeabi_fcmpun"}
+    "__aeabi_fcmple", "__aeabi_fcmplt", "__aeabi_fcmpgt", "__aeabi_fcmpun",
+    "__aeabi_fmul", "__aeabi_fadd", "__aeabi_ui2f"}  # (the float32 operators')
 ARM_TARGETS = {
     "m0plus": ["-mcpu=cortex-m0plus", "-mthumb"],
     "armv7emsp": ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"],
@@ -543,7 +544,7 @@ def test_compiles_for_the_boards(target, flags, tmp_path):
         nm = subprocess.run(["arm-none-eabi-nm", "-u", str(obj)], capture_output=True,
                             text=True, check=True).stdout
         undefined |= {line.split()[-1] for line in nm.splitlines() if line.strip()}
-    ours = {s for s in undefined if s.startswith(("nn_i8_", "nn_xnor_"))
+    ours = {s for s in undefined if s.startswith(("nn_i8_", "nn_xnor_", "nn_f32_", "nn_graph_"))
             or s == "nn_popcount_xor"}  # (nn_kernels.c's, as nn_xnor_dense)
     assert undefined - ours <= ALLOWED_HELPERS, undefined - ours - ALLOWED_HELPERS
 
