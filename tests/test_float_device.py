@@ -122,6 +122,10 @@ GRAPHS = {"every_float_kind": every_float_kind, "wide_exp": wide_exp, "mixed": m
 
 def _inputs(graph: g.Graph, n: int, seed: int) -> list[list[np.ndarray]]:
     out = random_inputs(graph, n, seed)
+    rng = np.random.default_rng(seed)
+    x = out[-1][0]  # zeros of both signs (the kernels skip zero inputs)
+    zeros = np.where(x > 0, np.float32(-0.0), np.float32(0.0))
+    out[-1][0] = np.where(rng.random(x.shape) < 0.5, zeros, x).astype(np.float32)
     if graph.tensors[graph.inputs[0]].shape == (1, 64):  # wide_exp: the cutoffs
         out[0] = [np.linspace(-40, 40, 64, dtype=np.float32).reshape(1, 64)]
     return out

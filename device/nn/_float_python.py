@@ -92,14 +92,17 @@ def conv_2d_f32(a):
                                 continue
                             px = xo + 4 * (((b * h + iy) * w + ix) * cin)
                             if depthwise:
-                                R[0] = _f(xb, px + 4 * (oc // dm)) * _f(
-                                    wb, wo + 4 * ((ky * kw + kx) * cout + oc))
-                                R[1] += R[0]
+                                v = _f(xb, px + 4 * (oc // dm))
+                                if v:  # (a zero input leaves the sum as it is: nn_float.c)
+                                    R[0] = v * _f(wb, wo + 4 * ((ky * kw + kx) * cout + oc))
+                                    R[1] += R[0]
                                 continue
                             pw = wo + 4 * (((oc * kh + ky) * kw + kx) * cin)
                             for ic in range(cin):
-                                R[0] = _f(xb, px + 4 * ic) * _f(wb, pw + 4 * ic)
-                                R[1] += R[0]
+                                v = _f(xb, px + 4 * ic)
+                                if v:
+                                    R[0] = v * _f(wb, pw + 4 * ic)
+                                    R[1] += R[0]
                     if bb is not None:
                         R[1] += _f(bb, bo + 4 * oc)
                     _put(yb, y, _clamp(R[1], lo, hi))
@@ -117,8 +120,10 @@ def fully_connected_f32(a):
             pw = wo + 4 * depth * oc
             R[1] = 0.0
             for d in range(depth):
-                R[0] = _f(xb, px + 4 * d) * _f(wb, pw + 4 * d)
-                R[1] += R[0]
+                v = _f(xb, px + 4 * d)
+                if v:
+                    R[0] = v * _f(wb, pw + 4 * d)
+                    R[1] += R[0]
             if bb is not None:
                 R[1] += _f(bb, bo + 4 * oc)
             _put(yb, y, _clamp(R[1], lo, hi))

@@ -35,6 +35,17 @@ static const float exp_poly[] = {
     1.0f, 1.0f,
 };
 
+// A float read as its bits (may alias the float array).
+typedef uint32_t nn_f32_bits __attribute__((may_alias));
+
+// Whether x is +0 or -0, from its bits (no soft-float compare). A zero input adds x * w =
+// +-0 to a sum that starts at +0 and so is never -0: it leaves the sum unchanged and the
+// multiply-add is skipped (after a ReLU most activations are 0). The result is the
+// reference's bit for bit.
+static inline int is_zero(const float *x) {
+    return (*(const nn_f32_bits *)x << 1) == 0;
+}
+
 static inline float f32_of_bits(uint32_t u) {
     union {
         uint32_t u;
@@ -76,7 +87,9 @@ NN_F32_HOT void nn_f32_conv_2d(const nn_f32_conv_t *p, const float *x, const flo
                             const float *xp = xb + ((uint32_t)iy * p->in_w + (uint32_t)ix) * p->in_c;
                             const float *wp = wc + (ky * p->k_w + kx) * p->in_c;
                             for (uint32_t ic = 0; ic < p->in_c; ic++) {
-                                total += xp[ic] * wp[ic];
+                                if (!is_zero(&xp[ic])) {
+                                    total += xp[ic] * wp[ic];
+                                }
                             }
                         }
                     }
@@ -108,8 +121,11 @@ NN_F32_HOT void nn_f32_depthwise_conv_2d(const nn_f32_conv_t *p, const float *x,
                             if (ix < 0 || ix >= (int32_t)p->in_w) {
                                 continue;
                             }
-                            total += xb[((uint32_t)iy * p->in_w + (uint32_t)ix) * p->in_c + ic]
-                                     * w[(ky * p->k_w + kx) * p->out_c + oc];
+                            const float *xv = &xb[((uint32_t)iy * p->in_w + (uint32_t)ix)
+                                                  * p->in_c + ic];
+                            if (!is_zero(xv)) {
+                                total += *xv * w[(ky * p->k_w + kx) * p->out_c + oc];
+                            }
                         }
                     }
                     *y++ = clamp(total + (bias ? bias[oc] : 0.0f), p->act_min, p->act_max);
@@ -127,7 +143,9 @@ NN_F32_HOT void nn_f32_fully_connected(const float *x, const float *w, const flo
             const float *wr = w + oc * depth;
             float total = 0.0f;
             for (uint32_t d = 0; d < depth; d++) {
-                total += xr[d] * wr[d];
+                if (!is_zero(&xr[d])) {
+                    total += xr[d] * wr[d];
+                }
             }
             *y++ = clamp(total + (bias ? bias[oc] : 0.0f), act_min, act_max);
         }
