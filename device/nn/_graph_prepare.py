@@ -319,40 +319,45 @@ def _bias(buf, g, k, c_out):
         return None
     if b[F.T_STORAGE] != F.STORAGE_CONSTANT or b[F.T_DTYPE] != F.I32 or b[F.T_SHAPE] != (c_out,):
         raise _fail(g, k, "the bias must be a constant int32 tensor of shape [%d]" % c_out)
-    return _i32s(buf, b)
+    return b[F.T_OFFSET]  # (its int32s are read a channel at a time)
 
 
-def _accumulator_bound(g, k, abs_sums, bias):
-    # no int32 accumulator can overflow, whatever the input
-    if not abs_sums:
+def _table_at(buf, g, k, n):
+    # the byte offset of operator k's table of n bytes (ValueError if it has none there)
+    at = g[F.G_OPS][k][F.O_TABLE]
+    if not at or at & 3 or at < g[F.G_DATA] or at + n > len(buf):
+        raise _fail(g, k, "stored table differs from the one its quantization gives")
+    return at
+
+
+def _channels(buf, g, k, si, w, so, input_zero, bias_at, sums_fn, c_out, n, stride_out,
+              stride):
+    # A channel at a time, nothing per channel kept: the bound of its int32 accumulator
+    # (no input can overflow it), and its record of the channel table (FORMAT.md: folded
+    # bias, multiplier, shift) compared where it is stored. The weights of channel c: n
+    # int8 from w + c * stride_out, stride apart. The multiplier is
+    # PopulateConvolutionQuantizationParams' (the product in double), computed once for
+    # weights quantized per tensor. Returns the table's size.
+    if not c_out:
         raise _fail(g, k, "no output channels")
-    for c in range(len(abs_sums)):
-        if abs_sums[c] * 255 + (abs(bias[c]) if bias else 0) > X.INT32_MAX:
+    s = w[F.T_SCALES]
+    at = _table_at(buf, g, k, 12 * c_out)
+    m = sh = 0
+    for c in range(c_out):
+        sums, abs_sums = sums_fn(buf, w[F.T_OFFSET] + c * stride_out, 1, n, stride_out, stride)
+        bias = 0 if bias_at is None else struct.unpack_from("<i", buf, bias_at + 4 * c)[0]
+        if abs_sums[0] * 255 + abs(bias) > X.INT32_MAX:
             raise _fail(g, k, "the int32 accumulator can overflow (too many or too large"
                               " weights)")
-
-
-def _multipliers(g, k, si, w, so, c_out):
-    # PopulateConvolutionQuantizationParams: per channel, the product in double
-    s = w[F.T_SCALES]
-    mult, shift = [], []
-    for c in range(c_out):
-        m, sh = ratio_multiplier(_mul(si, _f32(s[c if len(s) > 1 else 0])), so)
-        _shift(g, k, sh)
-        mult.append(m)
-        shift.append(sh)
-    return mult, shift
-
-
-def _channels(g, k, sums, bias, input_zero, mult, shift):
-    # the channel table: folded bias, multiplier, shift (FORMAT.md)
-    out = bytearray(12 * len(sums))
-    for c in range(len(sums)):
-        folded = (bias[c] if bias else 0) - input_zero * sums[c]
+        if c == 0 or len(s) > 1:
+            m, sh = ratio_multiplier(_mul(si, _f32(s[c])), so)
+            _shift(g, k, sh)
+        folded = bias - input_zero * sums[0]
         if abs(folded) > X.INT32_MAX:
             raise _fail(g, k, "the folded bias leaves int32")
-        struct.pack_into("<iii", out, 12 * c, folded, mult[c], shift[c])
-    return out
+        if struct.unpack_from("<iii", buf, at + 12 * c) != (folded, m, sh):
+            raise _fail(g, k, "stored table differs from the one its quantization gives")
+    return 12 * c_out
 
 
 def _conv_common(buf, g, k, sums_fn, depthwise):
@@ -375,20 +380,17 @@ def _conv_common(buf, g, k, sums_fn, depthwise):
         raise _fail(g, k, "weights %s must be [%d, kh, kw, %d]" % (list(ws), c_out, xs[3]))
     bias = _bias(buf, g, k, c_out)
     taps = ws[1] * ws[2]
-    if depthwise:
-        sums, abs_sums = sums_fn(buf, w[F.T_OFFSET], c_out, taps, 1, c_out)
-    else:
-        sums, abs_sums = sums_fn(buf, w[F.T_OFFSET], c_out, taps * ws[3], taps * ws[3], 1)
-    _accumulator_bound(g, k, abs_sums, bias)
     si, _, zi = _per_tensor(g, k, x)
     so, _, zo = _per_tensor(g, k, y)
-    mult, shift = _multipliers(g, k, si, w, so, c_out)
     lo, hi = _activation_range(g, k, p[F.P_ACTIVATION], so, zo)
     pad_top, pad_left = _spatial(g, k, x, y, ws[1], ws[2], p[F.P_PADDING],
                                  p[F.P_CONV_STRIDE_H], p[F.P_CONV_STRIDE_W])
     named = (p[F.P_PADDING], p[F.P_ACTIVATION], p[F.P_CONV_STRIDE_H], p[F.P_CONV_STRIDE_W],
              pad_top, pad_left, dm, zi, zo, lo, hi)
-    return named, _channels(g, k, sums, bias, zi, mult, shift)
+    if depthwise:  # channel c's weights: taps of c_out bytes each
+        return named, _channels(buf, g, k, si, w, so, zi, bias, sums_fn, c_out, taps, 1, c_out)
+    return named, _channels(buf, g, k, si, w, so, zi, bias, sums_fn, c_out, taps * ws[3],
+                            taps * ws[3], 1)
 
 
 def _conv(buf, g, k, sums_fn):
@@ -415,8 +417,6 @@ def _fully_connected(buf, g, k, sums_fn):
         raise _fail(g, k, "input %s is not a whole number of rows of %d for output %s"
                           % (list(x[F.T_SHAPE]), depth, list(y[F.T_SHAPE])))
     bias = _bias(buf, g, k, c_out)
-    sums, abs_sums = sums_fn(buf, w[F.T_OFFSET], c_out, depth, depth, 1)
-    _accumulator_bound(g, k, abs_sums, bias)
     si, _, zi = _per_tensor(g, k, x)
     so, _, zo = _per_tensor(g, k, y)
     b = _tensor(g, k, 2)
@@ -425,10 +425,9 @@ def _fully_connected(buf, g, k, sums_fn):
         d = _dsub_abs(_mul(si, _f32(w[F.T_SCALES][0])), _f32(b[F.T_SCALES][0]))
         if _greater(_ddiv(d, so), _TWO_PERCENT):
             raise _fail(g, k, "the bias scale must equal input scale x weight scale")
-    mult, shift = _multipliers(g, k, si, w, so, c_out)
     lo, hi = _activation_range(g, k, p[F.P_FC_ACTIVATION], so, zo)
     named = (p[F.P_FC_ACTIVATION], 1 if p[F.P_FC_KEEP_NUM_DIMS] else 0, zi, zo, lo, hi)
-    return named, _channels(g, k, sums, bias, zi, mult, shift)
+    return named, _channels(buf, g, k, si, w, so, zi, bias, sums_fn, c_out, depth, depth, 1)
 
 
 def _pool(buf, g, k, sums_fn):
@@ -759,7 +758,7 @@ def _binary_max_pool(buf, g, k, sums_fn):
 
 
 # per kind code (FORMAT.md): (buf, graph, operator index, weight sums) -> (named params,
-# table bytes or None)
+# table bytes, or the size of a table already compared in place, or None)
 _PREPARE = (_no_kind, _conv, _depthwise, _fully_connected, _pool, _pool, _add, _reshape,
             _softmax, _pad, _mean, _logistic, _tanh, _quantize, _dequantize, _no_kind,
             _no_kind, _no_kind, _no_kind, _no_kind, _binarize, _xnor_conv, _binary_max_pool)
@@ -811,10 +810,12 @@ def check(buf, g, sums_fn=weight_sums):
         for j in range(len(named)):
             if params[j] != named[j]:
                 raise _fail(g, k, "stored params differ from those its quantization gives")
+        if type(table) is int:  # its size: compared where it is stored (_channels)
+            continue
         at = op[F.O_TABLE]
         if (at != 0) != (table is not None) or table is not None and (
                 at & 3 or at < g[F.G_DATA] or at + len(table) > len(buf)
-                or buf[at:at + len(table)] != table):
+                or memoryview(buf)[at:at + len(table)] != table):  # (a view: no copy)
             raise _fail(g, k, "stored table differs from the one its quantization gives")
     for i in g[F.G_INPUTS] + g[F.G_OUTPUTS]:
         t = g[F.G_TENSORS][i]
