@@ -115,7 +115,8 @@ def load_variant(name, kind, models, skipped):
         print("%s: cannot load: %s" % (name, e))
         return
     gc.collect()
-    models.append((name, kind or m.family, mod, m, free0 - gc.mem_free(), feed))
+    family = m.family if isinstance(m, nn.Model) else "int8"  # (nn.graph's Model has none)
+    models.append((name, kind or family, mod, m, free0 - gc.mem_free(), feed))
 
 
 def main():

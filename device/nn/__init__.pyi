@@ -3,15 +3,19 @@ from array import array
 from types import ModuleType
 from typing import Any, Literal
 
+from nn import graph as _graph
+
 __version__: str
 __all__: tuple[str, ...]
 
 Buffer = bytes | bytearray | memoryview
 Tier = Literal["c", "natmod", "viper", "python"]
 
-def load(src: bytes | memoryview | ModuleType | str, name: str | None = None) -> Model:
+def load(src: bytes | memoryview | ModuleType | str, name: str | None = None
+         ) -> Model | _graph.Model:
     """Load and validate a model (bytes used in place, a module with MODEL, or a path).
 
+    Format version 1 gives a Model, version 2 (int8 graphs) an nn.graph.Model.
     ValueError/TypeError with a message on any bad input (a writable buffer in RAM,
     which could change after the check, included: pass bytes(buf)); RAM: activation
     buffers only.

@@ -357,7 +357,14 @@ class Model:
         for a float32 input; a tuple of them for several inputs. TypeError/ValueError
         otherwise. The returned arrays belong to the model and are overwritten by the
         next call; out= (an array('b') or bytearray of the output's size, a tuple for
-        several outputs) receives a copy instead. int8 models allocate nothing.
+        several outputs) receives a copy instead.
+
+        With int8 inputs and outputs nothing is allocated, in every tier and port, but
+        for: the first call after nn.use_backend() changed the tier (the operator steps
+        are rebuilt), and in the python tier on a 32-bit port a convolution whose int32
+        accumulator passes +-2^30 (a heap int there; its bound is 255 x sum |w| + |bias|).
+        float32 inputs, outputs and operators may allocate (a float is a heap object
+        outside the C kernels).
         """
         self._prepare_steps()
         ins = self._in
