@@ -107,8 +107,9 @@ for k in range({n_ops}):
 print(ts)
 """
 
-# Through nn.load with a kernel tier forced (nn.use_backend): the model object's heap,
-# the tier of every operator, then one timed forward(). Operators on the python kernels
+# Through nn.load with a kernel tier forced (nn.use_backend): nn.load's time, the heap
+# the model object keeps (after a collection: the load's garbage is not the model's), the
+# tier of every operator, then one timed forward(). Operators on the python kernels
 # allocate, so forward() runs with the collector off (not under heap_lock) and the heap
 # it took is measured; if the heap runs out that way, forward() runs again with the
 # collector on (allocated bytes unknown: -1).
@@ -117,13 +118,16 @@ import gc, nn
 nn.use_backend({tier!r})
 gc.collect()
 h0 = gc.mem_alloc()
+t0 = time.ticks_us()
 m = nn.load(uctypes.bytearray_at({addr}, {size}))
+dt = time.ticks_diff(time.ticks_us(), t0)
+gc.collect()
 heap = gc.mem_alloc() - h0
 x = bytearray({in_n})
 fill(x, 0, {in_n}, {seed})
 m._prepare_steps()  # (the operator steps of this tier, built once before the first run)
-y = t0 = dt = a0 = a1 = None  # (globals made before the timing)
-print(heap, ",".join(sorted(set(m.tiers()))))
+y = t0 = a0 = a1 = None  # (globals made before the timing)
+print(heap, ",".join(sorted(set(m.tiers()))), dt)
 """
 
 DEVICE_NN_RUN = """
@@ -227,7 +231,7 @@ def run_nn(pico: VirtualPico, b: Bench, tier: str, count: bool, log) -> dict:
     measured); a row like `run`'s (flash bytes counted over that inference, the model
     object's heap measured)."""
     seed = 1
-    heap, tiers = pico.run_script(
+    heap, tiers, load_us = pico.run_script(
         DEVICE_SETUP + b.script(DEVICE_NN_LOAD, seed, tier=tier),
         timeout=1800).split()
     if count:
@@ -243,6 +247,7 @@ def run_nn(pico: VirtualPico, b: Bench, tier: str, count: bool, log) -> dict:
     got = np.frombuffer(bytes.fromhex(hexed), want.dtype).reshape(want.shape)
     exact = bool(np.array_equal(got, want))
     log(f"  {tier}: {int(t) / 1000:.2f} ms, bit-exact {exact}, operator tiers {tiers}, "
+        f"nn.load {int(load_us) / 1000:.1f} ms keeping {int(heap):,} B, "
         f"allocated {alloc} B in forward()"
         + ("" if flash is None else f", flash bytes read {flash:,}"))
     return {"model": b.name, "ms": int(t) / 1000, "ms_each": [int(t) / 1000],
@@ -251,6 +256,7 @@ def run_nn(pico: VirtualPico, b: Bench, tier: str, count: bool, log) -> dict:
             "arena_bytes": b.model.arena_size, "model_heap_bytes": int(heap),
             "flash_bytes_read": flash, "operator_tiers": tiers.split(","),
             "forward_alloc_bytes": None if int(alloc) < 0 else int(alloc),
+            "load_ms": int(load_us) / 1000,
             # the model object holds the arena; the C kernels add their static scratch
             "ram_bytes": int(heap) + (SCRATCH_BYTES if "c" in tiers.split(",") else 0)}
 
@@ -302,7 +308,7 @@ def bench_row(row: dict, tier: str = "c") -> dict:
            "flash_bytes_read": row["flash_bytes_read"],
            "exact": row["bit_exact"] == row["inputs"],
            "tflm_us": tflm_us, "tflm_arena_bytes": tflm_arena}
-    for k in ("operator_tiers", "forward_alloc_bytes"):
+    for k in ("operator_tiers", "forward_alloc_bytes", "load_ms"):
         if k in row:
             out[k] = row[k]
     if model == "vww":
