@@ -382,9 +382,12 @@ NN_HOT void nn_xnor_dense(const uint32_t *x, const uint32_t *w, const int32_t *t
         uint32_t k = n_out - c < 32 ? n_out - c : 32;
         popcount_rows(x, w, nw, k, m);
         w += k * nw;
+        // From the last neuron down, so each bit is shifted into place.
+        const uint32_t *mk = m + k;
+        const int32_t *t = thr + c + k;
         uint32_t word = 0;
-        while (k--) {
-            word = (word << 1) | ((int32_t)m[k] <= thr[c + k]);
+        while (mk != m) {
+            word = (word << 1) | ((int32_t)*--mk <= *--t);
         }
         *y++ = word;
     }
