@@ -505,15 +505,21 @@ class Model:
         cur = self._current()
         return [self._tier_of(k, cur)[0] for k in range(self.n_operators)]
 
+    def _kinds(self):
+        # 'int8', 'float32' or 'int8 and float32': the arithmetic of the operators
+        f = [op[_OP_KERNEL][-4:] == "_f32" and op[_OP_KIND] < F.QUANTIZE for op in self._ops
+             if op[_OP_KIND] != F.RESHAPE]
+        return "int8 and float32" if any(f) and not all(f) else "float32" if any(f) else "int8"
+
     def summary(self):
         """Operators (kind, tier, MACs, output shape, bytes of activations alive), the
         arena and the model's bytes. Returns a str."""
         tiers = self.tiers()
         macs = 0
         peak = 0
-        lines = ["%s: format 2 (int8 graph), %d operators, %d tensors, inputs %s, "
+        lines = ["%s: format 2 (%s graph), %d operators, %d tensors, inputs %s, "
                  "outputs %s, backend %s" % (
-                     self.name or "model", self.n_operators, self.n_tensors,
+                     self.name or "model", self._kinds(), self.n_operators, self.n_tensors,
                      " ".join("%s%s" % (d, list(s)) for d, s in zip(self.input_dtype,
                                                                     self.input_shape)),
                      " ".join("%s%s" % (d, list(s)) for d, s in zip(self.output_dtype,
@@ -527,7 +533,7 @@ class Model:
             lines.append("  %-3d %-18s %-8s %-11d %-16s %d" % (
                 k, F.KIND_NAMES[op[_OP_KIND]], tiers[k], op[_OP_MACS],
                 "x".join(str(d) for d in op[_OP_OUT_SHAPE]), op[_OP_LIVE]))
-        if any(op[_OP_KERNEL][-4:] == "_f32" and op[_OP_KIND] < F.QUANTIZE for op in self._ops):
+        if "float32" in self._kinds():
             lines.append("  float32 operators run in C or plain Python (viper has no float "
                          "arithmetic of its own)")
         copied = self.where == "file"
