@@ -160,6 +160,7 @@ def test_lowered_graph_bits_equal_the_models_signs(rng):
     ("c8k3s2-b32k3-f10", [g.CONV_2D, g.BINARIZE]),
     ("c8k4s4-b32k3-f10", [g.RESHAPE, g.CONV_2D, g.BINARIZE]),  # 4 pixels per position
     ("c5k6s2-b32k3-f10", [g.RESHAPE, g.CONV_2D, g.BINARIZE]),  # 2 pixels per position
+    ("c8k4s4-f20-f10", [g.RESHAPE, g.CONV_2D, g.RESHAPE, g.BINARIZE]),  # dense: one row
 ])
 def test_stem_bits_are_the_accumulator_sign(rng, spec, kinds):
     """(RESHAPE +) CONV_2D (fused ReLU, requantized) + BINARIZE gives exactly acc >= 0,
@@ -178,7 +179,8 @@ def test_stem_bits_are_the_accumulator_sign(rng, spec, kinds):
     big = quant_int8.batched(graph, len(x))
     values = int8_ops.run(big, quant_int8.quantize_input(graph, x).reshape(len(x), 28, 28, 1),
                           keep=True)
-    np.testing.assert_array_equal(values[graph.operators[len(kinds) - 1].outputs[0]], acc >= 0)
+    bits = values[graph.operators[len(kinds) - 1].outputs[0]]
+    np.testing.assert_array_equal(bits.reshape(acc.shape), acc >= 0)
     np.testing.assert_array_equal(xnor_cnn.graph_logits(graph, x).argmax(1),
                                   xnor_cnn.predict_signs(model, x).argmax(1))
 
@@ -358,8 +360,10 @@ def test_spec_errors(spec, message):
         xnor_cnn.build_xnor_cnn(spec)
 
 
-def test_default_spec_costs():
-    model = xnor_cnn.freeze_stem(xnor_cnn.build_xnor_cnn(xnor_cnn.DEFAULT_SPEC, seed=0))
+@pytest.mark.parametrize("spec", [xnor_cnn.DEFAULT_SPEC, "c16k4s4-f64-f10", "c32k4s4-f64-f10",
+                                  "c8k3s2-p2-b40k3-p2-f64-f10"])
+def test_layer_costs_match_the_graph(spec):
+    model = xnor_cnn.freeze_stem(xnor_cnn.build_xnor_cnn(spec, seed=0))
     costs = xnor_cnn.layer_costs(model)
     graph = xnor_cnn.to_graph(model)
     table = xnor_cnn.word_ops(graph)
@@ -411,3 +415,26 @@ def test_delivered_model_equals_its_graph_on_mnist(mnist):
     graph = xnor_cnn.to_graph(model)
     np.testing.assert_array_equal(xnor_cnn.graph_logits(graph, x).argmax(1),
                                   xnor_cnn.predict_signs(model, x).argmax(1))
+
+
+def test_distillation_targets_mix_the_teachers_softened_outputs(rng):
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).init(0)
+    d = xnor_cnn._Distill(teacher, temperature=2.0, weight=0.25, shift=0)
+    xb = rng.integers(0, 256, (5, 784)).astype(np.uint8)
+    assert d.augment(xb, rng) is xb
+    z = np.asarray(teacher.forward(xb.astype(np.float32) / 255), np.float64) / 2.0
+    soft = np.exp(z - z.max(1, keepdims=True))
+    soft /= soft.sum(1, keepdims=True)
+    np.testing.assert_allclose(d.soft, soft, rtol=1e-6)
+    labels = np.array([0, 1, 2, 3, 9])
+    out = rng.normal(size=(5, 10))
+    want = 0.25 * soft
+    want[np.arange(5), labels] += 0.75
+    assert d.loss(out, labels).value == pytest.approx(nn.cross_entropy(out, want).value)
+    # a training run with a teacher: the meta says so
+    x = rng.integers(0, 256, (20, 784)).astype(np.uint8)
+    y = rng.integers(0, 10, 20)
+    model, history, meta = xnor_cnn.train_xnor_cnn(x, y, arch="c4k4s4-b8k3-f10", epochs=1,
+                                                   batch_size=10, finetune=1, teacher=teacher)
+    assert len(history) == 2 and meta["distill_weight"] == xnor_cnn.DISTILL_WEIGHT
+    assert isinstance(model.layers[1], xnor_cnn.QuantConv2d)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -63,7 +63,7 @@ __all__ = [
     "train_xnor_cnn",
 ]
 
-DEFAULT_SPEC = "c16k3s2-p2-b64k3-f128-f10"
+DEFAULT_SPEC = "c16k4s4-b32k3-f64-f10"
 INPUT_SHAPE = (28, 28, 1)
 INPUT_LEVELS = 255  # the stem sees pixel / 255; on the device the int8 byte pixel - 128
 WEIGHT_MAX = 127  # symmetric int8 weights of the stem, as TFLite
@@ -308,7 +308,8 @@ def layer_costs(model: nn.Sequential) -> list[dict]:
     XOR+popcount words (binary layers: each pixel's channels packed 32 to a word, a
     flattened image keeps that packing), weight bytes as stored on the device."""
     shape: tuple[int, ...] = INPUT_SHAPE
-    packed = 0  # words of one sample's bits
+    packed = dense_words = 0  # words of one sample's bits (per pixel; as one row)
+    stem_bits = False
     rows = []
     for layer in model.layers[1:]:
         if isinstance(layer, (BinaryConv2d, QuantConv2d, conv.Conv2d)):
@@ -331,10 +332,15 @@ def layer_costs(model: nn.Sequential) -> list[dict]:
             rows.append({"layer": "binary dense", "output": list(out), "macs": 0,
                          "word_ops": packed * layer.n_out,
                          "weight_bytes": 4 * packed * layer.n_out})
+        stem_bits = isinstance(layer, (conv.Conv2d, QuantConv2d)) or (
+            isinstance(layer, (conv.BatchNorm2d, SignSTE)) and stem_bits)
         shape = tuple(out)
         if len(shape) == 3:
             packed = shape[0] * shape[1] * words(shape[2])
-        elif not isinstance(layer, nn.Flatten):
+            dense_words = words(int(np.prod(shape))) if stem_bits else packed
+        elif isinstance(layer, nn.Flatten):
+            packed = dense_words  # `to_graph` packs the stem's bits as one row
+        else:
             packed = words(shape[0])
     return rows
 
@@ -343,7 +349,9 @@ def layer_costs(model: nn.Sequential) -> list[dict]:
 
 # DEFAULT_SPEC, 30 + 4 epochs, +-1 pixel shifts (figures: train_xnor_cnn's docstring).
 TRAIN_DEFAULTS = {"arch": DEFAULT_SPEC, "epochs": 30, "batch_size": 100, "lr": 1e-2, "shift": 1}
-FINETUNE_EPOCHS = 4
+FINETUNE_EPOCHS = 2
+DISTILL_TEMPERATURE = 4.0
+DISTILL_WEIGHT = 0.7
 
 
 def _stem(model: nn.Sequential) -> tuple[int, conv.Conv2d, conv.BatchNorm2d]:
@@ -363,13 +371,41 @@ def freeze_stem(model: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*layers, dtype=model.dtype)
 
 
+class _Distill:
+    """Soft targets from a trained float model (knowledge distillation): the loss is the
+    cross-entropy against `weight * softmax(teacher / temperature) + (1 - weight) * labels`,
+    the teacher run on each (augmented) batch the student sees."""
+
+    def __init__(self, teacher: nn.Sequential, temperature: float, weight: float,
+                 shift: int) -> None:
+        self.teacher, self.temperature, self.weight, self.shift = teacher, temperature, weight, shift
+        self.soft: np.ndarray | None = None
+
+    def augment(self, xb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.shift:
+            xb = random_shift(xb, rng, self.shift)
+        z = np.asarray(self.teacher.forward(train.prepare(xb)), np.float64) / self.temperature
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        self.soft = p / p.sum(axis=1, keepdims=True)
+        return xb
+
+    def loss(self, out: np.ndarray, labels: np.ndarray) -> nn.Loss:
+        target = self.weight * nn.need_cache(self, self.soft)
+        target[np.arange(len(labels)), labels] += 1 - self.weight
+        return nn.cross_entropy(out, target.astype(out.dtype))
+
+
 def _fit(model: nn.Sequential, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float,
          lr_end: float, batch_size: int, seed: int, shift: int,
-         progress: bool | TextIO | None) -> list[dict]:
+         progress: bool | TextIO | None, distill: _Distill | None = None) -> list[dict]:
     opt = nn.Adam(model.params(), lr)
     decay = (lr_end / lr) ** (1 / max(epochs - 1, 1))
     aug = (lambda xb, rng: random_shift(xb, rng, shift)) if shift else None
-    return train.fit(model, x, y, loss="cross_entropy", optimizer=opt, epochs=epochs,
+    loss: Any = "cross_entropy"
+    if distill is not None:
+        aug, loss = distill.augment, distill.loss
+    return train.fit(model, x, y, loss=loss, optimizer=opt, epochs=epochs,
                      batch_size=batch_size, seed=seed, progress=progress,
                      schedule=lambda e: lr * decay**e, augment=aug)
 
@@ -379,24 +415,36 @@ def train_xnor_cnn(x: np.ndarray, y: np.ndarray, *, arch: str = DEFAULT_SPEC,
                    batch_size: int = TRAIN_DEFAULTS["batch_size"],
                    lr: float = TRAIN_DEFAULTS["lr"], shift: int = TRAIN_DEFAULTS["shift"],
                    finetune: int = FINETUNE_EPOCHS, seed: int = 0,
+                   teacher: nn.Sequential | None = None,
+                   temperature: float = DISTILL_TEMPERATURE, distill_weight: float = DISTILL_WEIGHT,
                    progress: bool | TextIO | None = None
                    ) -> tuple[nn.Sequential, list[dict], dict]:
     """`piconn train mnist --kind xnor --model cnn`: phase 1, `epochs` epochs of Adam with
     the learning rate decaying 100x exponentially; phase 2, the stem frozen as integers
     (`freeze_stem`) and `finetune` more epochs of the binary layers from lr/10 down to
-    lr/1000. Returns (model, history of both phases, meta)."""
+    lr/1000. With a `teacher` (a trained float model taking the same images), both phases
+    learn from its softened outputs too (`_Distill`). Returns (model, history of both
+    phases, meta)."""
     model = build_xnor_cnn(arch, seed)
-    history = _fit(model, x, y, epochs=epochs, lr=lr, lr_end=lr / 100,
-                   batch_size=batch_size, seed=seed, shift=shift, progress=progress)
+    distill = None
+    if teacher is not None:
+        if not 0 <= distill_weight <= 1 or not temperature > 0:
+            raise ValueError("distillation needs a weight in [0, 1] and a temperature > 0")
+        distill = _Distill(teacher.eval(), temperature, distill_weight, shift)
+    history = _fit(model, x, y, epochs=epochs, lr=lr, lr_end=lr / 100, batch_size=batch_size,
+                   seed=seed, shift=shift, progress=progress, distill=distill)
     model = freeze_stem(model)
     if finetune:
         history += _fit(model, x, y, epochs=finetune, lr=lr / 10, lr_end=lr / 1000,
-                        batch_size=batch_size, seed=seed + 1, shift=shift, progress=progress)
+                        batch_size=batch_size, seed=seed + 1, shift=shift, progress=progress,
+                        distill=distill)
     model.eval()
     costs = layer_costs(model)
     meta = {"arch": arch, "optimizer": "adam", "schedule": "exponential", "shift": shift,
             "finetune_epochs": finetune, "layers": costs,
             "weight_bytes": sum(r["weight_bytes"] for r in costs)}
+    if distill is not None:
+        meta.update(distill_temperature=temperature, distill_weight=distill_weight)
     return model, history, meta
 
 
@@ -444,7 +492,7 @@ def _per_tensor(scale: float, zero: int) -> g.Quant:
     return g.Quant(np.array([scale], np.float32), np.array([zero], np.int32))
 
 
-def _stem_ops(b: _GraphBuilder, x: int, q: QuantConv2d) -> int:
+def _stem_ops(b: _GraphBuilder, x: int, q: QuantConv2d, dense: bool = False) -> int:
     """(RESHAPE +) CONV_2D (int8, fused ReLU) + BINARIZE: bit = accumulator >= 0, exactly.
 
     The output quantization keeps only the accumulator's sign. The stored bias is the
@@ -474,9 +522,13 @@ def _stem_ops(b: _GraphBuilder, x: int, q: QuantConv2d) -> int:
                     (q.bias.astype(np.int64) + 1).astype(np.int32))
     y = b.tensor("stem.out", (1, oh, ow, c), g.INT8, _per_tensor(s_out, -128))
     b.op(g.CONV_2D, (x, w, bias), y, g.ConvOptions(q.stride[0], stride_w, g.VALID, g.ACT_RELU))
-    bounds = np.tile(np.array([[-127, 127]], np.int32), (c, 1))
-    bt = b.tensor("stem.bounds", (c, 2), g.INT32, None, bounds)
-    bits = b.tensor("stem.bits", (1, oh, ow, c), g.BITS)
+    shape = (1, oh, ow, c)
+    if dense:  # RESHAPE (free) to one row, so the bits are packed without per-pixel padding
+        shape = (1, 1, 1, oh * ow * c)
+        y = b.op(g.RESHAPE, (y,), b.tensor("stem.flat", shape, g.INT8, b.tensors[y].quant))
+    bounds = np.tile(np.array([[-127, 127]], np.int32), (shape[-1], 1))
+    bt = b.tensor("stem.bounds", bounds.shape, g.INT32, None, bounds)
+    bits = b.tensor("stem.bits", shape, g.BITS)
     return b.op(g.BINARIZE, (y, bt), bits)
 
 
@@ -527,7 +579,13 @@ def to_graph(model: nn.Sequential, name: str = "cnn_xnor") -> g.Graph:
         raise ValueError("the stem must be frozen first (freeze_stem: QuantConv2d after Reshape)")
     b = _GraphBuilder()
     x_in = b.tensor("input", (1, *INPUT_SHAPE), g.INT8, _per_tensor(INPUT_SCALE, INPUT_ZERO_POINT))
-    x = _stem_ops(b, x_in, layers[1])
+    # A binary dense layer right after the stem's sign reads the stem's bits packed as one
+    # row (no padding bits per pixel: fewer words when the stem's channels are not a
+    # multiple of 32).
+    dense = (len(layers) > 4 and isinstance(layers[2], SignSTE)
+             and isinstance(layers[3], nn.Flatten) and isinstance(layers[4], BinaryLinear)
+             and layers[1].out_ch % 32 != 0)
+    x = _stem_ops(b, x_in, layers[1], dense)
     i = 2
     expect_sign = True  # the stem's SignSTE (maybe after a pool) is still to come
     pending_pool: conv.MaxPool2d | None = None

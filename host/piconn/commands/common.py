@@ -147,9 +147,15 @@ def _train_cnn(args: argparse.Namespace, x: np.ndarray, y: np.ndarray
 
 def _train_xnor_cnn(args: argparse.Namespace, x: np.ndarray, y: np.ndarray
                     ) -> tuple[nn.Sequential, list[dict], dict]:
-    return xnor_cnn.train_xnor_cnn(x, y, arch=args.arch, epochs=args.epochs,
-                                   batch_size=args.batch_size, lr=args.lr, shift=args.shift,
-                                   seed=args.seed, progress=args.progress)
+    teacher = None
+    if getattr(args, "teacher", None):
+        teacher, _ = nn.load(model_file(args.teacher))
+    model, history, meta = xnor_cnn.train_xnor_cnn(
+        x, y, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        shift=args.shift, seed=args.seed, teacher=teacher, progress=args.progress)
+    if teacher is not None:
+        meta["teacher"] = str(args.teacher)
+    return model, history, meta
 
 
 # `--model cnn` with `--kind float`: a convolutional network from a spec (piconn.conv).

@@ -44,6 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shift", type=nonneg_int, default=None,
                    help="random shift augmentation in pixels, 0 = off (default 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher", metavar="MODEL", default=None,
+                   help="--model cnn --kind xnor: a trained float model (.npz) whose softened "
+                   "outputs the binary CNN also learns from (distillation)")
     p.add_argument("--out", "-o", required=True, metavar="FILE", help="output model file")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_data(p)
@@ -87,6 +90,8 @@ def run(args: argparse.Namespace) -> tuple[dict, str]:
     if args.model == "cnn" and args.kind not in CNN_KINDS:
         raise CliError(f"--model cnn trains float or xnor CNNs; --kind {args.kind} is for "
                        "--model mlp")
+    if args.teacher and (args.model, args.kind) != ("cnn", "xnor"):
+        raise CliError("--teacher goes with --model cnn --kind xnor")
     kind = CNN_KINDS[args.kind] if args.model == "cnn" else TRAIN_KINDS[args.kind]
     defaults = {**train.FLOAT_DEFAULTS, **kind.defaults}
     for key, value in defaults.items():
