@@ -319,8 +319,8 @@ def summary(model: nn.Sequential, input_shape: Sequence[int]) -> dict:
             "macs": conv.count_macs(model, input_shape)}
 
 
-def fine_tune(model: nn.Sequential, x: np.ndarray, y: np.ndarray, *, epochs: int = 3,
-              lr: float = 1e-3, batch_size: int = 64, shift: int = 0, seed: int = 0,
+def fine_tune(model: nn.Sequential, x: np.ndarray, y: np.ndarray, *, epochs: int = 6,
+              lr: float = 2e-3, batch_size: int = 64, shift: int = 0, seed: int = 0,
               side: int = 28, progress: bool | TextIO | None = None) -> list[dict]:
     """Train `model` in place for `epochs` (Adam, cosine decay from lr, random shifts of
     up to `shift` pixels of side x side images). Returns the training history."""

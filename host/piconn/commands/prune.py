@@ -38,8 +38,8 @@ def fraction(text: str) -> float:
 
 
 # Fine-tuning defaults: magnitude pruning (MLPs) / structured pruning (CNNs).
-EPOCHS = {"sparsity": 20, "structured": 3}
-LR = {"sparsity": 2e-3, "structured": 1e-3}
+EPOCHS = {"sparsity": 20, "structured": 6}
+LR = {"sparsity": 2e-3, "structured": 2e-3}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
