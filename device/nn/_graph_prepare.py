@@ -10,6 +10,7 @@
 # rounded to nearest even exactly as the FPU rounds it (_round). Load time only (long
 # ints allocate); nothing here runs during inference.
 import struct
+from array import array
 
 from micropython import const
 
@@ -29,6 +30,7 @@ _DOUBLE_EMIN = const(-1022)
 _SINGLE = const(24)
 _SINGLE_EMIN = const(-126)
 _SINGLE_INF = const(0x7F800000)
+_SUMS = array("i", bytes(8))  # a channel's weight sums (weight_sums' out)
 
 
 # ------------------------------------------------------------------ exact arithmetic
@@ -343,10 +345,11 @@ def _channels(buf, g, k, si, w, so, input_zero, bias_at, sums_fn, c_out, n, stri
     s = w[F.T_SCALES]
     at = _table_at(buf, g, k, 12 * c_out)
     m = sh = 0
+    sums = _SUMS
     for c in range(c_out):
-        sums, abs_sums = sums_fn(buf, w[F.T_OFFSET] + c * stride_out, 1, n, stride_out, stride)
+        sums_fn(buf, w[F.T_OFFSET] + c * stride_out, n, stride, sums)
         bias = 0 if bias_at is None else struct.unpack_from("<i", buf, bias_at + 4 * c)[0]
-        if abs_sums[0] * 255 + abs(bias) > X.INT32_MAX:
+        if sums[1] * 255 + abs(bias) > X.INT32_MAX:
             raise _fail(g, k, "the int32 accumulator can overflow (too many or too large"
                               " weights)")
         if c == 0 or len(s) > 1:
@@ -764,25 +767,26 @@ _PREPARE = (_no_kind, _conv, _depthwise, _fully_connected, _pool, _pool, _add, _
             _no_kind, _no_kind, _no_kind, _no_kind, _binarize, _xnor_conv, _binary_max_pool)
 
 
-def weight_sums(buf, off, n_out, n, stride_out, stride):
-    """Per output channel c: the sum and the sum of |w| of the int8 weights
-    buf[off + c * stride_out + j * stride] for j < n."""
-    sums, abs_sums = [], []
-    for c in range(n_out):
-        s = a = 0
-        p = off + c * stride_out
-        for _ in range(n):
-            v = buf[p]
-            if v > 127:
-                v -= 256
-                a -= v
-            else:
-                a += v
-            s += v
-            p += stride
-        sums.append(s)
-        abs_sums.append(a)
-    return sums, abs_sums
+def weight_sums(buf, p, n, stride, out):
+    """One output channel's weights: out[0] = the sum and out[1] = the sum of |w| of the
+    n int8 buf[p], buf[p + stride], ... (both stop at 2^24 of |w|, past any accumulator
+    bound: then out[0] is 0)."""
+    s = a = 0
+    for _ in range(n):
+        v = buf[p]
+        if v > 127:
+            v -= 256
+            a -= v
+        else:
+            a += v
+        s += v
+        if a > 0x1000000:
+            a = 0x1000000
+            s = 0
+            break
+        p += stride
+    out[0] = s
+    out[1] = a
 
 
 def _writer_kind(g, i):
@@ -796,7 +800,8 @@ def _writer_kind(g, i):
 def check(buf, g, sums_fn=weight_sums):
     """Check every operator against its kind's rules and every stored param and table
     against those its tensors' quantization gives; ValueError on the first difference.
-    sums_fn: weight_sums or a faster function with its arguments and results."""
+    sums_fn: weight_sums or a faster function with its arguments and results (a
+    channel's weight sums into an array('i') of two)."""
     ops = g[F.G_OPS]
     for k in range(len(ops)):
         op = ops[k]

@@ -17,7 +17,6 @@ if _TYPING:
     from nn._viper_types import ptr8, ptr32
 
 _acc = array("i", bytes(4 * 512))  # accumulators of one output pixel / row; ADD's tables
-_pair = array("i", bytes(8))  # weight_sums' results
 
 
 def reserve(n):
@@ -358,15 +357,7 @@ def _sums(buf, p: int, n: int, stride: int, out):
     po[1] = a
 
 
-def weight_sums(buf, off, n_out, n, stride_out, stride):
-    """nn._graph_prepare.weight_sums, the loops in machine code."""
-    sums, abs_sums = [], []
-    out = _pair
-    for c in range(n_out):
-        _sums(buf, off + c * stride_out, n, stride, out)
-        sums.append(out[0])
-        abs_sums.append(out[1])
-    return sums, abs_sums
+weight_sums = _sums  # nn._graph_prepare.weight_sums (its arguments), in machine code
 
 
 def nothing(a):
