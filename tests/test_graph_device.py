@@ -535,8 +535,9 @@ for line in f:
     m1 = P.ratio_multiplier(num, den)
     m2 = P.quantize_multiplier(P._ddiv(num, den))
     ms, es = P._f32(c)
+    m3 = P.ratio_multiplier_small(*(P._f32(a) + P._f32(b) + P._f32(c)))
     print(m1[0], m1[1], m2[0], m2[1], P.f32_bits(6, ms, -es, False),
-          P.f32_bits(ms * 77, 1, es, True), quantize_bits(x, ms, es))
+          P.f32_bits(ms * 77, 1, es, True), quantize_bits(x, ms, es), m3[0], m3[1], m3[2])
 """
 
 
@@ -549,7 +550,9 @@ def _f32s(rng, n: int) -> np.ndarray:
 
 def test_exact_arithmetic(micropython, tmp_path):
     """The device's integer re-expression of double and float32 steps equals the FPU's:
-    QuantizeMultiplier of a * b / c in double (both ways nn._graph_prepare computes it),
+    QuantizeMultiplier of a * b / c in double (the three ways nn._graph_prepare computes
+    it: the double quotient, then its multiplier; both in one step; the same on small ints
+    as the channel check does),
     6.0f / c (a RELU6 bound), float(double(c) * -77) (a DEQUANTIZE table entry), and
     round(x / c) in float32 (QUANTIZE), for random float32s of every exponent."""
     rng = np.random.default_rng(8)
@@ -570,9 +573,10 @@ def test_exact_arithmetic(micropython, tmp_path):
         lutf = bits((c.astype(np.float64) * -77).astype(np.float32))
         q = int8.round_half_away_f32(x / c)
     for i, line in enumerate(out):
-        m1, s1, m2, s2, d6, dq, qx = (int(v) for v in line.split())
+        m1, s1, m2, s2, d6, dq, qx, mh, ml, s3 = (int(v) for v in line.split())
         want = int8.quantize_multiplier(float(a[i]) * float(b[i]) / float(c[i]))
         assert (m1, s1) == want and (m2, s2) == want, (i, a[i], b[i], c[i])
+        assert ((mh << 16) | ml, s3) == want, (i, a[i], b[i], c[i])
         assert d6 == six[i] and dq == lutf[i], (i, c[i])
         assert qx == int(np.clip(q[i], int8.INT32_MIN, int8.INT32_MAX)), (i, x[i], c[i])
 
@@ -646,16 +650,16 @@ f.close()
 g = F.read(buf)
 live = array.array('i', bytes(4 * 2000))  # (made before: the record must not grow)
 calls = array.array('i', [0])
-multiplier = P.ratio_multiplier
+multiplier = P.ratio_multiplier_small
 
-def counted(num, den):
+def counted(*args):
     # the heap in use at each channel's multiplier, after a collection
     gc.collect()
     live[calls[0]] = gc.mem_alloc()
     calls[0] += 1
-    return multiplier(num, den)
+    return multiplier(*args)
 
-P.ratio_multiplier = counted
+P.ratio_multiplier_small = counted
 gc.collect()
 before = gc.mem_alloc()
 P.check(buf, g)
