@@ -140,9 +140,13 @@ def test_lowered_graph_bits_equal_the_models_signs(rng):
     values = int8_ops.run(big, quant_int8.quantize_input(graph, x).reshape(len(x), 28, 28, 1),
                           keep=True)
     signs = _model_signs(model, x)
-    # bits after the stem, after the pooled binary conv, after the hidden dense layer
+    # bits after the stem (its channels with a bias >= 0 complemented: see to_graph), after
+    # the pooled binary conv, after the hidden dense layer
     produced = [values[op.outputs[0]] for op in graph.operators]
-    for got, want in zip([produced[1], produced[3], produced[4]], signs[:3]):
+    flip = model.layers[1].bias >= 0
+    assert flip.any() and not flip.all()
+    np.testing.assert_array_equal(produced[1] ^ flip, signs[0])
+    for got, want in zip([produced[3], produced[4]], signs[1:3]):
         np.testing.assert_array_equal(got.reshape(want.shape), want)
     # channels with a negative and a zero batch-norm scale really are there
     for layer in model.layers:
@@ -158,13 +162,15 @@ def test_lowered_graph_bits_equal_the_models_signs(rng):
 
 @pytest.mark.parametrize("spec, kinds", [
     ("c8k3s2-b32k3-f10", [g.CONV_2D, g.BINARIZE]),
+    ("c8k3s2-p2-b32k3-f10", [g.CONV_2D, g.BINARIZE]),  # a pool next: no channel flipped
     ("c8k4s4-b32k3-f10", [g.RESHAPE, g.CONV_2D, g.BINARIZE]),  # 4 pixels per position
     ("c5k6s2-b32k3-f10", [g.RESHAPE, g.CONV_2D, g.BINARIZE]),  # 2 pixels per position
     ("c8k4s4-f20-f10", [g.RESHAPE, g.CONV_2D, g.RESHAPE, g.BINARIZE]),  # dense: one row
 ])
 def test_stem_bits_are_the_accumulator_sign(rng, spec, kinds):
-    """(RESHAPE +) CONV_2D (fused ReLU, requantized) + BINARIZE gives exactly acc >= 0,
-    also for accumulators of -1, 0 and +1 (biases placed to hit them)."""
+    """(RESHAPE +) CONV_2D (fused ReLU, requantized) + BINARIZE gives exactly acc >= 0 (its
+    complement in the channels `to_graph` flips), also for accumulators of -1, 0 and +1
+    (biases placed to hit them)."""
     model = _tiny_model(rng, spec)
     stem = model.layers[1]
     x = _images(rng, 16)
@@ -179,8 +185,10 @@ def test_stem_bits_are_the_accumulator_sign(rng, spec, kinds):
     big = quant_int8.batched(graph, len(x))
     values = int8_ops.run(big, quant_int8.quantize_input(graph, x).reshape(len(x), 28, 28, 1),
                           keep=True)
-    bits = values[graph.operators[len(kinds) - 1].outputs[0]]
-    np.testing.assert_array_equal(bits.reshape(acc.shape), acc >= 0)
+    bits = values[graph.operators[len(kinds) - 1].outputs[0]].reshape(acc.shape)
+    flip = (stem.bias >= 0) & ("-p" not in spec)
+    assert flip.any() == ("-p" not in spec)
+    np.testing.assert_array_equal(bits ^ flip, acc >= 0)
     np.testing.assert_array_equal(xnor_cnn.graph_logits(graph, x).argmax(1),
                                   xnor_cnn.predict_signs(model, x).argmax(1))
 

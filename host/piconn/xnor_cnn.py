@@ -506,7 +506,8 @@ def _per_tensor(scale: float, zero: int) -> g.Quant:
     return g.Quant(np.array([scale], np.float32), np.array([zero], np.int32))
 
 
-def _stem_ops(b: _GraphBuilder, x: int, q: QuantConv2d, dense: bool = False) -> int:
+def _stem_ops(b: _GraphBuilder, x: int, q: QuantConv2d, dense: bool = False,
+              flip: np.ndarray | None = None) -> int:
     """(RESHAPE +) CONV_2D (int8, fused ReLU) + BINARIZE: bit = accumulator >= 0, exactly.
 
     The output quantization keeps only the accumulator's sign. The stored bias is the
@@ -517,14 +518,23 @@ def _stem_ops(b: _GraphBuilder, x: int, q: QuantConv2d, dense: bool = False) -> 
     weight scales are the quantization's, except that none is below 1/256 of the largest
     (a near-dead channel's scale only changes its real value, never its sign), which keeps
     every multiplier's shift small.
+
+    `flip` (per channel): compute the complement bit instead, from -v - 1 (negated weights,
+    bias -bias - 1): -v - 1 >= 0 exactly when v < 0. The layer after the stem reads such a
+    channel with its weight bits inverted (x XOR w = not x XOR not w), so the network is
+    unchanged; `to_graph` flips the channels whose bias is >= 0, which are the ones a
+    blank patch (v = bias) sets, so that blank patches take the ReLU's shortcut.
     """
+    flip = np.zeros(q.out_ch, bool) if flip is None else np.asarray(flip, bool)
     scales = q.scale.astype(np.float64)
     scales = np.maximum(scales, scales.max() / MAX_SCALE_RATIO)
     s_out = float(np.float32(INPUT_SCALE * scales.min() / SIGN_MULTIPLIER))
     _, h, wd, _ = b.tensors[x].shape
     oh, ow, c = q.output_shape((h, wd, q.in_ch))
     group = _pixel_group(q, wd)
-    weight, stride_w = q.weight, q.stride[1]
+    sign = np.where(flip, -1, 1)
+    weight = (q.weight.astype(np.int16) * sign[:, None, None, None]).astype(np.int8)
+    stride_w = q.stride[1]
     if group > 1:  # RESHAPE (free) to `group` pixels per position; the same convolution
         x = b.op(g.RESHAPE, (x,), b.tensor("stem.grouped", (1, h, wd // group, group), g.INT8,
                                             b.tensors[x].quant))
@@ -532,8 +542,8 @@ def _stem_ops(b: _GraphBuilder, x: int, q: QuantConv2d, dense: bool = False) -> 
         stride_w //= group
     w = b.tensor("stem.weight", weight.shape, g.INT8,
                  g.Quant(scales.astype(np.float32), np.zeros(q.out_ch, np.int32), 0), weight)
-    bias = b.tensor("stem.bias", (q.out_ch,), g.INT32, None,
-                    (q.bias.astype(np.int64) + 1).astype(np.int32))
+    stored = np.where(flip, -q.bias.astype(np.int64), q.bias.astype(np.int64) + 1)
+    bias = b.tensor("stem.bias", (q.out_ch,), g.INT32, None, stored.astype(np.int32))
     y = b.tensor("stem.out", (1, oh, ow, c), g.INT8, _per_tensor(s_out, -128))
     b.op(g.CONV_2D, (x, w, bias), y, g.ConvOptions(q.stride[0], stride_w, g.VALID, g.ACT_RELU))
     shape = (1, oh, ow, c)
@@ -599,7 +609,13 @@ def to_graph(model: nn.Sequential, name: str = "cnn_xnor") -> g.Graph:
     dense = (len(layers) > 4 and isinstance(layers[2], SignSTE)
              and isinstance(layers[3], nn.Flatten) and isinstance(layers[4], BinaryLinear)
              and layers[1].out_ch % 32 != 0)
-    x = _stem_ops(b, x_in, layers[1], dense)
+    # Blank patches take the int8 kernel's shortcut when the next layer can absorb the
+    # flipped channels (`_stem_ops`): a binary layer right after the stem's sign.
+    stem = layers[1]
+    absorbs = len(layers) > 3 and isinstance(layers[2], SignSTE) and (
+        isinstance(layers[3], BinaryConv2d) or dense)
+    flip = (stem.bias >= 0) if absorbs else None
+    x = _stem_ops(b, x_in, stem, dense, flip)
     i = 2
     expect_sign = True  # the stem's SignSTE (maybe after a pool) is still to come
     pending_pool: conv.MaxPool2d | None = None
@@ -633,11 +649,18 @@ def to_graph(model: nn.Sequential, name: str = "cnn_xnor") -> g.Graph:
             _, h, wd, ch = b.tensors[x].shape
             if isinstance(layer, BinaryConv2d):
                 w_pm, stride = layer.binary_weight(), layer.stride
+                if flip is not None:  # the stem's flipped channels, read inverted
+                    w_pm = w_pm * np.where(flip, -1, 1)
+                    flip = None
             else:
                 if layer.n_in != h * wd * ch:
                     raise ValueError(f"layer {i}: {layer!r} takes {layer.n_in} inputs, the"
                                      f" layer before gives {h * wd * ch}")
-                w_pm, stride = layer.binary_weight().reshape(layer.n_out, h, wd, ch), (1, 1)
+                w_flat = layer.binary_weight()
+                if flip is not None:  # dense: the stem's channels are the fastest index
+                    w_flat = w_flat * np.tile(np.where(flip, -1, 1), layer.n_in // len(flip))
+                    flip = None
+                w_pm, stride = w_flat.reshape(layer.n_out, h, wd, ch), (1, 1)
                 if layer.bias is not None:
                     c = c + k * layer.bias.data.astype(np.float64)
             i += 2
