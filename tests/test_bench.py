@@ -647,3 +647,17 @@ def test_readme_section_of_an_only_run(tmp_path: Path, rng: np.random.Generator)
     assert report.main(["--out", str(tmp_path), "--readme", str(path), "--no-chart",
                         "--section", "cnn"]) == 0
     assert path.read_text() == new
+
+
+def test_cnn_fallback_cell_is_not_timed(rng: np.random.Generator) -> None:
+    """A viper cell whose operators all run the python kernels is a row without a time,
+    marked (python kernels), with a note saying why."""
+    bc = pytest.importorskip("bench_cnn", reason="the benchmark's imports")
+    m, _ = _cnn_model(bc, rng)
+    row = bc.cell_row(m, "viper", {"heap": 5000, "tiers": ["python", "viper"], "digits": [],
+                                   "alloc_free": None, "flash": None, "fallback_of": "python"})
+    assert row["us"] is None and row["exact"] is None and row["fallback_of"] == "python"
+    md = report.cnn_markdown([row])
+    assert "| viper (python kernels) | — | — | 50.00% |" in md
+    assert "not timed" in md and "operators on" not in md
+    assert "not timed: every operator runs the python kernels" in bc.table([row])

@@ -367,7 +367,7 @@ def run_cnn(a: argparse.Namespace, rows: list[dict], meta: dict,
 
     try:
         bench_cnn.run_all(a.models, a.uf2, tuple(a.cnn_tiers), a.budget_ms, not a.no_count,
-                          log, on_row)
+                          log, on_row, a.measure_fallbacks)
     except Exception as e:  # noqa: BLE001 - reported as a failure like a failed cell
         log(f"FAILED CNNs: {type(e).__name__}: {e}")
         failures.append(f"CNNs: {type(e).__name__}: {str(e).strip()[-400:]}")

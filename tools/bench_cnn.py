@@ -22,8 +22,9 @@ object with its arena), then
 one `forward()` per digit timed with time.ticks_us() (emulated RP2040 at 125 MHz). Digit
 0 runs under micropython.heap_lock() (no alloc) with the flash counter on (model bytes
 read per inference); if it allocates, it runs again without the lock. The digit count
-fits --budget-ms of emulated time (c: 3 to 10, other tiers: 1 to 10). Every output is
-compared with the reference.
+fits --budget-ms of emulated time (1 to 10; c: at least 3 when the first digit fits).
+Every output is compared with the reference. A viper cell whose operators all run the
+python kernels (float32 layers) is not timed without --measure-fallbacks.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ TIERS = ("c", "viper", "python")
 EXTRA_BASE = 0x10200000  # past the Pico's 2 MB of firmware (the emulated chip has 16 MB)
 SCRATCH_BYTES = 4096  # nn_graph_scratch: the C kernels' static buffer (BSS)
 MAX_DIGITS = 10
-MIN_DIGITS = {"c": 3}  # other tiers: 1 (minutes per digit for float layers in Python)
+MIN_DIGITS = {"c": 3}  # when the first digit fits the budget; else (and other tiers) 1
 EMULATED_HZ = 125_000_000
 
 
@@ -186,7 +187,11 @@ def missing_row(k: CnnKind, why: str) -> dict:
 
 
 def cell_row(m: Model, tier: str, dev: dict) -> dict:
-    """A bench.json row from the device's figures of one cell."""
+    """A bench.json row from the device's figures of one cell (not timed: us None)."""
+    if dev.get("fallback_of"):
+        return dict(base_row(m.kind, tier, m), us=None, digits=0, heap_bytes=dev["heap"],
+                    ram_bytes=dev["heap"], alloc_free=None, exact=None,
+                    operator_tiers=sorted(set(dev["tiers"])), fallback_of=dev["fallback_of"])
     us = [d[0] for d in dev["digits"]]
     outs = [bytes.fromhex(d[1]) for d in dev["digits"]]
     exact = all(o == m.reference[i].tobytes() for i, o in enumerate(outs))
@@ -254,13 +259,21 @@ def _json(out: str):
 
 
 def run_cell(pico: VirtualPico, m: Model, tier: str, budget_us: float, count: bool,
-             log: Callable[[str], None]) -> dict:
+             log: Callable[[str], None], measure_fallbacks: bool = False) -> dict:
     """The device's figures of one (model, tier) cell: heap, operator tiers, per digit
-    [us, output hex], no alloc, flash bytes read over digit 0."""
+    [us, output hex], no alloc, flash bytes read over digit 0. A viper cell whose every
+    operator runs the python kernels (float layers: viper has no float arithmetic) is not
+    timed unless measure_fallbacks (minutes of emulation per digit): no digits, and
+    "fallback_of": "python". (A RESHAPE copies nothing: its tier does not count.)"""
     nb = m.input_nbytes
     info = _json(pico.run_script(DEVICE_LOAD.format(
         tier=tier, addr=m.addr, size=len(m.blob), in_addr=m.in_addr, in_size=len(m.inputs),
         nb=nb, f32=m.f32_input), timeout=1800))
+    compute = {t for k, t in enumerate(info["tiers"]) if m.graph.operators[k].kind != g.RESHAPE}
+    if tier not in ("c", "python") and compute == {"python"} and not measure_fallbacks:
+        log(f"  {tier:6s} every operator runs the python kernels: not timed")
+        return {"heap": info["heap"], "tiers": info["tiers"], "digits": [],
+                "alloc_free": None, "flash": None, "fallback_of": "python"}
 
     def run(i0: int, i1: int, lock: bool = False) -> list:
         return _json(pico.run_script(DEVICE_RUN.format(i0=i0, i1=i1, nb=nb, lock=lock),
@@ -279,7 +292,8 @@ def run_cell(pico: VirtualPico, m: Model, tier: str, budget_us: float, count: bo
         flash = pico.count_off() if count and pico.pid is not None else None
     digits = [d[:2] for d in first]
     n_max = len(m.reference)
-    n = int(max(MIN_DIGITS.get(tier, 1), min(n_max, budget_us // max(digits[0][0], 1))))
+    least = MIN_DIGITS.get(tier, 1) if digits[0][0] <= budget_us else 1
+    n = int(max(least, min(n_max, budget_us // max(digits[0][0], 1))))
     if n > 1:
         digits += [d[:2] for d in run(1, n)]
     mean = sum(d[0] for d in digits) / len(digits)
@@ -292,7 +306,8 @@ def run_cell(pico: VirtualPico, m: Model, tier: str, budget_us: float, count: bo
 
 def run_all(models_dir: Path, uf2_path: Path, tiers: tuple[str, ...], budget_ms: float,
             count: bool, log: Callable[[str], None],
-            on_row: Callable[[dict], None] | None = None) -> list[dict]:
+            on_row: Callable[[dict], None] | None = None,
+            measure_fallbacks: bool = False) -> list[dict]:
     """Every kind of CNN_KINDS: a row per tier (a row saying why for a kind not made, an
     error row for a failed cell). on_row(row) is called after each row."""
     import uf2
@@ -340,7 +355,8 @@ def run_all(models_dir: Path, uf2_path: Path, tiers: tuple[str, ...], budget_ms:
             log(f"{m.kind.name} at {m.addr:#x}")
             for tier in tiers:
                 try:
-                    dev = run_cell(pico, m, tier, budget_ms * 1000, count, log)
+                    dev = run_cell(pico, m, tier, budget_ms * 1000, count, log,
+                                   measure_fallbacks)
                     row = cell_row(m, tier, dev)
                 except Exception as e:  # noqa: BLE001 - one failed cell must not stop the others
                     msg = " / ".join(line.strip() for line in str(e).strip().splitlines()[-3:])
@@ -361,6 +377,8 @@ def table(rows: list[dict]) -> str:
             lines.append(f"{name} missing: {r['missing']}")
         elif r.get("error"):
             lines.append(f"{name} failed: {r['error']}")
+        elif r.get("fallback_of"):
+            lines.append(f"{name} not timed: every operator runs the python kernels")
         else:
             flash = "-" if r.get("flash_bytes_read") is None else f"{r['flash_bytes_read']:,}"
             lines.append(f"{name} {r['us'] / 1000:9.2f} {r['digits']:6d}"
@@ -387,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-ms", type=float, default=300.0,
                     help="emulated ms per cell that sets the digit count (default 300)")
     ap.add_argument("--no-count", action="store_true", help="no flash-read counting")
+    ap.add_argument("--measure-fallbacks", action="store_true",
+                    help="time viper cells whose operators all run the python kernels")
     ap.add_argument("--json", type=Path, help="write the rows as JSON")
     a = ap.parse_args(argv)
     try:
@@ -401,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    rows = run_all(a.models, a.uf2, tiers, a.budget_ms, not a.no_count, log)
+    rows = run_all(a.models, a.uf2, tiers, a.budget_ms, not a.no_count, log,
+                   measure_fallbacks=a.measure_fallbacks)
     print(table(rows))
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1) + "\n")

@@ -335,10 +335,16 @@ def cnn_markdown(rows: list[dict]) -> str:
          "`micropython.heap_lock()`."),
     ]
     mixed = [f"{r['model']} [{r['tier']}]: operators on {', '.join(r['operator_tiers'])}"
-             for r in cnn if r.get("operator_tiers") and r["operator_tiers"] != [r["tier"]]]
+             for r in cnn if r.get("operator_tiers") and r["operator_tiers"] != [r["tier"]]
+             and not r.get("fallback_of")]
     if mixed:
         notes.append("- Operators without a kernel in the row's tier run the next slower "
                      "tier's: " + "; ".join(mixed) + ".")
+    if any(r.get("fallback_of") for r in cnn):
+        notes.append("- (python kernels): every operator of the model runs the plain-Python "
+                     "kernels in this tier (float32 layers: viper has no float arithmetic of "
+                     "its own), so the row is the python tier's; not timed (minutes of "
+                     "emulation per digit; `bench.py --measure-fallbacks` times it).")
     failed = [f"{r['model']} [{r['tier']}]: {r['error']}" for r in cnn if r.get("error")]
     if failed:
         notes.append("- Failed: " + "; ".join(failed) + ".")
