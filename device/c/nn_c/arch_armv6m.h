@@ -389,261 +389,190 @@ static NN_HOT __attribute__((naked, noinline)) void popcount_rows_short(
 // Four adders reduce a block to two words of weight 1, one of weight 2 and one of 4
 // (at most 8 per bit), which are popcounted to nibble counts (7 ops each), weighted
 // and folded into the row's byte counts: 101 cycles per 8 words (12.6 per word). A
-// row of an odd number of words starts with a block of 9: the ninth word's nibble
-// counts join those of weight 1 (at most 12), 15 cycles instead of a word on its own
-// (27). A byte count stays <= 8 * 31 = 248, so the 16-bit fold at the row end is exact.
+// byte count stays <= 8 * 31 = 248, so the 16-bit fold at the row end is exact.
 //   r0 x pointer, r1 w pointer, r2-r7 words and scratch, r8 0x55555555,
-//   r9 0x33333333, r10 0x0f0f0f0f, r11 byte counts, r12 end of the blocks,
-//   lr x + 4*nw, [sp] m pointer, [sp+4] m + n_rows, [sp+8] x.
-
-// Saves r4-r11 and lr; sets up the registers and the stack above for (x, w, nw,
-// n_rows, m), r12 = x + 4*nw rounded down to a multiple of 8 words, plus one word when
-// nw is odd (the block of 9).
-#define NN_POP_ROWS_ENTRY \
-    ".syntax unified\n" \
-    "push   {r4, r5, r6, r7, lr}\n" \
-    "mov    r4, r8\n" \
-    "mov    r5, r9\n" \
-    "mov    r6, r10\n" \
-    "mov    r7, r11\n" \
-    "push   {r4, r5, r6, r7}\n" \
-    "sub    sp, #12\n" \
-    "ldr    r4, [sp, #48]\n"        /* m (5th argument) */ \
-    "str    r4, [sp, #0]\n" \
-    "lsls   r3, r3, #2\n" \
-    "adds   r3, r4, r3\n" \
-    "str    r3, [sp, #4]\n"         /* m end */ \
-    "str    r0, [sp, #8]\n"         /* x */ \
-    "lsls   r3, r2, #2\n" \
-    "adds   r3, r0, r3\n" \
-    "mov    lr, r3\n"               /* x end */ \
-    "movs   r4, #1\n" \
-    "ands   r4, r2\n"               /* 1 if nw is odd */ \
-    "lsrs   r3, r2, #3\n" \
-    "lsls   r3, r3, #3\n" \
-    "adds   r3, r3, r4\n" \
-    "lsls   r3, r3, #2\n" \
-    "adds   r3, r0, r3\n" \
-    "mov    r12, r3\n"              /* end of the blocks */ \
-    "ldr    r4, =0x55555555\n" \
-    "mov    r8, r4\n" \
-    "ldr    r4, =0x33333333\n" \
-    "mov    r9, r4\n" \
-    "ldr    r4, =0x0f0f0f0f\n" \
-    "mov    r10, r4\n"
-
-// Eight words v0..v7 (v = x ^ w) through four full adders: r4 = sum (weight 1),
-// r3 = v7 (1), r5 = t (2), r2 = f (4); 53 cycles.
-#define NN_POP_TREE8 \
-    "ldmia  r0!, {r2, r3, r4}\n"      /* 4 */ \
-    "ldmia  r1!, {r5, r6, r7}\n"      /* 4 */ \
-    "eors   r2, r5\n"                 /* 3  v0 v1 v2 */ \
-    "eors   r3, r6\n" \
-    "eors   r4, r7\n" \
-    "eors   r3, r2\n"                 /* 5  r2 = carry h1, r4 = sum s1 */ \
-    "eors   r2, r4\n" \
-    "bics   r2, r3\n" \
-    "eors   r2, r4\n" \
-    "eors   r4, r3\n" \
-    "ldmia  r0!, {r3, r5}\n"          /* 3 */ \
-    "ldmia  r1!, {r6, r7}\n"          /* 3 */ \
-    "eors   r3, r6\n"                 /* 2  v3 v4 */ \
-    "eors   r5, r7\n" \
-    "eors   r5, r3\n"                 /* 5  r3 = h2, r4 = s2 */ \
-    "eors   r3, r4\n" \
-    "bics   r3, r5\n" \
-    "eors   r3, r4\n" \
-    "eors   r4, r5\n" \
-    "ldmia  r0!, {r5, r6}\n"          /* 3 */ \
-    "ldmia  r1!, {r7}\n"              /* 2 */ \
-    "eors   r5, r7\n"                 /* 1  v5 */ \
-    "ldmia  r1!, {r7}\n"              /* 2 */ \
-    "eors   r6, r7\n"                 /* 1  v6 */ \
-    "eors   r6, r5\n"                 /* 5  r5 = h3, r4 = s3 (weight 1) */ \
-    "eors   r5, r4\n" \
-    "bics   r5, r6\n" \
-    "eors   r5, r4\n" \
-    "eors   r4, r6\n" \
-    "eors   r3, r2\n"                 /* 5  h1 + h2 + h3: r2 = f (4), r5 = t (2) */ \
-    "eors   r2, r5\n" \
-    "bics   r2, r3\n" \
-    "eors   r2, r5\n" \
-    "eors   r5, r3\n" \
-    "ldmia  r0!, {r3}\n"              /* 2 */ \
-    "ldmia  r1!, {r6}\n"              /* 2 */ \
-    "eors   r3, r6\n"                 /* 1  v7 (weight 1) */
-
-// Pairs of bits of word REG to 2-bit counts, p - ((p >> 1) & 0x55..) (r6 holds the
-// mask, r7 is scratch); then 2-bit counts to nibble counts (r6: 0x33..).
-#define NN_POP_PAIRS(REG) \
-    "lsrs   r7, " REG ", #1\n" \
-    "ands   r7, r6\n" \
-    "subs   " REG ", " REG ", r7\n"
-#define NN_POP_NIBBLES(REG) \
-    "lsrs   r7, " REG ", #2\n" \
-    "ands   " REG ", r6\n" \
-    "ands   r7, r6\n" \
-    "adds   " REG ", " REG ", r7\n"
-
-// r4 (weight 1 nibble counts, <= 12) + 2 * r5 (weight 2 ones plus twice those of 4,
-// <= 12) folded to bytes and added to the row's byte counts; 12 cycles.
-#define NN_POP_FOLD \
-    "mov    r6, r10\n" \
-    "lsrs   r7, r4, #4\n" \
-    "ands   r4, r6\n" \
-    "ands   r7, r6\n" \
-    "adds   r4, r4, r7\n" \
-    "lsrs   r7, r5, #4\n" \
-    "ands   r5, r6\n" \
-    "ands   r7, r6\n" \
-    "adds   r5, r5, r7\n" \
-    "lsls   r5, r5, #1\n" \
-    "adds   r4, r4, r5\n" \
-    "add    r11, r4\n"
-
-// A block of 8 words: 101 cycles with the loop branch.
-#define NN_POP_BLOCK8 \
-    NN_POP_TREE8 \
-    "mov    r6, r8\n" \
-    NN_POP_PAIRS("r4") NN_POP_PAIRS("r3") NN_POP_PAIRS("r5") NN_POP_PAIRS("r2") \
-    "mov    r6, r9\n" \
-    NN_POP_NIBBLES("r4") NN_POP_NIBBLES("r3") NN_POP_NIBBLES("r5") NN_POP_NIBBLES("r2") \
-    "adds   r4, r4, r3\n"             /* s3 + v7 <= 8 */ \
-    "lsls   r2, r2, #1\n" \
-    "adds   r5, r5, r2\n"             /* t + 2 f <= 12 */ \
-    NN_POP_FOLD
-
-// A block of 9 words: the 8 and v8, whose nibble counts join s3 + v7 (<= 12).
-#define NN_POP_BLOCK9 \
-    NN_POP_TREE8 \
-    "mov    r6, r8\n" \
-    NN_POP_PAIRS("r4") NN_POP_PAIRS("r3") \
-    "mov    r6, r9\n" \
-    NN_POP_NIBBLES("r4") NN_POP_NIBBLES("r3") \
-    "adds   r4, r4, r3\n"             /* s3 + v7 <= 8 */ \
-    "ldmia  r0!, {r3}\n" \
-    "ldmia  r1!, {r7}\n" \
-    "eors   r3, r7\n"                 /* v8 (weight 1) */ \
-    "mov    r6, r8\n" \
-    NN_POP_PAIRS("r3") NN_POP_PAIRS("r5") NN_POP_PAIRS("r2") \
-    "mov    r6, r9\n" \
-    NN_POP_NIBBLES("r3") NN_POP_NIBBLES("r5") NN_POP_NIBBLES("r2") \
-    "adds   r4, r4, r3\n"             /* s3 + v7 + v8 <= 12 */ \
-    "lsls   r2, r2, #1\n" \
-    "adds   r5, r5, r2\n" \
-    NN_POP_FOLD
-
-// The words from r0 to lr one by one (at least one), then the byte counts to the
-// row's count, stored at [sp]; the next row from label 1 until m + n_rows.
-#define NN_POP_ROW_END \
-    "3:\n" \
-    "ldmia  r0!, {r2}\n" \
-    "ldmia  r1!, {r3}\n" \
-    "eors   r2, r3\n" \
-    "mov    r6, r8\n" \
-    NN_POP_PAIRS("r2") \
-    "mov    r6, r9\n" \
-    NN_POP_NIBBLES("r2") \
-    "mov    r6, r10\n" \
-    "lsrs   r7, r2, #4\n" \
-    "ands   r2, r6\n" \
-    "ands   r7, r6\n" \
-    "adds   r2, r2, r7\n" \
-    "add    r11, r2\n" \
-    "cmp    r0, lr\n" \
-    "bne    3b\n" \
-    "4:\n"                          /* byte counts -> count, store m[row] */ \
-    "mov    r2, r11\n" \
-    "ldr    r6, =0x00ff00ff\n" \
-    "lsrs   r7, r2, #8\n" \
-    "ands   r2, r6\n" \
-    "ands   r7, r6\n" \
-    "adds   r2, r2, r7\n" \
-    "lsrs   r7, r2, #16\n" \
-    "uxth   r2, r2\n" \
-    "adds   r2, r2, r7\n" \
-    "ldr    r3, [sp, #0]\n" \
-    "stmia  r3!, {r2}\n" \
-    "str    r3, [sp, #0]\n" \
-    "ldr    r2, [sp, #4]\n" \
-    "cmp    r3, r2\n" \
-    "beq    9f\n" \
-    "b      1b\n"                   /* (conditional branches reach only 256 bytes) */ \
-    "9:\n" \
-    "add    sp, #12\n" \
-    "pop    {r4, r5, r6, r7}\n" \
-    "mov    r8, r4\n" \
-    "mov    r9, r5\n" \
-    "mov    r10, r6\n" \
-    "mov    r11, r7\n" \
-    "pop    {r4, r5, r6, r7, pc}\n" \
-    ".ltorg\n"
-
-// Rows of an even number of words (8..30).
+//   r9 0x33333333, r10 0x0f0f0f0f, r11 byte counts, r12 x + 32*(nw/8) (end of the
+//   blocks), lr x + 4*nw, [sp] m pointer, [sp+4] m + n_rows, [sp+8] x.
 static NN_HOT __attribute__((naked, noinline)) void popcount_rows_blocks(
     const uint32_t *x NN_UNUSED, const uint32_t *w NN_UNUSED, uint32_t nw NN_UNUSED,
     uint32_t n_rows NN_UNUSED, uint32_t *m NN_UNUSED) {
     __asm__ volatile (
-        NN_POP_ROWS_ENTRY
+        ".syntax unified\n"
+        "push   {r4, r5, r6, r7, lr}\n"
+        "mov    r4, r8\n"
+        "mov    r5, r9\n"
+        "mov    r6, r10\n"
+        "mov    r7, r11\n"
+        "push   {r4, r5, r6, r7}\n"
+        "sub    sp, #12\n"
+        "ldr    r4, [sp, #48]\n"        // m (5th argument)
+        "str    r4, [sp, #0]\n"
+        "lsls   r3, r3, #2\n"
+        "adds   r3, r4, r3\n"
+        "str    r3, [sp, #4]\n"         // m end
+        "str    r0, [sp, #8]\n"         // x
+        "lsls   r3, r2, #2\n"
+        "adds   r3, r0, r3\n"
+        "mov    lr, r3\n"               // x end
+        "lsrs   r3, r2, #3\n"
+        "lsls   r3, r3, #5\n"
+        "adds   r3, r0, r3\n"
+        "mov    r12, r3\n"              // end of the blocks
+        "ldr    r4, =0x55555555\n"
+        "mov    r8, r4\n"
+        "ldr    r4, =0x33333333\n"
+        "mov    r9, r4\n"
+        "ldr    r4, =0x0f0f0f0f\n"
+        "mov    r10, r4\n"
         "1:\n"                          // ---- row
         "ldr    r0, [sp, #8]\n"
         "movs   r2, #0\n"
         "mov    r11, r2\n"
-        "2:\n"                          // ---- blocks of 8 words
-        NN_POP_BLOCK8
+        "2:\n"                          // ---- block of 8 words v0..v7 (v = x ^ w)
+        "ldmia  r0!, {r2, r3, r4}\n"      // 4
+        "ldmia  r1!, {r5, r6, r7}\n"      // 4
+        "eors   r2, r5\n"                 // 3  v0 v1 v2
+        "eors   r3, r6\n"
+        "eors   r4, r7\n"
+        "eors   r3, r2\n"                 // 5  r2 = carry h1, r4 = sum s1
+        "eors   r2, r4\n"
+        "bics   r2, r3\n"
+        "eors   r2, r4\n"
+        "eors   r4, r3\n"
+        "ldmia  r0!, {r3, r5}\n"          // 3
+        "ldmia  r1!, {r6, r7}\n"          // 3
+        "eors   r3, r6\n"                 // 2  v3 v4
+        "eors   r5, r7\n"
+        "eors   r5, r3\n"                 // 5  r3 = h2, r4 = s2
+        "eors   r3, r4\n"
+        "bics   r3, r5\n"
+        "eors   r3, r4\n"
+        "eors   r4, r5\n"
+        "ldmia  r0!, {r5, r6}\n"          // 3
+        "ldmia  r1!, {r7}\n"              // 2
+        "eors   r5, r7\n"                 // 1  v5
+        "ldmia  r1!, {r7}\n"              // 2
+        "eors   r6, r7\n"                 // 1  v6
+        "eors   r6, r5\n"                 // 5  r5 = h3, r4 = s3 (weight 1)
+        "eors   r5, r4\n"
+        "bics   r5, r6\n"
+        "eors   r5, r4\n"
+        "eors   r4, r6\n"
+        "eors   r3, r2\n"                 // 5  h1 + h2 + h3: r2 = f (4), r5 = t (2)
+        "eors   r2, r5\n"
+        "bics   r2, r3\n"
+        "eors   r2, r5\n"
+        "eors   r5, r3\n"
+        "ldmia  r0!, {r3}\n"              // 2
+        "ldmia  r1!, {r6}\n"              // 2
+        "eors   r3, r6\n"                 // 1  v7 (weight 1)
+        "mov    r6, r8\n"                 // 13 pairs of bits: p - ((p >> 1) & 0x55..)
+        "lsrs   r7, r4, #1\n"
+        "ands   r7, r6\n"
+        "subs   r4, r4, r7\n"
+        "lsrs   r7, r3, #1\n"
+        "ands   r7, r6\n"
+        "subs   r3, r3, r7\n"
+        "lsrs   r7, r5, #1\n"
+        "ands   r7, r6\n"
+        "subs   r5, r5, r7\n"
+        "lsrs   r7, r2, #1\n"
+        "ands   r7, r6\n"
+        "subs   r2, r2, r7\n"
+        "mov    r6, r9\n"                 // 17 nibbles (<= 4 each)
+        "lsrs   r7, r4, #2\n"
+        "ands   r4, r6\n"
+        "ands   r7, r6\n"
+        "adds   r4, r4, r7\n"
+        "lsrs   r7, r3, #2\n"
+        "ands   r3, r6\n"
+        "ands   r7, r6\n"
+        "adds   r3, r3, r7\n"
+        "lsrs   r7, r5, #2\n"
+        "ands   r5, r6\n"
+        "ands   r7, r6\n"
+        "adds   r5, r5, r7\n"
+        "lsrs   r7, r2, #2\n"
+        "ands   r2, r6\n"
+        "ands   r7, r6\n"
+        "adds   r2, r2, r7\n"
+        "adds   r4, r4, r3\n"             // 3  s3 + v7 <= 8, t + 2 f <= 12 per nibble
+        "lsls   r2, r2, #1\n"
+        "adds   r5, r5, r2\n"
+        "mov    r6, r10\n"                // 12 nibbles -> bytes, (s3 + v7) + 2 (t + 2 f)
+        "lsrs   r7, r4, #4\n"
+        "ands   r4, r6\n"
+        "ands   r7, r6\n"
+        "adds   r4, r4, r7\n"
+        "lsrs   r7, r5, #4\n"
+        "ands   r5, r6\n"
+        "ands   r7, r6\n"
+        "adds   r5, r5, r7\n"
+        "lsls   r5, r5, #1\n"
+        "adds   r4, r4, r5\n"
+        "add    r11, r4\n"
         "cmp    r0, r12\n"
-        "bne    2b\n"
+        "bne    2b\n"                     // 3   = 101 cycles / 8 words
         "cmp    r0, lr\n"
         "beq    4f\n"
-        NN_POP_ROW_END
-        );
-}
-
-// Rows of an odd number of words (9..31): a block of 9 first.
-static NN_HOT __attribute__((naked, noinline)) void popcount_rows_blocks_odd(
-    const uint32_t *x NN_UNUSED, const uint32_t *w NN_UNUSED, uint32_t nw NN_UNUSED,
-    uint32_t n_rows NN_UNUSED, uint32_t *m NN_UNUSED) {
-    __asm__ volatile (
-        NN_POP_ROWS_ENTRY
-        "1:\n"                          // ---- row
-        "ldr    r0, [sp, #8]\n"
-        "movs   r2, #0\n"
-        "mov    r11, r2\n"
-        NN_POP_BLOCK9
-        "cmp    r0, r12\n"
-        "beq    5f\n"
-        "2:\n"                          // ---- blocks of 8 words
-        NN_POP_BLOCK8
-        "cmp    r0, r12\n"
-        "bne    2b\n"
-        "5:\n"
+        "3:\n"                          // ---- the 1..7 words after the blocks
+        "ldmia  r0!, {r2}\n"
+        "ldmia  r1!, {r3}\n"
+        "eors   r2, r3\n"
+        "mov    r6, r8\n"
+        "lsrs   r7, r2, #1\n"
+        "ands   r7, r6\n"
+        "subs   r2, r2, r7\n"
+        "mov    r6, r9\n"
+        "lsrs   r7, r2, #2\n"
+        "ands   r2, r6\n"
+        "ands   r7, r6\n"
+        "adds   r2, r2, r7\n"
+        "mov    r6, r10\n"
+        "lsrs   r7, r2, #4\n"
+        "ands   r2, r6\n"
+        "ands   r7, r6\n"
+        "adds   r2, r2, r7\n"
+        "add    r11, r2\n"
         "cmp    r0, lr\n"
-        "beq    4f\n"
-        NN_POP_ROW_END
+        "bne    3b\n"
+        "4:\n"                          // byte counts -> count, store m[row]
+        "mov    r2, r11\n"
+        "ldr    r6, =0x00ff00ff\n"
+        "lsrs   r7, r2, #8\n"
+        "ands   r2, r6\n"
+        "ands   r7, r6\n"
+        "adds   r2, r2, r7\n"
+        "lsrs   r7, r2, #16\n"
+        "uxth   r2, r2\n"
+        "adds   r2, r2, r7\n"
+        "ldr    r3, [sp, #0]\n"
+        "stmia  r3!, {r2}\n"
+        "str    r3, [sp, #0]\n"
+        "ldr    r2, [sp, #4]\n"
+        "cmp    r3, r2\n"
+        "beq    9f\n"
+        "b      1b\n"                   // (conditional branches reach only 256 bytes)
+        "9:\n"
+        "add    sp, #12\n"
+        "pop    {r4, r5, r6, r7}\n"
+        "mov    r8, r4\n"
+        "mov    r9, r5\n"
+        "mov    r10, r6\n"
+        "mov    r11, r7\n"
+        "pop    {r4, r5, r6, r7, pc}\n"
+        ".ltorg\n"
         );
 }
-
-#undef NN_POP_ROWS_ENTRY
-#undef NN_POP_TREE8
-#undef NN_POP_PAIRS
-#undef NN_POP_NIBBLES
-#undef NN_POP_FOLD
-#undef NN_POP_BLOCK8
-#undef NN_POP_BLOCK9
-#undef NN_POP_ROW_END
 
 // Rows of nw >= NN_ARCH_POPCOUNT_MIN_WORDS words: 3..7 words and 8..31 words in one
-// call for the whole layer, longer rows one by one in pieces of 24 words.
+// call for the whole layer, longer rows one by one in chunks of 24 words.
 static NN_HOT void popcount_rows_arch(
     const uint32_t *x, const uint32_t *w, uint32_t nw, uint32_t n_rows, uint32_t *m) {
     if (nw < 8) {
         popcount_rows_short(x, w, nw, n_rows, m);
     } else if (nw <= 31) {
-        if (nw & 1) {
-            popcount_rows_blocks_odd(x, w, nw, n_rows, m);
-        } else {
-            popcount_rows_blocks(x, w, nw, n_rows, m);
-        }
+        popcount_rows_blocks(x, w, nw, n_rows, m);
     } else {
         for (; n_rows; n_rows--, w += nw) {
             uint32_t total = 0, k = 0, part;
@@ -651,11 +580,7 @@ static NN_HOT void popcount_rows_arch(
                 popcount_rows_blocks(x + k, w + k, 24, 1, &part);
                 total += part;
             }
-            if ((nw - k) & 1) {
-                popcount_rows_blocks_odd(x + k, w + k, nw - k, 1, &part);
-            } else {
-                popcount_rows_blocks(x + k, w + k, nw - k, 1, &part);
-            }
+            popcount_rows_blocks(x + k, w + k, nw - k, 1, &part);
             *m++ = total + part;
         }
     }
