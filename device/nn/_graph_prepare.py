@@ -155,90 +155,6 @@ def ratio_multiplier(num, den):
     return m, shift
 
 
-def _bits(n):
-    # bits of 0 <= n < 2^30, on small ints
-    b = 0
-    while n >> 6:
-        n >>= 6
-        b += 6
-    while n:
-        n >>= 1
-        b += 1
-    return b
-
-
-def ratio_multiplier_small(mx, ex, mw, ew, d, ed):
-    """ratio_multiplier((mx * mw, ex + ew), (d, ed)) on small ints only (mantissas below
-    2^24, as _f32 gives them): (the multiplier's halves m >> 16 and m & 0xFFFF, shift).
-    The product's 48 bits are long-divided by d six bits at a time (remainders below
-    2^30)."""
-    if not mx or not mw:
-        return 0, 0, 0
-    # n = mx * mw as 24-bit halves nh, nl, from 12-bit limbs
-    a0 = mx & 0xFFF
-    a1 = mx >> 12
-    b0 = mw & 0xFFF
-    b1 = mw >> 12
-    c = a0 * b0
-    nl = c & 0xFFF
-    c = (c >> 12) + a0 * b1 + a1 * b0
-    nl |= (c & 0xFFF) << 12
-    nh = (c >> 12) + a1 * b1
-    bn = _bits(nh) + 24 if nh else _bits(nl)
-    k = 53 - bn + _bits(d)  # n * 2^k / d lies in [2^52, 2^54)
-    # long division of n * 2^k by d, digits of 6 bits from the top: digit j holds bits
-    # [p, p + 6) of n (p below 0: the appended zeros)
-    total = bn + k
-    steps = (total + 5) // 6
-    r = qh = ql = 0  # remainder; quotient q = qh * 2^24 + ql
-    p = 6 * steps - 6 - k
-    for _ in range(steps):
-        if p >= 24:
-            digit = (nh >> (p - 24)) & 63
-        elif p > 18:
-            digit = ((nl >> p) | (nh << (24 - p))) & 63
-        elif p >= 0:
-            digit = (nl >> p) & 63
-        elif p > -6:
-            digit = (nl << -p) & 63
-        else:
-            digit = 0
-        r = (r << 6) | digit
-        t = r // d
-        r -= t * d
-        ql = (ql << 6) | t
-        qh = (qh << 6) | (ql >> 24)
-        ql &= 0xFFFFFF
-        p -= 6
-    if qh >> 29:  # 54 bits: the last one and the remainder decide the rounding
-        low = ql & 1
-        ql = (ql >> 1) | ((qh & 1) << 23)
-        qh >>= 1
-        k -= 1
-        up = low and (r or ql & 1)
-    else:
-        up = r + r > d or (r + r == d and ql & 1)
-    if up:
-        ql += 1
-        if ql >> 24:
-            ql = 0
-            qh += 1
-    if qh >> 29:  # rounded up to 2^53
-        qh >>= 1
-        k -= 1
-    shift = 53 + ex + ew - ed - k
-    # m = (q + 2^21) >> 22, the significand's 31 leading bits, halves up: as halves
-    low = ((qh & 0x3FFF) << 2) + ((ql + 0x200000) >> 22)
-    mh = (qh >> 14) + (low >> 16)
-    ml = low & 0xFFFF
-    if mh == 0x8000:
-        mh = 0x4000
-        shift += 1
-    if shift < -31:
-        return 0, 0, 0
-    return mh, ml, shift
-
-
 def _round_half_away(t, q):
     # std::round of the non-negative value t * 2^q
     if q >= 0:
@@ -433,7 +349,7 @@ def _channels(buf, g, k, si, w, so, input_zero, bias_at, sums_fn, c_out, n, stri
         raise _fail(g, k, "no output channels")
     s = w[F.T_SCALES]
     at = _table_at(buf, g, k, 12 * c_out)
-    mh = ml = sh = 0
+    m = sh = 0
     sums = _SUMS
     for c in range(c_out):
         sums_fn(buf, w[F.T_OFFSET] + c * stride_out, n, stride, sums)
@@ -442,15 +358,13 @@ def _channels(buf, g, k, si, w, so, input_zero, bias_at, sums_fn, c_out, n, stri
             raise _fail(g, k, "the int32 accumulator can overflow (too many or too large"
                               " weights)")
         if c == 0 or len(s) > 1:
-            mw, ew = _f32(s[c])
-            mh, ml, sh = ratio_multiplier_small(si[0], si[1], mw, ew, so[0], so[1])
+            m, sh = ratio_multiplier(_mul(si, _f32(s[c])), so)
             _shift(g, k, sh)
         folded = bias - input_zero * sums[0]
         if abs(folded) > X.INT32_MAX:
             raise _fail(g, k, "the folded bias leaves int32")
-        o = at + 12 * c  # (the multiplier compared by its halves: no long int made)
-        if _i32(buf, o) != folded or buf[o + 4] | (buf[o + 5] << 8) != ml \
-                or buf[o + 6] | (buf[o + 7] << 8) != mh or _i32(buf, o + 8) != sh:
+        o = at + 12 * c
+        if _i32(buf, o) != folded or _i32(buf, o + 4) != m or _i32(buf, o + 8) != sh:
             raise _fail(g, k, "stored table differs from the one its quantization gives")
     return 12 * c_out
 
