@@ -361,8 +361,9 @@ def layer_costs(model: nn.Sequential) -> list[dict]:
 
 # ---------------------------------------------------------------------- training
 
-# DEFAULT_SPEC, 30 + 4 epochs, +-1 pixel shifts (figures: train_xnor_cnn's docstring).
-TRAIN_DEFAULTS = {"arch": DEFAULT_SPEC, "epochs": 30, "batch_size": 100, "lr": 1e-2, "shift": 1}
+# DEFAULT_SPEC, 20 + 2 epochs, +-1 pixel shifts: 97.54% on the MNIST test set (seed 0,
+# distilled from the float DEFAULT_CNN, --teacher); 97.53% without a teacher (15 + 2 epochs).
+TRAIN_DEFAULTS = {"arch": DEFAULT_SPEC, "epochs": 20, "batch_size": 100, "lr": 1e-2, "shift": 1}
 FINETUNE_EPOCHS = 2
 DISTILL_TEMPERATURE = 4.0
 DISTILL_WEIGHT = 0.7
