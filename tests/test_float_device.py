@@ -229,3 +229,55 @@ def test_natmod_on_stock_unix(tmp_path):
             words = lines.pop(0).split()
             want = reference(gr, xs)
             assert [bytes.fromhex(h) for h in words[1:-1]] == [w.tobytes() for w in want]
+
+
+PICO_FLOAT = """
+import nn, array, binascii
+m = nn.load({blob!r})
+xs = {inputs!r}
+for be in [b for b in ('c', 'python') if b in nn.backends()]:
+    nn.use_backend(be)
+    for raw in xs:
+        y = m.forward(array.array('f', raw))
+        ys = y if type(y) is tuple else (y,)
+        print('Y', be, ' '.join(m.tiers()), ' '.join(binascii.hexlify(bytes(v)).decode()
+                                                     for v in ys))
+"""
+
+
+def test_virtual_pico(tmp_path):
+    """On the emulated RP2040 (float32 in software: the boot ROM's routines for C, the
+    port's float32 objects for Python) the float graphs give the host reference's bits in
+    the c and python tiers."""
+    uf2 = mpy.ROOT / "build" / "PICO" / "firmware.uf2"
+    if not uf2.is_file():
+        pytest.skip("no build/PICO/firmware.uf2 (make firmware BOARD=PICO)")
+    pytest.importorskip("rp2040py", reason="rp2040py (the virtual Pico) is not installed")
+    from vpico import VirtualPico
+
+    graphs = [every_float_kind(), wide_exp()]
+    cases, want = [], []
+    for seed, gr in enumerate(graphs):
+        inputs = [xs[0] for xs in _inputs(gr, 2, seed)]
+        cases.append((format2.to_bytes(gr), [x.tobytes() for x in inputs]))
+        want.append([" ".join(w.tobytes().hex() for w in reference(gr, [x])) for x in inputs])
+    out = []
+    with VirtualPico(uf2) as pico:
+        for blob, inputs in cases:  # (one script per graph: a shorter paste)
+            out += pico.run_script(PICO_FLOAT.format(blob=blob, inputs=inputs),
+                                   timeout=1800).splitlines()
+    rows = [line.split(" ", 2) for line in out if line.startswith("Y ")]
+    backends = sorted({r[1] for r in rows})
+    assert "c" in backends and "python" in backends
+    k = 0
+    for gr, ws in zip(graphs, want, strict=True):
+        for be in ("c", "python"):
+            for w in ws:
+                _, got_be, rest = rows[k]
+                k += 1
+                tiers, got = rest.split()[:len(gr.operators)], rest.split()[len(gr.operators):]
+                assert got_be == be
+                assert {t for t, op in zip(tiers, gr.operators, strict=True)
+                        if op.kind != g.RESHAPE} == {be}
+                assert " ".join(got) == w, (be, tiers)
+    assert k == len(rows)
