@@ -237,11 +237,6 @@ def _constant(g, k, j, dtype):
     return t
 
 
-def _i32(buf, o):
-    # the little-endian int32 at byte o (a small int where it fits one)
-    return buf[o] | (buf[o + 1] << 8) | (buf[o + 2] << 16) | (((buf[o + 3] ^ 0x80) - 0x80) << 24)
-
-
 def _i32s(buf, t):
     return struct.unpack_from("<%di" % t[F.T_SIZE], buf, t[F.T_OFFSET])
 
@@ -353,7 +348,7 @@ def _channels(buf, g, k, si, w, so, input_zero, bias_at, sums_fn, c_out, n, stri
     sums = _SUMS
     for c in range(c_out):
         sums_fn(buf, w[F.T_OFFSET] + c * stride_out, n, stride, sums)
-        bias = 0 if bias_at is None else _i32(buf, bias_at + 4 * c)
+        bias = 0 if bias_at is None else struct.unpack_from("<i", buf, bias_at + 4 * c)[0]
         if sums[1] * 255 + abs(bias) > X.INT32_MAX:
             raise _fail(g, k, "the int32 accumulator can overflow (too many or too large"
                               " weights)")
@@ -363,8 +358,7 @@ def _channels(buf, g, k, si, w, so, input_zero, bias_at, sums_fn, c_out, n, stri
         folded = bias - input_zero * sums[0]
         if abs(folded) > X.INT32_MAX:
             raise _fail(g, k, "the folded bias leaves int32")
-        o = at + 12 * c
-        if _i32(buf, o) != folded or _i32(buf, o + 4) != m or _i32(buf, o + 8) != sh:
+        if struct.unpack_from("<iii", buf, at + 12 * c) != (folded, m, sh):
             raise _fail(g, k, "stored table differs from the one its quantization gives")
     return 12 * c_out
 
