@@ -35,7 +35,10 @@ class Model:
                 ) -> array | tuple[array, ...]:
         """The output(s): array('b') (int8) or array('f') (float32), owned by the model
         (or `out`). x: bytes/bytearray/array('b') of the input's size, array('f') for a
-        float32 input, a tuple for several inputs; TypeError/ValueError otherwise."""
+        float32 input, a tuple for several inputs; TypeError/ValueError otherwise. With int8
+        inputs and outputs it allocates nothing, but for the first call after
+        nn.use_backend() changed the tier and, in the python tier of a 32-bit port, an
+        int32 accumulator past +-2^30."""
     def predict(self, x: Buffer | array | tuple[Buffer | array, ...]) -> int:
         """Index of the first maximum of the (first) output."""
     def quantize(self, values: Any, out: array | bytearray | None = None) -> array | bytearray:
