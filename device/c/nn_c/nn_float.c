@@ -63,17 +63,23 @@ static inline float clamp(float v, float lo, float hi) {
 // ---------------------------------------------------------------------------
 // Kernels
 
-NN_F32_HOT void nn_f32_conv_2d(const nn_f32_conv_t *p, const float *x, const float *w, const float *bias,
-    float *y) {
+// One output channel at a time, over every pixel: its weights (kh x kw x in_c floats) stay
+// in the XIP cache while the input, in SRAM, is read again; each output's sum is the same.
+NN_F32_HOT void nn_f32_conv_2d(const nn_f32_conv_t *p, const float *x, const float *w,
+    const float *bias, float *y) {
+    uint32_t pixels = p->out_h * p->out_w;
     for (uint32_t b = 0; b < p->batches; b++) {
         const float *xb = x + b * p->in_h * p->in_w * p->in_c;
-        for (uint32_t oy = 0; oy < p->out_h; oy++) {
-            int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
-            for (uint32_t ox = 0; ox < p->out_w; ox++) {
-                int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
-                for (uint32_t oc = 0; oc < p->out_c; oc++) {
+        float *yb = y + b * pixels * p->out_c;
+        for (uint32_t oc = 0; oc < p->out_c; oc++) {
+            const float *wc = w + oc * p->k_h * p->k_w * p->in_c;
+            float bias_c = bias ? bias[oc] : 0.0f;
+            float *yc = yb + oc;
+            for (uint32_t oy = 0; oy < p->out_h; oy++) {
+                int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
+                for (uint32_t ox = 0; ox < p->out_w; ox++) {
+                    int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
                     float total = 0.0f;
-                    const float *wc = w + oc * p->k_h * p->k_w * p->in_c;
                     for (uint32_t ky = 0; ky < p->k_h; ky++) {
                         int32_t iy = iy0 + (int32_t)ky;
                         if (iy < 0 || iy >= (int32_t)p->in_h) {
@@ -93,7 +99,8 @@ NN_F32_HOT void nn_f32_conv_2d(const nn_f32_conv_t *p, const float *x, const flo
                             }
                         }
                     }
-                    *y++ = clamp(total + (bias ? bias[oc] : 0.0f), p->act_min, p->act_max);
+                    *yc = clamp(total + bias_c, p->act_min, p->act_max);
+                    yc += p->out_c;
                 }
             }
         }
