@@ -38,7 +38,7 @@ def fraction(text: str) -> float:
 
 
 # Fine-tuning defaults: magnitude pruning (MLPs) / structured pruning (CNNs).
-EPOCHS = {"sparsity": 20, "structured": 6}
+EPOCHS = {"sparsity": 20, "structured": 10}
 LR = {"sparsity": 2e-3, "structured": 2e-3}
 
 
