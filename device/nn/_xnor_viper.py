@@ -5,9 +5,10 @@
 # Bits tensors are read a word at a time (ptr32), so nn.graph uses this tier only for
 # a model at a word-aligned address (the arena always is). XNOR_CONV_2D gathers one
 # output pixel's receptive field into a word buffer and counts all output channels
-# against it with nn._viper's popcount of weight rows (the Thumb assembler loop on the
-# RP2040, SWAR viper elsewhere). Importing it is a SyntaxError on ports without the
-# native emitter: nn.graph imports it only where the 'viper' tier exists.
+# against it: with nn._viper's Thumb assembler popcount of weight rows on the RP2040
+# (rows of up to 31 words), else with the SWAR loop here (_rows). Importing it is a
+# SyntaxError on ports without the native emitter: nn.graph imports it only where the
+# 'viper' tier exists.
 import micropython
 from micropython import const
 
@@ -96,6 +97,53 @@ def _gather(x: int, h: int, w: int, rw: int, iy0: int, ix0: int, kh: int, kw: in
         ky += 1
 
 
+@micropython.viper
+def _rows(x, w: int, out: int, a: int, b: int, nw: int, n_out: int, n_in: int, mode: int):
+    # m[c] = popcount(x ^ W[c]) over rows of nw words at w; mode _MODE_BITS: bit c of out
+    # set iff m[c] <= a[c]; _MODE_FIXED: out[c] = a[c] * (n_in - 2 m[c]) + b[c]. SWAR
+    # popcount of each word (machine words of 32 or 64 bits: every value below 2^32).
+    px = ptr32(x)
+    po = ptr32(out)
+    pa = ptr32(a)
+    pb = ptr32(b)
+    m1 = 0x5555
+    m1 |= m1 << 16
+    m2 = 0x3333
+    m2 |= m2 << 16
+    m4 = 0x0F0F
+    m4 |= m4 << 16
+    one = 1
+    sgn = one << 31
+    m32 = (sgn << 1) - 1
+    if mode == 0:
+        c = 0
+        while c < ((n_out + 31) >> 5):
+            po[c] = 0
+            c += 1
+    row = w
+    c = 0
+    while c < n_out:
+        pw = ptr32(row)
+        m = 0
+        k = 0
+        while k < nw:
+            v = uint(px[k] ^ pw[k])
+            v = v - ((v >> 1) & m1)
+            v = (v & m2) + ((v >> 2) & m2)
+            v = (v + (v >> 4)) & m4
+            v = v + (v >> 8)
+            v = v + (v >> 16)
+            m += int(v & 0x3F)
+            k += 1
+        if mode == 0:
+            if m <= (((pa[c] & m32) ^ sgn) - sgn):
+                po[c >> 5] |= one << (c & 31)
+        else:
+            po[c] = pa[c] * (n_in - 2 * m) + pb[c]
+        row += nw << 2
+        c += 1
+
+
 def xnor_conv_2d(a):
     """XNOR_CONV_2D: m = popcount(field XOR w[c]); bits (m <= thr[c]) or int32
     a[c] * (n - 2m) + b[c]."""
@@ -119,7 +167,7 @@ def xnor_conv_2d(a):
                 if thumb:
                     V._xnor_thumb(f, wa, ca, ca + 4 * cout, y, nw, cout, n_bits, mode, V._cnt)
                 else:
-                    V._xnor_rows(0, 0, f, wa, y, ca, ca + 4 * cout, nw, cout, n_bits, mode)
+                    _rows(f, wa, y, ca, ca + 4 * cout, nw, cout, n_bits, mode)
                 y += step
 
 
