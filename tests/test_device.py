@@ -829,8 +829,7 @@ PICO_RUN = """
 import nn, binascii
 from nn import _viper
 print('THUMB', _viper.THUMB, ' '.join(nn.backends()))
-X = {inputs!r}
-for name, blob, n in {models!r}:
+for name, blob, n, X in {models!r}:
     m = nn.load(blob)
     for be in nn.backends():
         nn.use_backend(be)
@@ -859,11 +858,17 @@ def test_virtual_pico_tiers(device_models, rng):
         ir.XnorDense(rng.random((70, 70)) < 0.5, rng.integers(30, 40, 70).astype(np.int32)),
         ir.XnorOut(rng.random((10, 70)) < 0.5, rng.integers(1, 900, 10).astype(np.int32),
                    rng.integers(-999, 999, 10).astype(np.int32))], "xnor")
-    models = {"xnor70": xnor, **{k: device_models[k][0] for k in
+    # 1,100 inputs: rows of 35 words, past the assembler's 31, counted in viper itself
+    wide = ir.DeviceModel([
+        ir.Binarize(1100, 90),
+        ir.XnorDense(rng.random((8, 1100)) < 0.5, rng.integers(530, 570, 8).astype(np.int32)),
+        ir.XnorOut(rng.random((4, 8)) < 0.5, rng.integers(1, 900, 4).astype(np.int32),
+                   rng.integers(-999, 999, 4).astype(np.int32))], "xnor")
+    models = {"xnor70": xnor, "xnor1100": wide, **{k: device_models[k][0] for k in
                                  ("uint8", "sparse_uint8", "xnor")}}
-    x = _inputs(models["uint8"], rng, 4)
-    blobs = [(k, fmt.to_bytes(dm), dm.input_size) for k, dm in models.items()]
-    code = PICO_RUN.format(inputs=x.tobytes(), models=blobs)
+    xs = {k: _inputs(dm, rng, 4) for k, dm in models.items()}
+    blobs = [(k, fmt.to_bytes(dm), dm.input_size, xs[k].tobytes()) for k, dm in models.items()]
+    code = PICO_RUN.format(models=blobs)
     with VirtualPico(uf2) as pico:
         out = pico.run_script(code, timeout=600).splitlines()
     head = out[0].split()
@@ -875,6 +880,6 @@ def test_virtual_pico_tiers(device_models, rng):
         name, tier, _, hexy = line.split()
         got.setdefault((name, tier), []).append(np.frombuffer(bytes.fromhex(hexy), "<i4"))
     for name, dm in models.items():
-        ref = reference.run(dm, x)
+        ref = reference.run(dm, xs[name])
         for tier in tiers:
             np.testing.assert_array_equal(np.array(got[(name, tier)]), ref, err_msg=f"{name} {tier}")

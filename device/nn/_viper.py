@@ -224,7 +224,10 @@ def _xnor_rows(v: uint, k: int, x, w, out, a, b, nw: int, n_out: int, n_in: int,
     m2 |= m2 << 16
     m4 = 0x0F0F
     m4 |= m4 << 16
-    m8 = 0x00FF00FF
+    # Built by a shift, like the masks above: with the literal 0x00FF00FF here this
+    # function counted wrong on the virtual Pico (armv6m viper code), every row length.
+    m8 = 0xFF
+    m8 |= m8 << 16
     one = 1
     sgn = one << 31
     m32 = (sgn << 1) - 1
