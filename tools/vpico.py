@@ -245,6 +245,10 @@ class VirtualPico:
     # -- running code ------------------------------------------------------------------------
     @staticmethod
     def _exec_on(t: SerialTransport, code: str, timeout: float) -> tuple[str, str]:
+        # Ask for raw-paste mode (flow-controlled) every time: mpremote drops it for the
+        # connection after one unclear answer (boot output, a slow emulator), and the plain
+        # raw REPL's unpaced 256-byte writes overrun a loaded emulator's console.
+        t.use_raw_paste = True
         t.exec_raw_no_follow(code.encode())
         out = t.read_until(1, b"\x04", timeout=None, timeout_overall=timeout)
         if not out.endswith(b"\x04"):
