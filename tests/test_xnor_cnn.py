@@ -351,6 +351,17 @@ def test_prepare_refuses_bits_at_the_graph_edges_and_in_int8_kinds():
     with pytest.raises(g.GraphError, match="bits"):
         int8_ops.prepare(graph)
 
+    # a binary operator whose output claims float32: refused by name, not a KeyError
+    bits_in = g.Tensor("b", (1, 2, 2, 8), g.BITS)
+    f = g.Tensor("f", (1, 1, 1, 8), g.FLOAT32)
+    graph = g.Graph([x, g.Tensor("bd", (8, 2), g.INT32, None, np.zeros((8, 2), np.int32)),
+                     bits_in, f],
+                    [g.Operator(g.BINARIZE, (0, 1), (2,)),
+                     g.Operator(g.BINARY_MAX_POOL_2D, (2,), (3,),
+                                g.PoolOptions(2, 2, 2, 2, g.VALID))], [0], [3])
+    with pytest.raises(g.GraphError, match="no float32 version"):
+        int8_ops.prepare(graph)
+
 
 # ------------------------------------------------------------------ specs and CLI
 

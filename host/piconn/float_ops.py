@@ -300,7 +300,7 @@ PREPARE = {
 
 def prepare_op(o) -> FloatParams:
     """Check float operator `o` (an `int8_ops._Op`) and compute its parameters."""
-    return PREPARE[o.op.kind](o)
+    return PREPARE.get(o.op.kind, _not_float)(o)
 
 
 # --------------------------------------------------------------------------- kernels
