@@ -395,7 +395,7 @@ class Model:
         Float layers compute in float32, NaN and infinities included (FORMAT.md).
         RAM: none (buffers were made by load); the python/viper tiers box floats for
         float layers (under heap_lock(): MemoryError). Time on an RP2040 at 125 MHz (784-128-10, emulated, weights in
-        flash): C 1.5 ms (uint8), 0.67 ms (sparse uint8), 1.4 ms (XNOR 784-256-256-10),
+        flash): C 1.5 ms (uint8), 0.67 ms (sparse uint8), 1.26 ms (XNOR 784-256-256-10),
         34 ms (float); viper 11 ms (uint8), 2.6 ms (sparse uint8), 3.6 ms (XNOR);
         python 0.14-1.1 s (integer kinds), seconds for float kinds.
         """
@@ -456,7 +456,7 @@ class Model:
     def predict(self, x):
         """Class index (int) of one input: the first maximum of forward(x), NaN first
         for float outputs (as numpy's argmax). Costs forward() plus an O(output_size)
-        scan (in the C tier both in the one _nn_c.run call: XNOR 784-256-256-10 1.34 ms
+        scan (in the C tier both in the one _nn_c.run call: XNOR 784-256-256-10 1.21 ms
         on the emulated RP2040); allocates nothing more."""
         if _crun:
             s = self._pred
