@@ -17,7 +17,7 @@ from nn._xnor_python import MAX_FIELD_BYTES
 
 _TYPING = False  # True for type checkers only (mypy --always-true=_TYPING)
 if _TYPING:
-    from nn._viper_types import ptr8, ptr32
+    from nn._viper_types import ptr8, ptr32, uint
 
 _field = bytearray(MAX_FIELD_BYTES)  # one output pixel's receptive field
 _MODE_BITS = const(0)  # nn._viper's row modes: thresholds, fixed point
