@@ -51,7 +51,8 @@ QUANT_CHANNEL = 2
 KIND_CODES = {g.CONV_2D: 1, g.DEPTHWISE_CONV_2D: 2, g.FULLY_CONNECTED: 3, g.AVERAGE_POOL_2D: 4,
               g.MAX_POOL_2D: 5, g.ADD: 6, g.RESHAPE: 7, g.SOFTMAX: 8, g.PAD: 9, g.MEAN: 10,
               g.LOGISTIC: 11, g.TANH: 12, g.QUANTIZE: 13, g.DEQUANTIZE: 14}
-KIND_CODES.update({g.BINARIZE: 20, g.XNOR_CONV_2D: 21, g.BINARY_MAX_POOL_2D: 22})
+KIND_CODES.update({g.BINARIZE: 20, g.XNOR_CONV_2D: 21, g.BINARY_MAX_POOL_2D: 22,
+                   g.BINARIZE_CONV_2D: 23})
 KIND_NAMES = {v: k for k, v in KIND_CODES.items()}
 PADDING_CODES = {g.SAME: 0, g.VALID: 1}
 ACTIVATION_CODES = {g.ACT_NONE: 0, g.ACT_RELU: 1, g.ACT_RELU6: 2}
@@ -472,7 +473,7 @@ def _options(kind: str, values: dict[str, int]) -> g.Options:
         return g.SoftmaxOptions(struct.unpack("<f", struct.pack("<i", values["beta"]))[0])
     if kind == g.MEAN:
         return g.MeanOptions(bool(values["keep_dims"]))
-    if kind == g.XNOR_CONV_2D:
+    if kind in (g.XNOR_CONV_2D, g.BINARIZE_CONV_2D):
         return g.ConvOptions(values["stride_h"], values["stride_w"], padding[values["padding"]])
     if kind == g.BINARY_MAX_POOL_2D:
         return g.PoolOptions(values["filter_h"], values["filter_w"], values["stride_h"],

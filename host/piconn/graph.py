@@ -54,7 +54,8 @@ KINDS = (ADD, AVERAGE_POOL_2D, CONV_2D, DEPTHWISE_CONV_2D, DEQUANTIZE, FULLY_CON
 BINARIZE = "BINARIZE"
 XNOR_CONV_2D = "XNOR_CONV_2D"
 BINARY_MAX_POOL_2D = "BINARY_MAX_POOL_2D"
-KINDS += (BINARIZE, XNOR_CONV_2D, BINARY_MAX_POOL_2D)
+BINARIZE_CONV_2D = "BINARIZE_CONV_2D"  # int8 convolution -> bits (accumulator >= threshold)
+KINDS += (BINARIZE, XNOR_CONV_2D, BINARY_MAX_POOL_2D, BINARIZE_CONV_2D)
 
 # Padding of convolutions and pools; fused activations.
 SAME = "same"
@@ -250,11 +251,11 @@ class Graph:
     def op_macs(self, index: int) -> int:
         """Multiply-accumulates of one operator (convolutions and fully connected)."""
         op = self.operators[index]
-        if op.kind not in (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED):
+        if op.kind not in (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, BINARIZE_CONV_2D):
             return 0
         out = self.tensors[op.outputs[0]]
         w = self.tensors[op.inputs[1]].shape
-        if op.kind == CONV_2D:  # w: [out_c, kh, kw, in_c]
+        if op.kind in (CONV_2D, BINARIZE_CONV_2D):  # w: [out_c, kh, kw, in_c]
             return out.size * w[1] * w[2] * w[3]
         if op.kind == DEPTHWISE_CONV_2D:  # w: [1, kh, kw, out_c]
             return out.size * w[1] * w[2]

@@ -9,7 +9,8 @@ A binary CNN here is
     [Flatten] [BinaryLinear BatchNorm1d SignSTE]*                  hidden dense layers
     BinaryLinear BatchNorm1d                                       the logits
 
-and its graph (`to_graph`, format version 2): the stem as CONV_2D + BINARIZE, binary
+and its graph (`to_graph`, format version 2): the stem as BINARIZE_CONV_2D (an int8
+convolution whose output bit is its accumulator's sign: no requantization), binary
 convolutions and dense layers as XNOR_CONV_2D (a dense layer is a window over its whole
 input; the last one gives int32 fixed-point logits), pools as BINARY_MAX_POOL_2D.
 
@@ -324,8 +325,7 @@ def layer_costs(model: nn.Sequential) -> list[dict]:
     XOR+popcount words (binary layers: each pixel's channels packed 32 to a word, a
     flattened image keeps that packing), weight bytes as stored on the device."""
     shape: tuple[int, ...] = INPUT_SHAPE
-    packed = dense_words = 0  # words of one sample's bits (per pixel; as one row)
-    stem_bits = False
+    packed = 0  # words of one sample's bits (each pixel's channels in whole words)
     rows = []
     for layer in model.layers[1:]:
         if isinstance(layer, (BinaryConv2d, QuantConv2d, conv.Conv2d)):
@@ -348,15 +348,10 @@ def layer_costs(model: nn.Sequential) -> list[dict]:
             rows.append({"layer": "binary dense", "output": list(out), "macs": 0,
                          "word_ops": packed * layer.n_out,
                          "weight_bytes": 4 * packed * layer.n_out})
-        stem_bits = isinstance(layer, (conv.Conv2d, QuantConv2d)) or (
-            isinstance(layer, (conv.BatchNorm2d, SignSTE)) and stem_bits)
         shape = tuple(out)
         if len(shape) == 3:
             packed = shape[0] * shape[1] * words(shape[2])
-            dense_words = words(int(np.prod(shape))) if stem_bits else packed
-        elif isinstance(layer, nn.Flatten):
-            packed = dense_words  # `to_graph` packs the stem's bits as one row
-        else:
+        elif not isinstance(layer, nn.Flatten):  # a flattened image keeps its pixels' words
             packed = words(shape[0])
     return rows
 
@@ -479,8 +474,6 @@ def predict_signs(model: nn.Sequential, x: np.ndarray, batch_size: int = 1000) -
 
 INPUT_SCALE = 1.0 / 255.0  # the graph input: int8 pixel - 128 (as piconn.quant_int8)
 INPUT_ZERO_POINT = -128
-SIGN_MULTIPLIER = 2.0  # the stem's smallest requantization multiplier (see `to_graph`)
-MAX_SCALE_RATIO = 256.0  # of the stem's largest to smallest declared weight scale
 
 
 class _GraphBuilder:
@@ -511,65 +504,19 @@ def _per_tensor(scale: float, zero: int) -> g.Quant:
     return g.Quant(np.array([scale], np.float32), np.array([zero], np.int32))
 
 
-def _stem_ops(b: _GraphBuilder, x: int, q: QuantConv2d, dense: bool = False,
-              flip: np.ndarray | None = None) -> int:
-    """(RESHAPE +) CONV_2D (int8, fused ReLU) + BINARIZE: bit = accumulator >= 0, exactly.
-
-    The output quantization keeps only the accumulator's sign. The stored bias is the
-    layer's plus 1, so the accumulator is v + 1 and the bit is v + 1 >= 1; the zero point is
-    -128 and the scale makes every channel's multiplier at least 2, so v + 1 <= 0 gives
-    y = -128 (the ReLU's floor: the kernel's shortcut) and v + 1 >= 1 gives y >= -126.
-    BINARIZE's bounds [-127, 127] then set the bit exactly when v >= 0. The declared
-    weight scales are the quantization's, except that none is below 1/256 of the largest
-    (a near-dead channel's scale only changes its real value, never its sign), which keeps
-    every multiplier's shift small.
-
-    `flip` (per channel): compute the complement bit instead, from -v - 1 (negated weights,
-    bias -bias - 1): -v - 1 >= 0 exactly when v < 0. The layer after the stem reads such a
-    channel with its weight bits inverted (x XOR w = not x XOR not w), so the network is
-    unchanged; `to_graph` flips the channels whose bias is >= 0, which are the ones a
-    blank patch (v = bias) sets, so that blank patches take the ReLU's shortcut.
-    """
-    flip = np.zeros(q.out_ch, bool) if flip is None else np.asarray(flip, bool)
-    scales = q.scale.astype(np.float64)
-    scales = np.maximum(scales, scales.max() / MAX_SCALE_RATIO)
-    s_out = float(np.float32(INPUT_SCALE * scales.min() / SIGN_MULTIPLIER))
+def _stem_op(b: _GraphBuilder, x: int, q: QuantConv2d) -> int:
+    """BINARIZE_CONV_2D: bit = sum((x - zx) * weight) >= -bias with x - zx the pixel
+    (0..255), i.e. the frozen stem's accumulator v >= 0, exactly (no requantization). The
+    weights keep their quantization scales (informative: only the sign of v is used)."""
     _, h, wd, _ = b.tensors[x].shape
     oh, ow, c = q.output_shape((h, wd, q.in_ch))
-    group = _pixel_group(q, wd)
-    sign = np.where(flip, -1, 1)
-    weight = (q.weight.astype(np.int16) * sign[:, None, None, None]).astype(np.int8)
-    stride_w = q.stride[1]
-    if group > 1:  # RESHAPE (free) to `group` pixels per position; the same convolution
-        x = b.op(g.RESHAPE, (x,), b.tensor("stem.grouped", (1, h, wd // group, group), g.INT8,
-                                            b.tensors[x].quant))
-        weight = weight.reshape(q.out_ch, q.kernel[0], q.kernel[1] // group, group)
-        stride_w //= group
-    w = b.tensor("stem.weight", weight.shape, g.INT8,
-                 g.Quant(scales.astype(np.float32), np.zeros(q.out_ch, np.int32), 0), weight)
-    stored = np.where(flip, -q.bias.astype(np.int64), q.bias.astype(np.int64) + 1)
-    bias = b.tensor("stem.bias", (q.out_ch,), g.INT32, None, stored.astype(np.int32))
-    y = b.tensor("stem.out", (1, oh, ow, c), g.INT8, _per_tensor(s_out, -128))
-    b.op(g.CONV_2D, (x, w, bias), y, g.ConvOptions(q.stride[0], stride_w, g.VALID, g.ACT_RELU))
-    shape = (1, oh, ow, c)
-    if dense:  # RESHAPE (free) to one row, so the bits are packed without per-pixel padding
-        shape = (1, 1, 1, oh * ow * c)
-        y = b.op(g.RESHAPE, (y,), b.tensor("stem.flat", shape, g.INT8, b.tensors[y].quant))
-    bounds = np.tile(np.array([[-127, 127]], np.int32), (shape[-1], 1))
-    bt = b.tensor("stem.bounds", bounds.shape, g.INT32, None, bounds)
-    bits = b.tensor("stem.bits", shape, g.BITS)
-    return b.op(g.BINARIZE, (y, bt), bits)
-
-
-def _pixel_group(q: QuantConv2d, width: int) -> int:
-    """The most pixels of a row the stem can read as the channels of one position: a
-    divisor of the image width, the kernel width and the horizontal stride (1 for a
-    one-channel input otherwise). A 4x4 kernel at stride 4 on 28 columns reads 7 positions
-    of 4 channels: the same sums, in a layout whose inner loop runs over 4 channels."""
-    if q.in_ch != 1:
-        return 1
-    return max(d for d in range(1, width + 1)
-               if width % d == 0 and q.kernel[1] % d == 0 and q.stride[1] % d == 0)
+    w = b.tensor("stem.weight", q.weight.shape, g.INT8,
+                 g.Quant(q.scale.astype(np.float32), np.zeros(q.out_ch, np.int32), 0), q.weight)
+    thr = b.tensor("stem.thresholds", (q.out_ch,), g.INT32, None,
+                   (-q.bias.astype(np.int64)).astype(np.int32))
+    bits = b.tensor("stem.bits", (1, oh, ow, c), g.BITS)
+    return b.op(g.BINARIZE_CONV_2D, (x, w, thr), bits,
+                g.ConvOptions(q.stride[0], q.stride[1], g.VALID))
 
 
 def _xnor_op(b: _GraphBuilder, x: int, w_pm: np.ndarray, k: np.ndarray, c: np.ndarray,
@@ -597,7 +544,7 @@ def _xnor_op(b: _GraphBuilder, x: int, w_pm: np.ndarray, k: np.ndarray, c: np.nd
 
 def to_graph(model: nn.Sequential, name: str = "cnn_xnor") -> g.Graph:
     """A trained binary CNN (its stem frozen: `freeze_stem`) -> a version-2 graph:
-    CONV_2D + BINARIZE (the stem), XNOR_CONV_2D (binary convolutions and dense layers,
+    BINARIZE_CONV_2D (the stem), XNOR_CONV_2D (binary convolutions and dense layers,
     bits out; the last one int32 fixed-point logits) and BINARY_MAX_POOL_2D. The graph
     takes the int8 image (pixel - 128) and computes what `model` computes: the same
     bits, and logits equal to the model's up to the fixed point's rounding."""
@@ -608,19 +555,7 @@ def to_graph(model: nn.Sequential, name: str = "cnn_xnor") -> g.Graph:
         raise ValueError("the stem must be frozen first (freeze_stem: QuantConv2d after Reshape)")
     b = _GraphBuilder()
     x_in = b.tensor("input", (1, *INPUT_SHAPE), g.INT8, _per_tensor(INPUT_SCALE, INPUT_ZERO_POINT))
-    # A binary dense layer right after the stem's sign reads the stem's bits packed as one
-    # row (no padding bits per pixel: fewer words when the stem's channels are not a
-    # multiple of 32).
-    dense = (len(layers) > 4 and isinstance(layers[2], SignSTE)
-             and isinstance(layers[3], nn.Flatten) and isinstance(layers[4], BinaryLinear)
-             and layers[1].out_ch % 32 != 0)
-    # Blank patches take the int8 kernel's shortcut when the next layer can absorb the
-    # flipped channels (`_stem_ops`): a binary layer right after the stem's sign.
-    stem = layers[1]
-    absorbs = len(layers) > 3 and isinstance(layers[2], SignSTE) and (
-        isinstance(layers[3], BinaryConv2d) or dense)
-    flip = (stem.bias >= 0) if absorbs else None
-    x = _stem_ops(b, x_in, stem, dense, flip)
+    x = _stem_op(b, x_in, layers[1])
     i = 2
     expect_sign = True  # the stem's SignSTE (maybe after a pool) is still to come
     pending_pool: conv.MaxPool2d | None = None
@@ -654,18 +589,12 @@ def to_graph(model: nn.Sequential, name: str = "cnn_xnor") -> g.Graph:
             _, h, wd, ch = b.tensors[x].shape
             if isinstance(layer, BinaryConv2d):
                 w_pm, stride = layer.binary_weight(), layer.stride
-                if flip is not None:  # the stem's flipped channels, read inverted
-                    w_pm = w_pm * np.where(flip, -1, 1)
-                    flip = None
             else:
                 if layer.n_in != h * wd * ch:
                     raise ValueError(f"layer {i}: {layer!r} takes {layer.n_in} inputs, the"
                                      f" layer before gives {h * wd * ch}")
-                w_flat = layer.binary_weight()
-                if flip is not None:  # dense: the stem's channels are the fastest index
-                    w_flat = w_flat * np.tile(np.where(flip, -1, 1), layer.n_in // len(flip))
-                    flip = None
-                w_pm, stride = w_flat.reshape(layer.n_out, h, wd, ch), (1, 1)
+                w_pm = layer.binary_weight().reshape(layer.n_out, h, wd, ch)
+                stride = (1, 1)
                 if layer.bias is not None:
                     c = c + k * layer.bias.data.astype(np.float64)
             i += 2

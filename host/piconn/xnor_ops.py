@@ -1,8 +1,10 @@
 """Reference of the binary operators of format version 2 (docs/FORMAT.md, "Binary operators").
 
 BINARIZE (int8 -> bits by per-channel bounds), XNOR_CONV_2D (bits -> bits by popcount
-thresholds, or -> int32 fixed-point logits) and BINARY_MAX_POOL_2D (OR of bits), in numpy,
-integer-exact: the device's three tiers must equal these bit for bit.
+thresholds, or -> int32 fixed-point logits), BINARY_MAX_POOL_2D (OR of bits) and
+BINARIZE_CONV_2D (an int8 convolution whose output is each accumulator's comparison with a
+per-channel threshold: int8 -> bits), in numpy, integer-exact: the device's three tiers
+must equal these bit for bit.
 
 A `bits` tensor's values are numpy bool arrays of its shape (True = +1, False = -1); the
 32-to-a-word packing (`pack`, `unpack`) is only the file's and the device's layout. The
@@ -19,8 +21,11 @@ import numpy as np
 
 from . import graph as g
 
-KINDS = (g.BINARIZE, g.XNOR_CONV_2D, g.BINARY_MAX_POOL_2D)
+KINDS = (g.BINARIZE, g.XNOR_CONV_2D, g.BINARY_MAX_POOL_2D, g.BINARIZE_CONV_2D)
 MAX_FIELD_WORDS = 1024  # kh * kw * words(C_in): the receptive field of one output (4 KB)
+# BINARIZE_CONV_2D: kh * kw * C_in taps per output. Each (x - zx) * w is at most
+# 255 * 128 = 32,640 in magnitude, so a sum of 1024 stays below 2^25: inside int32 with room.
+MAX_FIELD_TAPS = 1024
 MAX_STRIDE = 4096  # FORMAT.md: the device's index arithmetic stays inside int32
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT8_MIN, INT8_MAX = -128, 127
@@ -72,6 +77,7 @@ class WindowParams:
     out_h: int
     out_w: int
     logits: bool = False  # XNOR_CONV_2D with an i32 output
+    input_zero: int = 0  # BINARIZE_CONV_2D: the int8 input's zero point
 
 
 def _fail(graph: g.Graph, k: int, message: str) -> g.GraphError:
@@ -192,6 +198,35 @@ def _xnor_conv(graph: g.Graph, k: int) -> WindowParams:
     return p
 
 
+def _binarize_conv(graph: g.Graph, k: int) -> WindowParams:
+    _counts(graph, k, 3)
+    x, w, t = (_tensor(graph, k, i) for i in range(3))
+    y = graph.tensors[graph.operators[k].outputs[0]]
+    _expect(graph, k, x, "input 0", g.INT8, 4)
+    _expect(graph, k, y, "output", g.BITS, 4)
+    if x.quant is None or x.quant.per_channel:
+        raise _fail(graph, k, f"input {x.name!r} must be quantized per tensor")
+    if not w.is_constant or w.dtype != g.INT8 or len(w.shape) != 4:
+        raise _fail(graph, k, "the weights must be a constant 4-D int8 tensor")
+    if w.quant is not None and np.any(w.quant.zero_point != 0):
+        raise _fail(graph, k, "the weights' zero points must be 0")
+    c_out, kh, kw, c_in = w.shape
+    if c_in != x.shape[3] or y.shape[3] != c_out:
+        raise _fail(graph, k, f"weights {list(w.shape)} must be [{y.shape[3]}, kh, kw,"
+                              f" {x.shape[3]}]")
+    if kh * kw * c_in > MAX_FIELD_TAPS:
+        raise _fail(graph, k, f"receptive field of {kh}x{kw}x{c_in} taps exceeds"
+                              f" {MAX_FIELD_TAPS}")
+    if not t.is_constant or t.dtype != g.INT32 or tuple(t.shape) != (c_out,):
+        raise _fail(graph, k, f"the thresholds must be a constant int32 tensor [{c_out}]")
+    p = _window(graph, k, x, y, kh, kw, _options(graph, k, g.ConvOptions))
+    zx = int(x.quant.zero_point[0])
+    if not INT8_MIN <= zx <= INT8_MAX:
+        raise _fail(graph, k, f"input zero point {zx} outside int8")
+    p.input_zero = zx
+    return p
+
+
 def _max_pool(graph: g.Graph, k: int) -> WindowParams:
     _counts(graph, k, 1)
     x = _tensor(graph, k, 0)
@@ -205,7 +240,7 @@ def _max_pool(graph: g.Graph, k: int) -> WindowParams:
 
 
 _PREPARE = {g.BINARIZE: _binarize, g.XNOR_CONV_2D: _xnor_conv,
-            g.BINARY_MAX_POOL_2D: _max_pool}
+            g.BINARY_MAX_POOL_2D: _max_pool, g.BINARIZE_CONV_2D: _binarize_conv}
 
 
 def prepare(graph: g.Graph, k: int) -> WindowParams | None:
@@ -219,7 +254,7 @@ def param_values(kind: str, p: WindowParams | None) -> dict[str, int]:
         return {}
     values = {"padding": 0 if p.padding == g.SAME else 1, "filter_h": p.filter_h,
               "filter_w": p.filter_w, "stride_h": p.stride_h, "stride_w": p.stride_w,
-              "pad_top": p.pad_top, "pad_left": p.pad_left}
+              "pad_top": p.pad_top, "pad_left": p.pad_left, "input_zero": p.input_zero}
     return {name: values[name] for name in PARAMS[kind]}
 
 
@@ -228,6 +263,8 @@ PARAMS = {
     g.XNOR_CONV_2D: ("padding", "stride_h", "stride_w", "pad_top", "pad_left"),
     g.BINARY_MAX_POOL_2D: ("padding", "filter_h", "filter_w", "stride_h", "stride_w",
                            "pad_top", "pad_left"),
+    g.BINARIZE_CONV_2D: ("padding", "stride_h", "stride_w", "pad_top", "pad_left",
+                         "input_zero"),
 }
 
 
@@ -276,6 +313,28 @@ def xnor_conv2d(x: np.ndarray, w: np.ndarray, ch: np.ndarray, p: WindowParams) -
     return m <= np.asarray(ch, np.int64)
 
 
+def binarize_conv_sums(x: np.ndarray, w: np.ndarray, p: WindowParams) -> np.ndarray:
+    """The int64 sums (N, OH, OW, C_out) of (x - zx) * w over each output's taps; a tap
+    outside the image (SAME padding) contributes 0 (reads as zx)."""
+    xi = np.asarray(x, np.int64) - p.input_zero
+    n, h, wd, c = xi.shape
+    bottom = max((p.out_h - 1) * p.stride_h + p.filter_h - h - p.pad_top, 0)
+    right = max((p.out_w - 1) * p.stride_w + p.filter_w - wd - p.pad_left, 0)
+    xp = np.zeros((n, h + p.pad_top + bottom, wd + p.pad_left + right, c), np.int64)
+    xp[:, p.pad_top:p.pad_top + h, p.pad_left:p.pad_left + wd] = xi
+    rows = (np.arange(p.out_h) * p.stride_h)[:, None] + np.arange(p.filter_h)
+    cols = (np.arange(p.out_w) * p.stride_w)[:, None] + np.arange(p.filter_w)
+    taps = xp[:, rows[:, None, :, None], cols[None, :, None, :]]  # (N, OH, OW, kh, kw, C)
+    wf = np.asarray(w, np.int64).reshape(w.shape[0], -1)
+    return taps.reshape(n, p.out_h, p.out_w, -1) @ wf.T
+
+
+def binarize_conv2d(x: np.ndarray, w: np.ndarray, t: np.ndarray, p: WindowParams
+                    ) -> np.ndarray:
+    """BINARIZE_CONV_2D: bit c (True = +1) iff sum((x - zx) * w[c]) >= t[c]."""
+    return binarize_conv_sums(x, w, p) >= np.asarray(t, np.int64)
+
+
 def max_pool(x: np.ndarray, p: WindowParams) -> np.ndarray:
     """BINARY_MAX_POOL_2D: OR over each window's taps inside the image."""
     return _taps(np.asarray(x, bool), p).any(axis=(3, 4))
@@ -287,4 +346,6 @@ def run_op(kind: str, p: WindowParams | None, args: list[np.ndarray]) -> np.ndar
         return binarize(args[0], args[1])
     if kind == g.XNOR_CONV_2D:
         return xnor_conv2d(args[0], args[1], args[2], p)
+    if kind == g.BINARIZE_CONV_2D:
+        return binarize_conv2d(args[0], args[1], args[2], p)
     return max_pool(args[0], p)
