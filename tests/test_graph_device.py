@@ -148,8 +148,27 @@ def two_in_two_out() -> g.Graph:
     return import_tflite(b.build([x1, x2], [y1, y2]))
 
 
+def one_channel() -> g.Graph:
+    """CONV_2D of one input channel (5x5, stride 2, SAME: windows cut at every edge) over
+    a batch of two images, then 3x3 stride 2 VALID: the viper tier's whole-pixel loop."""
+    rng = np.random.default_rng(23)
+    b = ModelBuilder()
+    x = b.tensor([2, 11, 10, 1], scale=0.04, zero=-128)
+    w1 = b.tensor([5, 5, 5, 1], scale=rng.uniform(0.005, 0.02, 5), zero=[0] * 5,
+                  data=_weights(rng, (5, 5, 5, 1)))
+    b1 = b.tensor([5], "int32", data=rng.integers(-500, 500, 5))
+    c1 = b.tensor([2, 6, 5, 5], scale=0.1, zero=-20)
+    w2 = b.tensor([3, 3, 3, 5], scale=rng.uniform(0.005, 0.02, 3), zero=[0] * 3,
+                  data=_weights(rng, (3, 3, 3, 5)))
+    c2 = b.tensor([2, 2, 2, 3], scale=0.15, zero=4)
+    b.op("CONV_2D", [x, w1, b1], [c1], "Conv2DOptions", Padding=SAME, StrideW=2, StrideH=2,
+         FusedActivationFunction=RELU)
+    b.op("CONV_2D", [c1, w2, -1], [c2], "Conv2DOptions", Padding=VALID, StrideW=2, StrideH=2)
+    return import_tflite(b.build([x], [c2]))
+
+
 SMALL = {"cnn": cnn, "elementwise": elementwise, "two_in_two_out": two_in_two_out,
-         "every_kind": every_kind}
+         "every_kind": every_kind, "one_channel": one_channel}
 
 
 def mlperf(name: str) -> g.Graph:

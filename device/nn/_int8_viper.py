@@ -115,25 +115,41 @@ def _bias(acc, n: int, has_bias: int, bb, bo: int):
 
 
 @micropython.viper
-def _conv_taps(oc: int, p: int, v: int, acc, xb, xp: int, wb, wp: int, cin: int, cout: int,
-               step: int, zi: int):
-    # acc[oc] += sum over ic < cin of w[wp + oc * step + ic] * (x[xp + ic] - zi): one tap
-    # of a convolution (the weights of output channel oc `step` bytes apart). The inner
-    # loop's variables come first: the native emitter keeps the first three in registers
+def _conv_pixel(oc: int, p: int, v: int, acc, xb, xo: int, h: int, w: int, cin: int,
+                iy0: int, ix0: int, kh: int, kw: int, wb, wo: int, cout: int, zi: int):
+    # acc[oc] += sum over the kh x kw taps inside the image at xo (h x w x cin) of the
+    # window at (iy0, ix0), and over ic < cin, of w[wo + oc * step + tap * cin + ic] *
+    # (x - zi): one output pixel of a convolution (the weights of output channel oc
+    # `step` bytes apart). All taps in one call: with one input channel a call per tap
+    # did only cout products. The inner loop's variables come first: the native
+    # emitter keeps the first three in registers
     pa = ptr32(acc)
     px = ptr8(xb)
     pw = ptr8(wb)
-    ic = 0
-    while ic < cin:
-        v = ((int(px[xp + ic]) ^ 0x80) - 0x80) - zi
-        if v:
-            p = wp + ic
-            oc = 0
-            while oc < cout:
-                pa[oc] += ((int(pw[p]) ^ 0x80) - 0x80) * v
-                p += step
-                oc += 1
-        ic += 1
+    step = kh * kw * cin
+    ky = 0
+    while ky < kh:
+        iy = iy0 + ky
+        if 0 <= iy and iy < h:
+            kx = 0
+            while kx < kw:
+                ix = ix0 + kx
+                if 0 <= ix and ix < w:
+                    xp = xo + (iy * w + ix) * cin
+                    wp = wo + (ky * kw + kx) * cin
+                    ic = 0
+                    while ic < cin:
+                        v = ((int(px[xp + ic]) ^ 0x80) - 0x80) - zi
+                        if v:
+                            p = wp + ic
+                            oc = 0
+                            while oc < cout:
+                                pa[oc] += ((int(pw[p]) ^ 0x80) - 0x80) * v
+                                p += step
+                                oc += 1
+                        ic += 1
+                kx += 1
+        ky += 1
 
 
 @micropython.viper
@@ -165,28 +181,27 @@ def conv_2d(a):
     if bb is None:
         bb = acc
     y = yo
-    step = kh * kw * cin  # bytes from one output channel's weights to the next
     for b in range(n):
+        xi = xo + b * h * w * cin  # image b
         for oy in range(oh):
             iy0 = oy * sh - pt
             for ox in range(ow):
                 ix0 = ox * sw - pl
                 _bias(acc, cout, has_bias, bb, bo)
-                for ky in range(kh):
-                    iy = iy0 + ky
-                    if iy < 0 or iy >= h:
-                        continue
-                    for kx in range(kw):
-                        ix = ix0 + kx
-                        if ix < 0 or ix >= w:
+                if depthwise:
+                    for ky in range(kh):
+                        iy = iy0 + ky
+                        if iy < 0 or iy >= h:
                             continue
-                        xp = xo + ((b * h + iy) * w + ix) * cin
-                        if depthwise:
-                            _depthwise_tap(0, 0, 0, acc, xb, xp, wb,
+                        for kx in range(kw):
+                            ix = ix0 + kx
+                            if ix < 0 or ix >= w:
+                                continue
+                            _depthwise_tap(0, 0, 0, acc, xb, xi + (iy * w + ix) * cin, wb,
                                            wo + (ky * kw + kx) * cout, cout, dm, zi)
-                        else:
-                            _conv_taps(0, 0, 0, acc, xb, xp, wb, wo + (ky * kw + kx) * cin,
-                                       cin, cout, step, zi)
+                else:
+                    _conv_pixel(0, 0, 0, acc, xb, xi, h, w, cin, iy0, ix0, kh, kw, wb, wo,
+                                cout, zi)
                 _requantize(acc, 0, cout, 1, tb, to, 0, 0)
                 _store(acc, 0, cout, zo, lo, hi, yb, y)
                 y += cout
