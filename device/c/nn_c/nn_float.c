@@ -333,8 +333,6 @@ void nn_f32_tanh(const float *x, float *y, uint32_t n) {
 // ---------------------------------------------------------------------------
 // The graph runner's side
 
-#define MAX_STRIDE (4096)  // keeps out index x stride inside 32 bits (as nn_graph.c)
-
 static inline const nn_graph_header_t *header(const uint8_t *model) {
     return (const nn_graph_header_t *)(const void *)model;
 }
@@ -352,49 +350,14 @@ static inline uint32_t dim_from_end(const nn_graph_tensor_t *t, uint32_t k) {
     return k < t->rank ? t->dims[t->rank - 1 - k] : 1;
 }
 
-static inline int in_range(int32_t v, int32_t lo, int32_t hi) {
-    return (uint32_t)v - (uint32_t)lo <= (uint32_t)hi - (uint32_t)lo;
-}
-
 // Input k of op (k = NN_GRAPH_MAX_OP_INPUTS: its output, which must be in the arena) of
-// `dtype` and `rank` (0: any), its record checked as nn_graph.c's check_tensor does.
+// `dtype` and `rank` (0: any), its record checked by nn_graph.c.
 #define OUTPUT (NN_GRAPH_MAX_OP_INPUTS)
 static uint32_t expect(const uint8_t *model, const nn_graph_op_t *op, uint32_t k,
     uint32_t dtype, uint32_t rank, const nn_graph_tensor_t **out) {
-    const nn_graph_header_t *h = header(model);
-    uint32_t index = k == OUTPUT ? op->output : op->inputs[k];
-    if (index >= h->n_tensors || (k < OUTPUT && k >= op->n_inputs)) {
-        return NN_GRAPH_E_INDEX;
-    }
-    const nn_graph_tensor_t *t = tensor(model, index);
-    if (t->rank > 4 || t->offset % 4) {
-        return NN_GRAPH_E_TENSOR;
-    }
-    uint32_t n = 1;
-    for (uint32_t d = 0; d < 4; d++) {
-        uint32_t v = t->dims[d];
-        uint32_t high = (n >> 16) * v + (((n & 0xffffu) * v) >> 16);  // n * v < 2^29
-        if ((d >= t->rank && v != 1) || high >= (1u << (29 - 16))) {
-            return NN_GRAPH_E_TENSOR;
-        }
-        n *= v;
-    }
-    if (t->dtype != dtype || (rank && t->rank != rank)) {
-        return NN_GRAPH_E_SHAPE;
-    }
-    if (t->nbytes != n * 4) {
-        return NN_GRAPH_E_TENSOR;
-    }
-    if (t->storage == NN_STORAGE_ARENA) {
-        if (t->offset > h->arena_size || t->nbytes > h->arena_size - t->offset) {
-            return NN_GRAPH_E_TENSOR;
-        }
-    } else if (k == OUTPUT || t->storage != NN_STORAGE_CONSTANT || t->offset < h->data
-               || t->offset > h->total_size || t->nbytes > h->total_size - t->offset) {
-        return NN_GRAPH_E_TENSOR;
-    }
-    *out = t;
-    return NN_GRAPH_OK;
+    uint32_t e = nn_graph_expect(model, op, k, dtype, rank, out);
+    return e ? e : k == OUTPUT && (*out)->storage != NN_STORAGE_ARENA ? NN_GRAPH_E_TENSOR
+           : NN_GRAPH_OK;
 }
 
 static inline const float *tensor_floats(const uint8_t *model, uint8_t *arena,
@@ -418,50 +381,16 @@ static const float *bias_of(const uint8_t *model, uint8_t *arena, const nn_graph
     return tensor_floats(model, arena, tensor(model, op->inputs[2]));
 }
 
-static uint32_t check_bias(const uint8_t *model, const nn_graph_op_t *op, uint32_t c_out) {
-    const nn_graph_tensor_t *b;
-    if (op->n_inputs < 3 || op->inputs[2] == NN_GRAPH_NO_TENSOR) {
-        return NN_GRAPH_OK;
-    }
-    uint32_t e = expect(model, op, 2, NN_DTYPE_F32, 0, &b);
-    return e ? e : elements(b) == c_out ? NN_GRAPH_OK : NN_GRAPH_E_SHAPE;
-}
-
-static int window_ok(int32_t stride_h, int32_t stride_w, int32_t pad_top, int32_t pad_left) {
-    return in_range(stride_h, 1, MAX_STRIDE) && in_range(stride_w, 1, MAX_STRIDE)
-           && in_range(pad_top, 0, 0xffff) && in_range(pad_left, 0, 0xffff);
-}
-
 static uint32_t check_conv(const uint8_t *model, const nn_graph_op_t *op) {
     const nn_graph_tensor_t *x, *w, *y;
     uint32_t e;
     if ((e = expect(model, op, 0, NN_DTYPE_F32, 4, &x))
         || (e = expect(model, op, 1, NN_DTYPE_F32, 4, &w))
-        || (e = expect(model, op, OUTPUT, NN_DTYPE_F32, 4, &y))) {
+        || (e = expect(model, op, OUTPUT, NN_DTYPE_F32, 4, &y))
+        || (e = nn_graph_check_conv_shape(op, x, w, y))) {
         return e;
     }
-    const nn_graph_conv_params_t *p = &op->params.conv;
-    uint32_t c_out = y->dims[3];
-    if (y->dims[0] != x->dims[0]) {
-        return NN_GRAPH_E_SHAPE;
-    }
-    if (op->kind == NN_OP_CONV_2D) {
-        if (w->dims[0] != c_out || w->dims[3] != x->dims[3]) {
-            return NN_GRAPH_E_SHAPE;
-        }
-    } else {
-        if (!in_range(p->depth_multiplier, 1, 0xffff)) {
-            return NN_GRAPH_E_PARAMS;
-        }
-        if (w->dims[0] != 1 || w->dims[3] != c_out
-            || c_out != x->dims[3] * (uint32_t)p->depth_multiplier) {
-            return NN_GRAPH_E_SHAPE;
-        }
-    }
-    if (!window_ok(p->stride_h, p->stride_w, p->pad_top, p->pad_left)) {
-        return NN_GRAPH_E_PARAMS;
-    }
-    return check_bias(model, op, c_out);
+    return nn_graph_check_bias(model, op, NN_DTYPE_F32, y->dims[3]);
 }
 
 static uint32_t check_fully_connected(const uint8_t *model, const nn_graph_op_t *op) {
@@ -469,15 +398,11 @@ static uint32_t check_fully_connected(const uint8_t *model, const nn_graph_op_t 
     uint32_t e;
     if ((e = expect(model, op, 0, NN_DTYPE_F32, 0, &x))
         || (e = expect(model, op, 1, NN_DTYPE_F32, 2, &w))
-        || (e = expect(model, op, OUTPUT, NN_DTYPE_F32, 0, &y))) {
+        || (e = expect(model, op, OUTPUT, NN_DTYPE_F32, 0, &y))
+        || (e = nn_graph_check_fc_shape(x, w, y))) {
         return e;
     }
-    uint32_t c_out = w->dims[0], depth = w->dims[1];
-    if (y->rank < 1 || dim_from_end(y, 0) != c_out || depth == 0 || c_out == 0
-        || elements(x) != elements(y) / c_out * depth) {
-        return NN_GRAPH_E_SHAPE;
-    }
-    return check_bias(model, op, c_out);
+    return nn_graph_check_bias(model, op, NN_DTYPE_F32, w->dims[0]);
 }
 
 static uint32_t check_pool(const uint8_t *model, const nn_graph_op_t *op) {
@@ -487,15 +412,7 @@ static uint32_t check_pool(const uint8_t *model, const nn_graph_op_t *op) {
         || (e = expect(model, op, OUTPUT, NN_DTYPE_F32, 4, &y))) {
         return e;
     }
-    if (y->dims[0] != x->dims[0] || y->dims[3] != x->dims[3]) {
-        return NN_GRAPH_E_SHAPE;
-    }
-    const nn_graph_pool_params_t *p = &op->params.pool;
-    if (!window_ok(p->stride_h, p->stride_w, p->pad_top, p->pad_left)
-        || !in_range(p->filter_h, 1, 0xffff) || !in_range(p->filter_w, 1, 0xffff)) {
-        return NN_GRAPH_E_PARAMS;
-    }
-    return NN_GRAPH_OK;
+    return nn_graph_check_pool_shape(op, x, y);
 }
 
 static uint32_t check_add(const uint8_t *model, const nn_graph_op_t *op) {
@@ -506,16 +423,7 @@ static uint32_t check_add(const uint8_t *model, const nn_graph_op_t *op) {
         || (e = expect(model, op, OUTPUT, NN_DTYPE_F32, 0, &y))) {
         return e;
     }
-    if (a->rank > y->rank || b->rank > y->rank) {
-        return NN_GRAPH_E_SHAPE;
-    }
-    for (uint32_t k = 0; k < 4; k++) {
-        uint32_t d = dim_from_end(y, k), da = dim_from_end(a, k), db = dim_from_end(b, k);
-        if ((da != d && da != 1) || (db != d && db != 1)) {
-            return NN_GRAPH_E_SHAPE;
-        }
-    }
-    return NN_GRAPH_OK;
+    return nn_graph_check_broadcast(a, b, y);
 }
 
 // Input 0 and the output: float32 of as many elements.
@@ -540,51 +448,26 @@ static uint32_t check_softmax(const uint8_t *model, const nn_graph_op_t *op) {
            : NN_GRAPH_E_SHAPE;
 }
 
-// A constant int32 tensor (PAD's paddings, MEAN's axes), read at check time.
-static uint32_t expect_i32_constant(const uint8_t *model, const nn_graph_op_t *op, uint32_t k,
-    const nn_graph_tensor_t **t) {
-    uint32_t e = expect(model, op, k, NN_DTYPE_I32, 0, t);
-    return e ? e : (*t)->storage == NN_STORAGE_CONSTANT ? NN_GRAPH_OK : NN_GRAPH_E_SHAPE;
-}
-
 static uint32_t check_pad(const uint8_t *model, const nn_graph_op_t *op) {
-    const nn_graph_tensor_t *x, *pads, *y;
+    const nn_graph_tensor_t *x, *y;
     uint32_t e;
     if ((e = expect(model, op, 0, NN_DTYPE_F32, 0, &x))
-        || (e = expect_i32_constant(model, op, 1, &pads))
-        || (e = expect(model, op, OUTPUT, NN_DTYPE_F32, x->rank, &y))) {
-        return e;
-    }
-    if (x->rank < 1 || elements(pads) != 2u * x->rank) {
-        return NN_GRAPH_E_SHAPE;
-    }
-    const int32_t *pv = (const int32_t *)(const void *)(model + pads->offset);
-    for (uint32_t k = 0; k < x->rank; k++) {
-        if (!in_range(pv[2 * k], 0, 0xffff) || !in_range(pv[2 * k + 1], 0, 0xffff)
-            || (uint32_t)x->dims[k] + (uint32_t)pv[2 * k] + (uint32_t)pv[2 * k + 1]
-            != y->dims[k]) {
-            return NN_GRAPH_E_SHAPE;
-        }
-    }
-    return NN_GRAPH_OK;
-}
-
-static uint32_t check_mean(const uint8_t *model, const nn_graph_op_t *op) {
-    const nn_graph_tensor_t *x, *axes, *y;
-    uint32_t e;
-    if ((e = expect(model, op, 0, NN_DTYPE_F32, 4, &x))
-        || (e = expect_i32_constant(model, op, 1, &axes))
         || (e = expect(model, op, OUTPUT, NN_DTYPE_F32, 0, &y))) {
         return e;
     }
-    const int32_t *a = (const int32_t *)(const void *)(model + axes->offset);
-    if (elements(axes) != 2 || (a[0] & 3) == (a[1] & 3) || ((a[0] & 3) != 1 && (a[0] & 3) != 2)
-        || ((a[1] & 3) != 1 && (a[1] & 3) != 2) || !in_range(a[0], -4, 3)
-        || !in_range(a[1], -4, 3) || elements(y) != (uint32_t)x->dims[0] * x->dims[3]
-        || x->dims[1] == 0 || x->dims[2] == 0) {
-        return NN_GRAPH_E_SHAPE;
+    return nn_graph_check_pads(model, op, x, y);
+}
+
+static uint32_t check_mean(const uint8_t *model, const nn_graph_op_t *op) {
+    const nn_graph_tensor_t *x, *y;
+    uint32_t e;
+    if ((e = expect(model, op, 0, NN_DTYPE_F32, 4, &x))
+        || (e = expect(model, op, OUTPUT, NN_DTYPE_F32, 0, &y))
+        || (e = nn_graph_check_mean_axes(model, op, x, y))) {
+        return e;
     }
-    return NN_GRAPH_OK;
+    // (the kernel divides by h x w)
+    return x->dims[1] && x->dims[2] ? NN_GRAPH_OK : NN_GRAPH_E_SHAPE;
 }
 
 static void run_conv(const uint8_t *model, uint8_t *arena, const nn_graph_op_t *op) {

@@ -186,17 +186,34 @@ static uint32_t check_channels(const graph_t *g, const nn_graph_op_t *op, uint32
     return NN_GRAPH_OK;
 }
 
-// The optional bias (input 2): absent, or int32 of c_out elements.
-static uint32_t check_bias(const graph_t *g, const nn_graph_op_t *op, uint32_t c_out) {
+// ---------------------------------------------------------------------------
+// Checks the float32 kinds share (nn_float.c calls them with float32 tensors)
+
+uint32_t nn_graph_expect(const uint8_t *model, const nn_graph_op_t *op, uint32_t k,
+    uint32_t dtype, uint32_t rank, const nn_graph_tensor_t **t) {
+    graph_t g;
+    graph_init(&g, model, NULL);
+    return expect(&g, op, k, dtype, rank, t);
+}
+
+static uint32_t check_bias(const graph_t *g, const nn_graph_op_t *op, uint32_t dtype,
+    uint32_t c_out) {
     if (op->n_inputs < 3 || op->inputs[2] == NN_GRAPH_NO_TENSOR) {
         return NN_GRAPH_OK;
     }
     const nn_graph_tensor_t *b;
-    uint32_t e = expect(g, op, 2, NN_DTYPE_I32, 0, &b);
+    uint32_t e = expect(g, op, 2, dtype, 0, &b);
     if (e) {
         return e;
     }
     return elements(b) == c_out ? NN_GRAPH_OK : NN_GRAPH_E_SHAPE;
+}
+
+uint32_t nn_graph_check_bias(const uint8_t *model, const nn_graph_op_t *op, uint32_t dtype,
+    uint32_t c_out) {
+    graph_t g;
+    graph_init(&g, model, NULL);
+    return check_bias(&g, op, dtype, c_out);
 }
 
 static int window_params_ok(int32_t stride_h, int32_t stride_w, int32_t pad_top,
@@ -205,13 +222,8 @@ static int window_params_ok(int32_t stride_h, int32_t stride_w, int32_t pad_top,
            && in_range(pad_top, 0, 0xffff) && in_range(pad_left, 0, 0xffff);
 }
 
-static uint32_t check_conv(const graph_t *g, const nn_graph_op_t *op) {
-    const nn_graph_tensor_t *x, *w, *y;
-    uint32_t e;
-    if ((e = expect(g, op, 0, NN_DTYPE_I8, 4, &x)) || (e = expect(g, op, 1, NN_DTYPE_I8, 4, &w))
-        || (e = expect(g, op, OUTPUT, NN_DTYPE_I8, 4, &y))) {
-        return e;
-    }
+uint32_t nn_graph_check_conv_shape(const nn_graph_op_t *op, const nn_graph_tensor_t *x,
+    const nn_graph_tensor_t *w, const nn_graph_tensor_t *y) {
     const nn_graph_conv_params_t *p = &op->params.conv;
     uint32_t c_out = y->dims[3];
     if (y->dims[0] != x->dims[0]) {
@@ -230,12 +242,111 @@ static uint32_t check_conv(const graph_t *g, const nn_graph_op_t *op) {
             return NN_GRAPH_E_SHAPE;
         }
     }
-    if (!window_params_ok(p->stride_h, p->stride_w, p->pad_top, p->pad_left)
-        || !is_int8(p->input_zero) || !is_int8(p->output_zero)
-        || !clamp_ok(p->act_min, p->act_max)) {
+    return window_params_ok(p->stride_h, p->stride_w, p->pad_top, p->pad_left) ? NN_GRAPH_OK
+           : NN_GRAPH_E_PARAMS;
+}
+
+uint32_t nn_graph_check_fc_shape(const nn_graph_tensor_t *x, const nn_graph_tensor_t *w,
+    const nn_graph_tensor_t *y) {
+    uint32_t c_out = w->dims[0], depth = w->dims[1];
+    if (y->rank < 1 || dim_from_end(y, 0) != c_out || depth == 0 || c_out == 0
+        || elements(x) != elements(y) / c_out * depth) {
+        return NN_GRAPH_E_SHAPE;
+    }
+    return NN_GRAPH_OK;
+}
+
+uint32_t nn_graph_check_pool_shape(const nn_graph_op_t *op, const nn_graph_tensor_t *x,
+    const nn_graph_tensor_t *y) {
+    if (y->dims[0] != x->dims[0] || y->dims[3] != x->dims[3]) {
+        return NN_GRAPH_E_SHAPE;
+    }
+    const nn_graph_pool_params_t *p = &op->params.pool;
+    return window_params_ok(p->stride_h, p->stride_w, p->pad_top, p->pad_left)
+           && in_range(p->filter_h, 1, 0xffff) && in_range(p->filter_w, 1, 0xffff)
+           ? NN_GRAPH_OK : NN_GRAPH_E_PARAMS;
+}
+
+uint32_t nn_graph_check_broadcast(const nn_graph_tensor_t *a, const nn_graph_tensor_t *b,
+    const nn_graph_tensor_t *y) {
+    if (a->rank > y->rank || b->rank > y->rank) {
+        return NN_GRAPH_E_SHAPE;
+    }
+    for (uint32_t k = 0; k < 4; k++) {
+        uint32_t d = dim_from_end(y, k), da = dim_from_end(a, k), db = dim_from_end(b, k);
+        if ((da != d && da != 1) || (db != d && db != 1)) {
+            return NN_GRAPH_E_SHAPE;
+        }
+    }
+    return NN_GRAPH_OK;
+}
+
+// Input k: a constant int32 tensor (PAD's paddings, MEAN's axes), read at check time
+// (an arena tensor has no values yet).
+static uint32_t expect_i32_constant(const graph_t *g, const nn_graph_op_t *op, uint32_t k,
+    const nn_graph_tensor_t **t) {
+    uint32_t e = expect(g, op, k, NN_DTYPE_I32, 0, t);
+    return e ? e : (*t)->storage == NN_STORAGE_CONSTANT ? NN_GRAPH_OK : NN_GRAPH_E_SHAPE;
+}
+
+uint32_t nn_graph_check_pads(const uint8_t *model, const nn_graph_op_t *op,
+    const nn_graph_tensor_t *x, const nn_graph_tensor_t *y) {
+    graph_t g;
+    graph_init(&g, model, NULL);
+    const nn_graph_tensor_t *pads;
+    uint32_t e = expect_i32_constant(&g, op, 1, &pads);
+    if (e) {
+        return e;
+    }
+    if (x->rank < 1 || y->rank != x->rank || elements(pads) != 2u * x->rank) {
+        return NN_GRAPH_E_SHAPE;
+    }
+    const int32_t *pv = tensor_data(&g, op->inputs[1]);
+    for (uint32_t k = 0; k < x->rank; k++) {
+        if (!in_range(pv[2 * k], 0, 0xffff) || !in_range(pv[2 * k + 1], 0, 0xffff)
+            || (uint32_t)x->dims[k] + (uint32_t)pv[2 * k] + (uint32_t)pv[2 * k + 1]
+            != y->dims[k]) {
+            return NN_GRAPH_E_SHAPE;
+        }
+    }
+    return NN_GRAPH_OK;
+}
+
+uint32_t nn_graph_check_mean_axes(const uint8_t *model, const nn_graph_op_t *op,
+    const nn_graph_tensor_t *x, const nn_graph_tensor_t *y) {
+    graph_t g;
+    graph_init(&g, model, NULL);
+    const nn_graph_tensor_t *axes;
+    uint32_t e = expect_i32_constant(&g, op, 1, &axes);
+    if (e) {
+        return e;
+    }
+    const int32_t *a = tensor_data(&g, op->inputs[1]);
+    if (elements(axes) != 2 || (a[0] & 3) == (a[1] & 3) || ((a[0] & 3) != 1 && (a[0] & 3) != 2)
+        || ((a[1] & 3) != 1 && (a[1] & 3) != 2) || !in_range(a[0], -4, 3)
+        || !in_range(a[1], -4, 3) || elements(y) != (uint32_t)x->dims[0] * x->dims[3]) {
+        return NN_GRAPH_E_SHAPE;
+    }
+    return NN_GRAPH_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Checks of the int8 kinds
+
+static uint32_t check_conv(const graph_t *g, const nn_graph_op_t *op) {
+    const nn_graph_tensor_t *x, *w, *y;
+    uint32_t e;
+    if ((e = expect(g, op, 0, NN_DTYPE_I8, 4, &x)) || (e = expect(g, op, 1, NN_DTYPE_I8, 4, &w))
+        || (e = expect(g, op, OUTPUT, NN_DTYPE_I8, 4, &y))
+        || (e = nn_graph_check_conv_shape(op, x, w, y))) {
+        return e;
+    }
+    const nn_graph_conv_params_t *p = &op->params.conv;
+    if (!is_int8(p->input_zero) || !is_int8(p->output_zero) || !clamp_ok(p->act_min, p->act_max)) {
         return NN_GRAPH_E_PARAMS;
     }
-    if ((e = check_bias(g, op, c_out))) {
+    uint32_t c_out = y->dims[3];
+    if ((e = check_bias(g, op, NN_DTYPE_I32, c_out))) {
         return e;
     }
     return check_channels(g, op, c_out);
@@ -245,19 +356,16 @@ static uint32_t check_fully_connected(const graph_t *g, const nn_graph_op_t *op)
     const nn_graph_tensor_t *x, *w, *y;
     uint32_t e;
     if ((e = expect(g, op, 0, NN_DTYPE_I8, 0, &x)) || (e = expect(g, op, 1, NN_DTYPE_I8, 2, &w))
-        || (e = expect(g, op, OUTPUT, NN_DTYPE_I8, 0, &y))) {
+        || (e = expect(g, op, OUTPUT, NN_DTYPE_I8, 0, &y))
+        || (e = nn_graph_check_fc_shape(x, w, y))) {
         return e;
-    }
-    uint32_t c_out = w->dims[0], depth = w->dims[1];
-    if (y->rank < 1 || dim_from_end(y, 0) != c_out || depth == 0 || c_out == 0
-        || elements(x) != elements(y) / c_out * depth) {
-        return NN_GRAPH_E_SHAPE;
     }
     const nn_graph_fc_params_t *p = &op->params.fc;
     if (!is_int8(p->input_zero) || !is_int8(p->output_zero) || !clamp_ok(p->act_min, p->act_max)) {
         return NN_GRAPH_E_PARAMS;
     }
-    if ((e = check_bias(g, op, c_out))) {
+    uint32_t c_out = w->dims[0];
+    if ((e = check_bias(g, op, NN_DTYPE_I32, c_out))) {
         return e;
     }
     return check_channels(g, op, c_out);
@@ -267,36 +375,21 @@ static uint32_t check_pool(const graph_t *g, const nn_graph_op_t *op) {
     const nn_graph_tensor_t *x, *y;
     uint32_t e;
     if ((e = expect(g, op, 0, NN_DTYPE_I8, 4, &x))
-        || (e = expect(g, op, OUTPUT, NN_DTYPE_I8, 4, &y))) {
+        || (e = expect(g, op, OUTPUT, NN_DTYPE_I8, 4, &y))
+        || (e = nn_graph_check_pool_shape(op, x, y))) {
         return e;
     }
-    if (y->dims[0] != x->dims[0] || y->dims[3] != x->dims[3]) {
-        return NN_GRAPH_E_SHAPE;
-    }
     const nn_graph_pool_params_t *p = &op->params.pool;
-    if (!window_params_ok(p->stride_h, p->stride_w, p->pad_top, p->pad_left)
-        || !in_range(p->filter_h, 1, 0xffff) || !in_range(p->filter_w, 1, 0xffff)
-        || !clamp_ok(p->act_min, p->act_max)) {
-        return NN_GRAPH_E_PARAMS;
-    }
-    return NN_GRAPH_OK;
+    return clamp_ok(p->act_min, p->act_max) ? NN_GRAPH_OK : NN_GRAPH_E_PARAMS;
 }
 
 static uint32_t check_add(const graph_t *g, const nn_graph_op_t *op) {
     const nn_graph_tensor_t *a, *b, *y;
     uint32_t e;
     if ((e = expect(g, op, 0, NN_DTYPE_I8, 0, &a)) || (e = expect(g, op, 1, NN_DTYPE_I8, 0, &b))
-        || (e = expect(g, op, OUTPUT, NN_DTYPE_I8, 0, &y))) {
+        || (e = expect(g, op, OUTPUT, NN_DTYPE_I8, 0, &y))
+        || (e = nn_graph_check_broadcast(a, b, y))) {
         return e;
-    }
-    if (a->rank > y->rank || b->rank > y->rank) {
-        return NN_GRAPH_E_SHAPE;
-    }
-    for (uint32_t k = 0; k < 4; k++) {
-        uint32_t d = dim_from_end(y, k), da = dim_from_end(a, k), db = dim_from_end(b, k);
-        if ((da != d && da != 1) || (db != d && db != 1)) {
-            return NN_GRAPH_E_SHAPE;
-        }
     }
     const nn_graph_add_params_t *p = &op->params.add;
     if (!in_range(p->input1_offset, -127, 128) || !in_range(p->input2_offset, -127, 128)
@@ -351,38 +444,23 @@ static uint32_t check_softmax(const graph_t *g, const nn_graph_op_t *op) {
 }
 
 static uint32_t check_pad(const graph_t *g, const nn_graph_op_t *op) {
-    const nn_graph_tensor_t *x, *pads, *y;
+    const nn_graph_tensor_t *x, *y;
     uint32_t e;
-    if ((e = expect(g, op, 0, NN_DTYPE_I8, 0, &x)) || (e = expect(g, op, 1, NN_DTYPE_I32, 0, &pads))
-        || (e = expect(g, op, OUTPUT, NN_DTYPE_I8, x->rank, &y))) {
+    if ((e = expect(g, op, 0, NN_DTYPE_I8, 0, &x))
+        || (e = expect(g, op, OUTPUT, NN_DTYPE_I8, 0, &y))
+        || (e = nn_graph_check_pads(g->model, op, x, y))) {
         return e;
-    }
-    if (x->rank < 1 || elements(pads) != 2u * x->rank) {
-        return NN_GRAPH_E_SHAPE;
-    }
-    const int32_t *pv = tensor_data(g, op->inputs[1]);
-    for (uint32_t k = 0; k < x->rank; k++) {
-        if (!in_range(pv[2 * k], 0, 0xffff) || !in_range(pv[2 * k + 1], 0, 0xffff)
-            || (uint32_t)x->dims[k] + (uint32_t)pv[2 * k] + (uint32_t)pv[2 * k + 1]
-            != y->dims[k]) {
-            return NN_GRAPH_E_SHAPE;
-        }
     }
     return is_int8(op->params.pad.value) ? NN_GRAPH_OK : NN_GRAPH_E_PARAMS;
 }
 
 static uint32_t check_mean(const graph_t *g, const nn_graph_op_t *op) {
-    const nn_graph_tensor_t *x, *axes, *y;
+    const nn_graph_tensor_t *x, *y;
     uint32_t e;
-    if ((e = expect(g, op, 0, NN_DTYPE_I8, 4, &x)) || (e = expect(g, op, 1, NN_DTYPE_I32, 0, &axes))
-        || (e = expect(g, op, OUTPUT, NN_DTYPE_I8, 0, &y))) {
+    if ((e = expect(g, op, 0, NN_DTYPE_I8, 4, &x))
+        || (e = expect(g, op, OUTPUT, NN_DTYPE_I8, 0, &y))
+        || (e = nn_graph_check_mean_axes(g->model, op, x, y))) {
         return e;
-    }
-    const int32_t *a = tensor_data(g, op->inputs[1]);
-    if (elements(axes) != 2 || (a[0] & 3) == (a[1] & 3) || ((a[0] & 3) != 1 && (a[0] & 3) != 2)
-        || ((a[1] & 3) != 1 && (a[1] & 3) != 2) || !in_range(a[0], -4, 3)
-        || !in_range(a[1], -4, 3) || elements(y) != (uint32_t)x->dims[0] * x->dims[3]) {
-        return NN_GRAPH_E_SHAPE;
     }
     const nn_graph_mean_params_t *p = &op->params.mean;
     return shift_ok(p->shift) && is_int8(p->output_zero) ? NN_GRAPH_OK : NN_GRAPH_E_PARAMS;

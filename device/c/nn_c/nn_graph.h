@@ -208,6 +208,37 @@ uint32_t nn_graph_check(const uint8_t *model, uint32_t model_len, uint32_t arena
 // aligned, arena_size bytes.
 void nn_graph_run(const uint8_t *model, uint8_t *arena, uint32_t first, uint32_t end);
 
+// The record checks that the int8 kinds (nn_graph.c) and the float32 kinds (nn_float.c)
+// share, each an NN_GRAPH_E_* code (nn_graph_check has checked the header and the op's
+// indices). Tensors passed in have had their records checked (nn_graph_expect).
+// Input k of op (k = NN_GRAPH_MAX_OP_INPUTS: its output), its record checked, of dtype
+// and rank (0: any) in *t.
+uint32_t nn_graph_expect(const uint8_t *model, const nn_graph_op_t *op, uint32_t k,
+    uint32_t dtype, uint32_t rank, const nn_graph_tensor_t **t);
+// The optional bias (input 2): absent, or of dtype with c_out elements.
+uint32_t nn_graph_check_bias(const uint8_t *model, const nn_graph_op_t *op, uint32_t dtype,
+    uint32_t c_out);
+// CONV_2D, DEPTHWISE_CONV_2D: the dims of x, w and y, the depth multiplier, the stride
+// and padding.
+uint32_t nn_graph_check_conv_shape(const nn_graph_op_t *op, const nn_graph_tensor_t *x,
+    const nn_graph_tensor_t *w, const nn_graph_tensor_t *y);
+// FULLY_CONNECTED: weights w [c_out, depth] take x to y.
+uint32_t nn_graph_check_fc_shape(const nn_graph_tensor_t *x, const nn_graph_tensor_t *w,
+    const nn_graph_tensor_t *y);
+// AVERAGE_POOL_2D, MAX_POOL_2D: the dims of x and y, the window.
+uint32_t nn_graph_check_pool_shape(const nn_graph_op_t *op, const nn_graph_tensor_t *x,
+    const nn_graph_tensor_t *y);
+// ADD: a and b broadcast to y.
+uint32_t nn_graph_check_broadcast(const nn_graph_tensor_t *a, const nn_graph_tensor_t *b,
+    const nn_graph_tensor_t *y);
+// PAD: input 1, constant int32 [rank(x), 2], pads x to y.
+uint32_t nn_graph_check_pads(const uint8_t *model, const nn_graph_op_t *op,
+    const nn_graph_tensor_t *x, const nn_graph_tensor_t *y);
+// MEAN: input 1, constant int32 [2], names the height and width axes of x [n, h, w, c];
+// y has n x c elements.
+uint32_t nn_graph_check_mean_axes(const uint8_t *model, const nn_graph_op_t *op,
+    const nn_graph_tensor_t *x, const nn_graph_tensor_t *y);
+
 #ifdef __cplusplus
 }
 #endif
