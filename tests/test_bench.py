@@ -661,3 +661,31 @@ def test_cnn_fallback_cell_is_not_timed(rng: np.random.Generator) -> None:
     assert "| viper (python kernels) | — | — | 50.00% |" in md
     assert "not timed" in md and "operators on" not in md
     assert "not timed: every operator runs the python kernels" in bc.table([row])
+
+
+def test_cnn_fallback_cell_timed(rng: np.random.Generator) -> None:
+    """With --measure-fallbacks the python-kernel viper cell has its time and stays marked
+    (python kernels); --update puts it in place of the untimed row, other rows kept."""
+    bc = pytest.importorskip("bench_cnn", reason="the benchmark's imports")
+    m, _ = _cnn_model(bc, rng)
+    untimed = bc.cell_row(m, "viper", {"heap": 5000, "tiers": ["python"], "digits": [],
+                                       "alloc_free": None, "flash": None,
+                                       "fallback_of": "python"})
+    digits = [[2_500_000, m.reference[0].tobytes().hex()]]
+    row = bc.cell_row(m, "viper", {"heap": 5000, "tiers": ["python"], "digits": digits,
+                                   "alloc_free": False, "flash": 40_000,
+                                   "fallback_of": "python"})
+    assert row["us"] == 2_500_000 and row["exact"] is True and row["fallback_of"] == "python"
+    md = report.cnn_markdown([row])
+    assert "| viper (python kernels) | 2,500 | 1 | 50.00% |" in md
+    assert "timed with `--measure-fallbacks`" in md and "not timed" not in md
+    assert "not timed" in report.cnn_markdown([row, dict(untimed, model="other")])
+    assert "not timed" not in bc.table([row])
+    c_row = dict(row, tier="c", fallback_of=None)
+    other = {"section": "int8", "model": m.kind.name, "tier": "viper", "us": 1.0}
+    merged = bc.merge_rows([other, untimed, c_row], [row, dict(row, tier="python")])
+    assert merged == [other, row, c_row, dict(row, tier="python")]
+    assert bc.parse_kinds("mnist_cnn_f32,mnist_cnn_pruned") == ("mnist_cnn_f32",
+                                                                 "mnist_cnn_pruned")
+    with pytest.raises(ValueError, match="unknown CNN"):
+        bc.parse_kinds("mnist_cnn_f33")

@@ -3,6 +3,7 @@
 
     .venv/bin/python tools/bench_cnn.py [--tiers c,viper] [--models build/models]
         [--uf2 build/PICO/firmware.uf2] [--budget-ms 300] [--no-count] [--json FILE]
+        [--kinds mnist_cnn_f32,...] [--measure-fallbacks] [--update build]
 
 (`make bench` and `make bench-cnn` run it through tools/bench.py as section "cnn" of
 build/bench.json.) Every kind of `CNN_KINDS` whose model (NAME.nnb, format version 2) was
@@ -24,7 +25,10 @@ one `forward()` per digit timed with time.ticks_us() (emulated RP2040 at 125 MHz
 read per inference); if it allocates, it runs again without the lock. The digit count
 fits --budget-ms of emulated time (1 to 10; c: at least 3 when the first digit fits).
 Every output is compared with the reference. A viper cell whose operators all run the
-python kernels (float32 layers) is not timed without --measure-fallbacks.
+python kernels (float32 layers) is not timed without --measure-fallbacks (with it, its row
+keeps "fallback_of": the README marks it "(python kernels)"). --update DIR puts the rows of
+the run in place of DIR/bench.json's rows of the same CNN and tier (e.g. those cells alone:
+--kinds mnist_cnn_f32,mnist_cnn_pruned --tiers viper --measure-fallbacks).
 """
 
 from __future__ import annotations
@@ -187,8 +191,9 @@ def missing_row(k: CnnKind, why: str) -> dict:
 
 
 def cell_row(m: Model, tier: str, dev: dict) -> dict:
-    """A bench.json row from the device's figures of one cell (not timed: us None)."""
-    if dev.get("fallback_of"):
+    """A bench.json row from the device's figures of one cell (not timed: us None). A
+    timed cell whose operators all ran the python kernels keeps "fallback_of"."""
+    if dev.get("fallback_of") and not dev["digits"]:
         return dict(base_row(m.kind, tier, m), us=None, digits=0, heap_bytes=dev["heap"],
                     ram_bytes=dev["heap"], alloc_free=None, exact=None,
                     operator_tiers=sorted(set(dev["tiers"])), fallback_of=dev["fallback_of"])
@@ -203,7 +208,8 @@ def cell_row(m: Model, tier: str, dev: dict) -> dict:
                 cycles_per_mac=round(mean * EMULATED_HZ / 1e6 / macs, 2) if macs else None,
                 flash_bytes_read=dev.get("flash"), heap_bytes=dev["heap"],
                 scratch_bytes=scratch, ram_bytes=dev["heap"] + scratch,
-                alloc_free=dev["alloc_free"], exact=exact, operator_tiers=op_tiers)
+                alloc_free=dev["alloc_free"], exact=exact, operator_tiers=op_tiers,
+                **({"fallback_of": dev["fallback_of"]} if dev.get("fallback_of") else {}))
 
 
 # ---------------------------------------------------------------------------------- device
@@ -270,7 +276,8 @@ def run_cell(pico: VirtualPico, m: Model, tier: str, budget_us: float, count: bo
         tier=tier, addr=m.addr, size=len(m.blob), in_addr=m.in_addr, in_size=len(m.inputs),
         nb=nb, f32=m.f32_input), timeout=1800))
     compute = {t for k, t in enumerate(info["tiers"]) if m.graph.operators[k].kind != g.RESHAPE}
-    if tier not in ("c", "python") and compute == {"python"} and not measure_fallbacks:
+    fallback = tier not in ("c", "python") and compute == {"python"}
+    if fallback and not measure_fallbacks:
         log(f"  {tier:6s} every operator runs the python kernels: not timed")
         return {"heap": info["heap"], "tiers": info["tiers"], "digits": [],
                 "alloc_free": None, "flash": None, "fallback_of": "python"}
@@ -301,15 +308,18 @@ def run_cell(pico: VirtualPico, m: Model, tier: str, budget_us: float, count: bo
         + ("" if flash is None else f"; {flash:,} flash bytes read")
         + f"; operators on {','.join(sorted(set(info['tiers'])))}")
     return {"heap": info["heap"], "tiers": info["tiers"], "digits": digits,
-            "alloc_free": alloc_free, "flash": flash}
+            "alloc_free": alloc_free, "flash": flash,
+            **({"fallback_of": "python"} if fallback else {})}
 
 
 def run_all(models_dir: Path, uf2_path: Path, tiers: tuple[str, ...], budget_ms: float,
             count: bool, log: Callable[[str], None],
             on_row: Callable[[dict], None] | None = None,
-            measure_fallbacks: bool = False) -> list[dict]:
-    """Every kind of CNN_KINDS: a row per tier (a row saying why for a kind not made, an
-    error row for a failed cell). on_row(row) is called after each row."""
+            measure_fallbacks: bool = False,
+            kinds: tuple[str, ...] | None = None) -> list[dict]:
+    """Every kind of CNN_KINDS (or those named in kinds): a row per tier (a row saying why
+    for a kind not made, an error row for a failed cell). on_row(row) is called after each
+    row."""
     import uf2
 
     from piconn import data
@@ -324,6 +334,8 @@ def run_all(models_dir: Path, uf2_path: Path, tiers: tuple[str, ...], budget_ms:
     _, _, x_test, y_test = data.load_mnist()
     present = []
     for k in CNN_KINDS:
+        if kinds is not None and k.name not in kinds:
+            continue
         why = missing_reason(k, models_dir)
         if why is not None:
             log(f"{k.name}: missing: {why}")
@@ -377,7 +389,7 @@ def table(rows: list[dict]) -> str:
             lines.append(f"{name} missing: {r['missing']}")
         elif r.get("error"):
             lines.append(f"{name} failed: {r['error']}")
-        elif r.get("fallback_of"):
+        elif r.get("fallback_of") and r.get("us") is None:
             lines.append(f"{name} not timed: every operator runs the python kernels")
         else:
             flash = "-" if r.get("flash_bytes_read") is None else f"{r['flash_bytes_read']:,}"
@@ -387,6 +399,24 @@ def table(rows: list[dict]) -> str:
     lines.append("ms: emulated RP2040 at 125 MHz (time.ticks_us), forward() of nn.load's model; "
                  "accuracy: the reference on the 10,000 test images")
     return "\n".join(lines)
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """old with each CNN row of the same (model, tier) as a row of new replaced by it (in
+    its place), new rows without such a row appended."""
+    fresh = {(r["model"], r.get("tier")): r for r in new}
+    rows = [fresh.pop((r["model"], r.get("tier")), r) if r.get("section") == SECTION else r
+            for r in old]
+    return rows + [r for r in new if (r["model"], r.get("tier")) in fresh]
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    names = tuple(n for n in text.split(",") if n)
+    known = [k.name for k in CNN_KINDS]
+    for n in names:
+        if n not in known:
+            raise ValueError(f"unknown CNN {n!r} (known: {', '.join(known)})")
+    return names
 
 
 def parse_tiers(text: str) -> tuple[str, ...]:
@@ -407,12 +437,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-count", action="store_true", help="no flash-read counting")
     ap.add_argument("--measure-fallbacks", action="store_true",
                     help="time viper cells whose operators all run the python kernels")
+    ap.add_argument("--kinds", default=None,
+                    help="comma-separated CNN names (default: every kind of CNN_KINDS)")
+    ap.add_argument("--update", type=Path, default=None, metavar="DIR",
+                    help="put the rows into DIR/bench.json in place of the CNN rows of the "
+                         "same model and tier (then `tools/report.py --readme README.md "
+                         "--section cnn`)")
     ap.add_argument("--json", type=Path, help="write the rows as JSON")
     a = ap.parse_args(argv)
     try:
         tiers = parse_tiers(a.tiers)
+        kinds = None if a.kinds is None else parse_kinds(a.kinds)
     except ValueError as e:
         ap.error(str(e))
+    if a.update is not None and not (a.update / "bench.json").is_file():
+        ap.error(f"--update: no {a.update / 'bench.json'} (run `make bench-cnn` first)")
     if not a.uf2.is_file():
         print(f"bench_cnn: no firmware at {a.uf2}: run `make firmware BOARD=PICO`",
               file=sys.stderr)
@@ -422,10 +461,16 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     rows = run_all(a.models, a.uf2, tiers, a.budget_ms, not a.no_count, log,
-                   measure_fallbacks=a.measure_fallbacks)
+                   measure_fallbacks=a.measure_fallbacks, kinds=kinds)
     print(table(rows))
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1) + "\n")
+    if a.update is not None:
+        import report
+
+        old, meta = report.read_rows(a.update)
+        report.write_rows(merge_rows(old, [r for r in rows if not r.get("error")]), meta,
+                          a.update)
     return 0 if all("error" not in r and r.get("exact", True) for r in rows) else 1
 
 

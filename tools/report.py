@@ -340,11 +340,18 @@ def cnn_markdown(rows: list[dict]) -> str:
     if mixed:
         notes.append("- Operators without a kernel in the row's tier run the next slower "
                      "tier's: " + "; ".join(mixed) + ".")
-    if any(r.get("fallback_of") for r in cnn):
+    fallbacks = [r for r in cnn if r.get("fallback_of")]
+    if fallbacks:
+        timed = [r for r in fallbacks if r.get("us") is not None]
         notes.append("- (python kernels): every operator of the model runs the plain-Python "
                      "kernels in this tier (float32 layers: viper has no float arithmetic of "
-                     "its own), so the row is the python tier's; not timed (minutes of "
-                     "emulation per digit; `bench.py --measure-fallbacks` times it).")
+                     "its own), so the row is the python tier's; "
+                     + ("timed with `--measure-fallbacks` (minutes of emulation per digit)"
+                        if len(timed) == len(fallbacks) else
+                        "not timed (minutes of emulation per digit; `bench.py "
+                        "--measure-fallbacks` times it)" if not timed else
+                        "the rows with a time timed with `--measure-fallbacks` (minutes of "
+                        "emulation per digit), the others not timed") + ".")
     failed = [f"{r['model']} [{r['tier']}]: {r['error']}" for r in cnn if r.get("error")]
     if failed:
         notes.append("- Failed: " + "; ".join(failed) + ".")
