@@ -19,14 +19,22 @@ tflite = pytest.importorskip("tflite", reason="PyPI tflite (test extra) builds t
 runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime",
                               reason="PyPI tflite-micro (test extra) is the oracle")
 
-from tflite_build import ModelBuilder
+from tflite_build import (
+    DEPTHWISE_CASES,
+    NONE,
+    RELU,
+    RELU6,
+    SAME,
+    VALID,
+    ModelBuilder,
+    depthwise_id,
+    out_size,
+)
 
 from piconn import float_ops, format2, int8_ops
 from piconn import graph as g
 from piconn.tflite import import_tflite
 
-SAME, VALID = 0, 1
-NONE, RELU, RELU6 = 0, 1, 3
 N_INPUTS = 12
 EXP_TOLERANCE = 4e-7  # absolute, on outputs in [0, 1] (softmax, logistic) or [-1, 1] (tanh)
 
@@ -66,10 +74,6 @@ def float_inputs(shape, n: int = N_INPUTS, seed: int = 0, sd: float = 2.0) -> li
     return [rng.normal(0, sd, size=shape).astype(np.float32) for _ in range(n)]
 
 
-def out_size(padding: int, size: int, k: int, stride: int) -> int:
-    return (size + stride - 1) // stride if padding == SAME else (size - k + stride) // stride
-
-
 # ----------------------------------------------------------------------- convolutions
 
 CONV_CASES = [  # (h, w, c_in, c_out, k, stride, padding, activation, bias)
@@ -97,16 +101,7 @@ def test_conv2d(case):
     assert agree(b.build([x], [y]), float_inputs([1, h, w, cin])) > 1
 
 
-DEPTHWISE_CASES = [  # (h, w, c_in, multiplier, k, stride, padding, activation)
-    (7, 9, 3, 1, 3, 1, SAME, NONE),
-    (7, 9, 3, 2, 3, 2, SAME, RELU),
-    (8, 6, 4, 1, 3, 2, VALID, RELU6),
-    (5, 6, 2, 3, 2, 1, VALID, NONE),
-]
-
-
-@pytest.mark.parametrize("case", DEPTHWISE_CASES,
-                         ids=lambda c: "h{}w{}c{}m{}k{}s{}p{}a{}".format(*c))
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=depthwise_id)
 def test_depthwise_conv2d(case):
     h, w, cin, m, k, s, pad, act = case
     rng = np.random.default_rng(sum(case))

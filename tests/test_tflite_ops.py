@@ -15,14 +15,22 @@ tflite = pytest.importorskip("tflite", reason="PyPI tflite (test extra) builds t
 runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime",
                               reason="PyPI tflite-micro (test extra) is the oracle")
 
-from tflite_build import ModelBuilder
+from tflite_build import (
+    DEPTHWISE_CASES,
+    NONE,
+    RELU,
+    RELU6,
+    SAME,
+    VALID,
+    ModelBuilder,
+    depthwise_id,
+    out_size,
+)
 
 from piconn import graph as g
 from piconn import int8, int8_ops
 from piconn.tflite import import_tflite
 
-SAME, VALID = 0, 1
-NONE, RELU, RELU6 = 0, 1, 3
 N_INPUTS = 30
 
 
@@ -54,10 +62,6 @@ def int8_inputs(shape, n: int = N_INPUTS, seed: int = 0) -> list[np.ndarray]:
 
 def weights(rng, shape) -> np.ndarray:
     return rng.integers(-127, 128, size=shape).astype(np.int8)
-
-
-def out_size(padding: int, size: int, k: int, stride: int) -> int:
-    return (size + stride - 1) // stride if padding == SAME else (size - k + stride) // stride
 
 
 # ----------------------------------------------------------------------- convolutions
@@ -93,16 +97,7 @@ def test_conv2d(case):
     assert agree(b.build([x], [y]), int8_inputs([1, h, w, cin])) > 1
 
 
-DEPTHWISE_CASES = [  # (h, w, c_in, multiplier, k, stride, padding, activation)
-    (7, 9, 3, 1, 3, 1, SAME, NONE),
-    (7, 9, 3, 2, 3, 2, SAME, RELU),
-    (8, 6, 4, 1, 3, 2, VALID, RELU6),
-    (5, 6, 2, 3, 2, 1, VALID, NONE),
-]
-
-
-@pytest.mark.parametrize("case", DEPTHWISE_CASES,
-                         ids=lambda c: "h{}w{}c{}m{}k{}s{}p{}a{}".format(*c))
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=depthwise_id)
 def test_depthwise_conv2d(case):
     h, w, cin, m, k, s, pad, act = case
     rng = np.random.default_rng(sum(case))

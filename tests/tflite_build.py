@@ -23,6 +23,30 @@ DTYPES = {"float32": tflite.TensorType.FLOAT32, "int32": tflite.TensorType.INT32
 NUMPY = {"float32": np.float32, "int32": np.int32, "int8": np.int8, "int16": np.int16,
          "uint8": np.uint8, "int64": np.int64}
 
+# The schema's Padding and ActivationFunctionType codes the operator tests use.
+SAME, VALID = tflite.Padding.SAME, tflite.Padding.VALID
+NONE, RELU, RELU6 = (tflite.ActivationFunctionType.NONE, tflite.ActivationFunctionType.RELU,
+                     tflite.ActivationFunctionType.RELU6)
+
+# Depthwise convolutions of both the int8 and the float32 operator tests:
+# (h, w, c_in, multiplier, k, stride, padding, activation).
+DEPTHWISE_CASES = [
+    (7, 9, 3, 1, 3, 1, SAME, NONE),
+    (7, 9, 3, 2, 3, 2, SAME, RELU),
+    (8, 6, 4, 1, 3, 2, VALID, RELU6),
+    (5, 6, 2, 3, 2, 1, VALID, NONE),
+]
+
+
+def depthwise_id(case) -> str:
+    """A pytest id of a DEPTHWISE_CASES entry."""
+    return "h{}w{}c{}m{}k{}s{}p{}a{}".format(*case)
+
+
+def out_size(padding: int, size: int, k: int, stride: int) -> int:
+    """An output's height or width (TensorFlow Lite's SAME or VALID padding)."""
+    return (size + stride - 1) // stride if padding == SAME else (size - k + stride) // stride
+
 
 class ModelBuilder:
     def __init__(self) -> None:
