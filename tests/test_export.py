@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-from piconn import commands, export, lower, nn
+from piconn import commands, export, lower, nn, xnor_cnn
 from piconn import format as fmt
 
 
@@ -36,6 +36,17 @@ def test_export_bytes_module(device_models, tmp_path):
     assert ns["CLASSES"] == tuple(str(i) for i in range(10))
     # one bytes constant: a single MODEL assignment of adjacent literals
     assert mod.read_text().count("MODEL = (") == 1
+
+
+def test_binary_cnn_module_says_xnor(tmp_path):
+    """A binary CNN's module (bits tensors between an int8 stem and int32 logits) has
+    KIND 'xnor', as the XNOR MLP's; an int8 graph's stays 'int8' (test_import_cli)."""
+    model = xnor_cnn.freeze_stem(xnor_cnn.build_xnor_cnn("c4k3s2-b8k3-f10", seed=1)).eval()
+    written = export.export_graph(xnor_cnn.to_graph(model), "m_bcnn", tmp_path)
+    ns = _module(tmp_path / "m_bcnn.py")
+    assert ns["KIND"] == "xnor" and ns["INPUT_DTYPE"] == "int8"
+    assert ns["__doc__"].startswith("piconn model m_bcnn: xnor graph,")
+    assert len(ns["MODEL"]) == written["bytes"]
 
 
 def _trained(tmp_path):

@@ -193,9 +193,18 @@ def export(model: str | Path, name: str, out: str | Path, samples: int = 0,
 # ------------------------------------------------------------------ version-2 graphs
 
 
+# KIND of a binary network's module: the name of the XNOR MLP's family (format version 1)
+# and of `piconn train --kind xnor`.
+XNOR_KIND = "xnor"
+
+
 def graph_kind(graph: g.Graph) -> str:
-    """'int8' for a graph with int8 tensors (a quantized model), else 'float32'."""
-    return g.INT8 if any(t.dtype == g.INT8 for t in graph.tensors) else g.FLOAT32
+    """'xnor' for a graph with bits tensors (a binary network, whatever dtype its stem and
+    logits have), 'int8' for one with int8 tensors (a quantized model), else 'float32'."""
+    dtypes = {t.dtype for t in graph.tensors}
+    if g.BITS in dtypes:
+        return XNOR_KIND
+    return g.INT8 if g.INT8 in dtypes else g.FLOAT32
 
 
 def graph_module_source(name: str, blob: bytes, graph: g.Graph, source: str,
