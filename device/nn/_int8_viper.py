@@ -115,41 +115,64 @@ def _bias(acc, n: int, has_bias: int, bb, bo: int):
 
 
 @micropython.viper
-def _conv_pixel(oc: int, p: int, v: int, acc, xb, xo: int, h: int, w: int, cin: int,
-                iy0: int, ix0: int, kh: int, kw: int, wb, wo: int, cout: int, zi: int):
-    # acc[oc] += sum over the kh x kw taps inside the image at xo (h x w x cin) of the
-    # window at (iy0, ix0), and over ic < cin, of w[wo + oc * step + tap * cin + ic] *
-    # (x - zi): one output pixel of a convolution (the weights of output channel oc
-    # `step` bytes apart). All taps in one call: with one input channel a call per tap
-    # did only cout products. The inner loop's variables come first: the native
-    # emitter keeps the first three in registers
+def _conv_image(oc: int, p: int, v: int, acc, xb, xo: int, h: int, w: int, cin: int, wb,
+                wo: int, kh: int, kw: int, has_bias: int, bb, bo: int, tb, to: int, yb,
+                yo: int, oh: int, ow: int, cout: int, sh: int, sw: int, pt: int, pl: int,
+                zi: int, zo: int, lo: int, hi: int):
+    # One image (h x w x cin at xo) of CONV_2D into y at yo: per output pixel acc[oc] =
+    # bias + the sum over the taps inside the image and ic < cin of w[wo + oc * step +
+    # tap * cin + ic] * (x - zi) (the weights of output channel oc `step` bytes apart),
+    # then requantized and stored. The loops over pixels and taps are machine code: from
+    # Python, a call per tap did only cout products with one input channel. The inner
+    # loop's variables come first: the native emitter keeps the first three in registers
     pa = ptr32(acc)
     px = ptr8(xb)
     pw = ptr8(wb)
+    pb = ptr8(bb)
     step = kh * kw * cin
-    ky = 0
-    while ky < kh:
-        iy = iy0 + ky
-        if 0 <= iy and iy < h:
-            kx = 0
-            while kx < kw:
-                ix = ix0 + kx
-                if 0 <= ix and ix < w:
-                    xp = xo + (iy * w + ix) * cin
-                    wp = wo + (ky * kw + kx) * cin
-                    ic = 0
-                    while ic < cin:
-                        v = ((int(px[xp + ic]) ^ 0x80) - 0x80) - zi
-                        if v:
-                            p = wp + ic
-                            oc = 0
-                            while oc < cout:
-                                pa[oc] += ((int(pw[p]) ^ 0x80) - 0x80) * v
-                                p += step
-                                oc += 1
-                        ic += 1
-                kx += 1
-        ky += 1
+    y = yo
+    oy = 0
+    while oy < oh:
+        iy0 = oy * sh - pt
+        ox = 0
+        while ox < ow:
+            ix0 = ox * sw - pl
+            oc = 0
+            while oc < cout:
+                if has_bias:
+                    p = bo + 4 * oc
+                    pa[oc] = int(pb[p]) | (int(pb[p + 1]) << 8) | (int(pb[p + 2]) << 16) | (int(pb[p + 3]) << 24)
+                else:
+                    pa[oc] = 0
+                oc += 1
+            ky = 0
+            while ky < kh:
+                iy = iy0 + ky
+                if 0 <= iy and iy < h:
+                    kx = 0
+                    while kx < kw:
+                        ix = ix0 + kx
+                        if 0 <= ix and ix < w:
+                            xp = xo + (iy * w + ix) * cin
+                            wp = wo + (ky * kw + kx) * cin
+                            ic = 0
+                            while ic < cin:
+                                v = ((int(px[xp + ic]) ^ 0x80) - 0x80) - zi
+                                if v:
+                                    p = wp + ic
+                                    oc = 0
+                                    while oc < cout:
+                                        pa[oc] += ((int(pw[p]) ^ 0x80) - 0x80) * v
+                                        p += step
+                                        oc += 1
+                                ic += 1
+                        kx += 1
+                ky += 1
+            _requantize(acc, 0, cout, 1, tb, to, 0, 0)
+            _store(acc, 0, cout, zo, lo, hi, yb, y)
+            y += cout
+            ox += 1
+        oy += 1
 
 
 @micropython.viper
@@ -183,25 +206,26 @@ def conv_2d(a):
     y = yo
     for b in range(n):
         xi = xo + b * h * w * cin  # image b
+        if not depthwise:
+            _conv_image(0, 0, 0, acc, xb, xi, h, w, cin, wb, wo, kh, kw, has_bias, bb, bo, tb,
+                        to, yb, y, oh, ow, cout, sh, sw, pt, pl, zi, zo, lo, hi)
+            y += oh * ow * cout
+            continue
         for oy in range(oh):
             iy0 = oy * sh - pt
             for ox in range(ow):
                 ix0 = ox * sw - pl
                 _bias(acc, cout, has_bias, bb, bo)
-                if depthwise:
-                    for ky in range(kh):
-                        iy = iy0 + ky
-                        if iy < 0 or iy >= h:
+                for ky in range(kh):
+                    iy = iy0 + ky
+                    if iy < 0 or iy >= h:
+                        continue
+                    for kx in range(kw):
+                        ix = ix0 + kx
+                        if ix < 0 or ix >= w:
                             continue
-                        for kx in range(kw):
-                            ix = ix0 + kx
-                            if ix < 0 or ix >= w:
-                                continue
-                            _depthwise_tap(0, 0, 0, acc, xb, xi + (iy * w + ix) * cin, wb,
-                                           wo + (ky * kw + kx) * cout, cout, dm, zi)
-                else:
-                    _conv_pixel(0, 0, 0, acc, xb, xi, h, w, cin, iy0, ix0, kh, kw, wb, wo,
-                                cout, zi)
+                        _depthwise_tap(0, 0, 0, acc, xb, xi + (iy * w + ix) * cin, wb,
+                                       wo + (ky * kw + kx) * cout, cout, dm, zi)
                 _requantize(acc, 0, cout, 1, tb, to, 0, 0)
                 _store(acc, 0, cout, zo, lo, hi, yb, y)
                 y += cout
