@@ -295,6 +295,74 @@ def test_xnor_out(k, n_in, n_out):
     assert np.array_equal(y, a.astype(np.int64) * (n_in - 2 * m) + b)
 
 
+def _span_inputs(rng, nw):
+    """Input words for the _pw kernels: all zero, all ones, one nonzero word at either end
+    and in the middle, zero words at both ends (spans of every length), zero words inside
+    the span, and random words."""
+    ones = np.full(nw, 0xFFFFFFFF, np.uint32)
+    rand = rng.integers(0, 2**32, nw, dtype=np.uint64).astype(np.uint32)
+    out = [np.zeros(nw, np.uint32), ones, rand]
+    for at in sorted({0, nw // 2, nw - 1}):
+        x = np.zeros(nw, np.uint32)
+        x[at] = rand[at] | 1
+        out.append(x)
+    for lo in range(0, nw, max(1, nw // 6)):
+        for hi in range(lo + 1, nw + 1, max(1, nw // 5)):
+            x = np.zeros(nw, np.uint32)
+            x[lo:hi] = rand[lo:hi] | 0x80000000
+            x[lo + 1:hi - 1:3] = 0  # zero words inside the span count as zero
+            out.append(x)
+    return out
+
+
+@pytest.mark.parametrize("n_words", list(range(1, 41)) + [47, 56, 57, 64, 100])
+def test_xnor_pw(k, n_words):
+    """nn_xnor_dense_pw / nn_xnor_out_pw (the counts from the rows' popcounts and x's
+    nonzero span) equal popcount(x ^ W[c]) over the whole words, padding bits of W
+    included, for spans of every length and position; nn_popcount_rows gives pw."""
+    rng = np.random.default_rng(2000 + n_words)
+    n_out = 37 if n_words < 41 else 5  # a full output word and 5 neurons more
+    n_in = 32 * n_words - (n_words % 3) * 5  # padding bits in the last word for most
+    w = rng.integers(0, 2**32, (n_out, n_words), dtype=np.uint64).astype(np.uint32)
+    w[0] = 0  # rows of no and of every bit
+    w[1] = 0xFFFFFFFF  # (padding bits set: the kernels count whole words)
+    pw = np.full(n_out, 12345, np.uint32)
+    k.call("nn_popcount_rows", w, n_words, n_out, pw)
+    assert np.array_equal(pw, popcount(w).reshape(n_out, n_words).sum(axis=1))
+    a = rng.integers(-300, 300, n_out).astype(np.int32)
+    b = rng.integers(-(2**20), 2**20, n_out).astype(np.int32)
+    for x in _span_inputs(rng, n_words):
+        m = popcount(x[None, :] ^ w).reshape(n_out, n_words).sum(axis=1).astype(np.int64)
+        thr = (m + rng.integers(-1, 2, n_out)).astype(np.int32)
+        thr[2] = -1
+        y = np.full((n_out + 31) // 32, 0xFFFFFFFF, np.uint32)
+        k.call("nn_xnor_dense_pw", x, w, thr, pw, y, n_in, n_out)
+        assert np.array_equal(y, pack(m <= thr)[0]), x
+        y0 = np.zeros_like(y)
+        k.call("nn_xnor_dense", x, w, thr, y0, n_in, n_out)
+        assert np.array_equal(y, y0)
+        out = np.zeros(n_out, np.int32)
+        k.call("nn_xnor_out_pw", x, w, a, b, pw, out, n_in, n_out)
+        assert np.array_equal(out, a.astype(np.int64) * (n_in - 2 * m) + b), x
+
+
+def test_xnor_pw_many_rows(k):
+    """784-256 as in MNIST, with a digit-like span: every output word of 32 neurons."""
+    rng = np.random.default_rng(7)
+    n_in, n_out, nw = 784, 256, 25
+    w = rng.integers(0, 2**32, (n_out, nw), dtype=np.uint64).astype(np.uint32)
+    w[:, -1] &= 0xFFFF
+    x = np.zeros(nw, np.uint32)
+    x[4:21] = rng.integers(0, 2**32, 17, dtype=np.uint64).astype(np.uint32)
+    pw = np.zeros(n_out, np.uint32)
+    k.call("nn_popcount_rows", w, nw, n_out, pw)
+    m = popcount(x[None, :] ^ w).reshape(n_out, nw).sum(axis=1)
+    thr = m.astype(np.int32) + rng.integers(-1, 2, n_out).astype(np.int32)
+    y = np.zeros(n_out // 32, np.uint32)
+    k.call("nn_xnor_dense_pw", x, w, thr, pw, y, n_in, n_out)
+    assert np.array_equal(y, pack(m <= thr)[0])
+
+
 # ---------------------------------------------------------------------------
 # float kernels
 

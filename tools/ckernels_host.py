@@ -49,6 +49,9 @@ SIGS: dict[str, tuple[str, str]] = {
     "nn_check_f32": ("pu", "u"),
     "nn_requant": ("iuu", "b"),
     "nn_popcount_xor": ("ppu", "u"),
+    "nn_xnor_dense_pw": ("ppppouu", "v"),
+    "nn_xnor_out_pw": ("pppppouu", "v"),
+    "nn_popcount_rows": ("puuo", "v"),
 }
 
 

@@ -308,8 +308,9 @@ class Model:
             self._xf = array("f", bytes(4 * in_size))  # the input, copied (python tiers)
             ram += 4 * in_size
         # the whole model as one _nn_c.run() call (forward; predict with the argmax too)
-        self._fwd, self._pred, self._post = _c_steps(plan, out_size, out_dt == _I32,
-                                                     self._xf)
+        self._fwd, self._pred, self._post, pw_bytes = _c_steps(plan, out_size, out_dt == _I32,
+                                                               self._xf)
+        ram += pw_bytes
         self._y = self._last[_L_Y]
         self._out_args = list(self._last[_L_ARGS])  # forward(x, out)'s, out set per call
         self.input_size = in_size
@@ -556,22 +557,33 @@ def _kernel_args(kind, x, p, y, acc, n_i, n_o, x_u8, zy, ib, thr):
 
 
 def _c_steps(plan, n_out, out_i32, xf):
-    # (forward steps, predict steps, activation left to Python) for _nn_c.run, or
-    # (None, None, 0) when a layer cannot run in C. The steps are the kernel calls of
-    # Model.forward with the input (args[0] of the first step) left None, or for a float
-    # input the model's input buffer xf, into which run copies x; a sigmoid, tanh or
-    # softmax may only follow the last layer (applied by Python after run).
+    # (forward steps, predict steps, activation left to Python, RAM bytes of the row
+    # popcounts) for _nn_c.run, or (None, None, 0, 0) when a layer cannot run in C. The
+    # steps are the kernel calls of Model.forward with the input (args[0] of the first
+    # step) left None, or for a float input the model's input buffer xf, into which run
+    # copies x; a sigmoid, tanh or softmax may only follow the last layer (applied by
+    # Python after run). XNOR steps get their weight rows' popcounts (computed here, once)
+    # as the last argument: the C kernels then read only the nonzero span of their input.
     if _run is None:
-        return None, None, 0
+        return None, None, 0, 0
+    pop_rows = getattr(_nn_c, "popcount_rows", None)
     steps = []  # type: list
     post = 0
+    ram = 0
     y = None
     for L in plan:
-        f = getattr(_nn_c, _FUNCS[L[_L_KIND]], None)
+        k = L[_L_KIND]
+        f = getattr(_nn_c, _FUNCS[k], None)
         if f is None or L[_L_PYONLY] or post:
-            return None, None, 0
+            return None, None, 0, 0
         y = L[_L_Y]
         args = tuple(L[_L_ARGS]) if steps or xf is None else (xf,) + tuple(L[_L_ARGS][1:])
+        if pop_rows is not None and (k == _XNOR_DENSE or k == _XNOR_OUT):
+            n = L[_L_N_OUT]
+            pw = array("i", bytes(4 * n))
+            pop_rows(args[1], L[_L_N_IN], n, pw)
+            args = args + (pw,)
+            ram += 4 * n
         steps.append((f, args))
         if L[_L_ACT] == _ACT_RELU:
             steps.append((_nn_c.relu_f32, (y, L[_L_N_OUT])))
@@ -579,9 +591,9 @@ def _c_steps(plan, n_out, out_i32, xf):
             post = L[_L_ACT]
     fwd = tuple(steps)
     if post:
-        return fwd, None, post
+        return fwd, None, post, ram
     am = _nn_c.argmax_i32 if out_i32 else _nn_c.argmax_f32
-    return fwd, fwd + ((am, (y, n_out)),), 0
+    return fwd, fwd + ((am, (y, n_out)),), 0, ram
 
 
 _OBJECTS = None  # type: array | None

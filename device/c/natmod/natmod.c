@@ -105,6 +105,7 @@ mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *a
     mp_store_global(MP_QSTR_binarize, MP_OBJ_FROM_PTR(&nn_c_binarize_obj));
     mp_store_global(MP_QSTR_xnor_dense, MP_OBJ_FROM_PTR(&nn_c_xnor_dense_obj));
     mp_store_global(MP_QSTR_xnor_out, MP_OBJ_FROM_PTR(&nn_c_xnor_out_obj));
+    mp_store_global(MP_QSTR_popcount_rows, MP_OBJ_FROM_PTR(&nn_c_popcount_rows_obj));
     mp_store_global(MP_QSTR_relu_f32, MP_OBJ_FROM_PTR(&nn_c_relu_f32_obj));
     mp_store_global(MP_QSTR_argmax_i32, MP_OBJ_FROM_PTR(&nn_c_argmax_i32_obj));
     mp_store_global(MP_QSTR_argmax_f32, MP_OBJ_FROM_PTR(&nn_c_argmax_f32_obj));

@@ -9,6 +9,8 @@
 //   NN_ARCH_BINARIZE_WORDS  binarize_words(x, threshold, y, n_words)
 //   NN_ARCH_POPCOUNT_ROWS   popcount_rows_arch(x, w, nw, n_rows, m), for rows of
 //                           nw >= NN_ARCH_POPCOUNT_MIN_WORDS words
+//   NN_ARCH_POPCOUNT_AND_ROWS  popcount_and_rows_arch(x, w, nw, n_rows, m, stride), for
+//                           8 <= nw <= 31
 // Cycle counts are for the RP2040 (single-cycle multiply, 2-cycle loads, LDM/STM at one
 // cycle per word plus one); device/c/README.md has the measured figures.
 //
@@ -21,6 +23,7 @@
 #define NN_ARCH_BINARIZE_WORDS (1)
 #define NN_ARCH_POPCOUNT_ROWS (1)
 #define NN_ARCH_POPCOUNT_MIN_WORDS (3)
+#define NN_ARCH_POPCOUNT_AND_ROWS (1)
 
 // ---------------------------------------------------------------------------
 // Integer row accumulation
@@ -584,6 +587,190 @@ static NN_HOT void popcount_rows_arch(
             *m++ = total + part;
         }
     }
+}
+
+
+// popcount_rows_blocks with x & w for x ^ w, and rows `stride` words apart (nw of
+// them read): m[r] = popcount(x & w[r]) for rows of 8..31 words, n_rows >= 1. The same
+// 101 cycles per block of 8 words, 3 more per row; the stack frame has one more slot,
+// [sp+12] = 4*(stride - nw), added to the w pointer at each row end. The _pw kernels of
+// nn_kernels.c read only the span of x's nonzero words this way.
+static NN_HOT __attribute__((naked, noinline)) void popcount_and_rows_arch(
+    const uint32_t *x NN_UNUSED, const uint32_t *w NN_UNUSED, uint32_t nw NN_UNUSED,
+    uint32_t n_rows NN_UNUSED, uint32_t *m NN_UNUSED, uint32_t stride NN_UNUSED) {
+    __asm__ volatile (
+        ".syntax unified\n"
+        "push   {r4, r5, r6, r7, lr}\n"
+        "mov    r4, r8\n"
+        "mov    r5, r9\n"
+        "mov    r6, r10\n"
+        "mov    r7, r11\n"
+        "push   {r4, r5, r6, r7}\n"
+        "sub    sp, #16\n"
+        "ldr    r4, [sp, #52]\n"        // m (5th argument)
+        "str    r4, [sp, #0]\n"
+        "lsls   r3, r3, #2\n"
+        "adds   r3, r4, r3\n"
+        "str    r3, [sp, #4]\n"         // m end
+        "str    r0, [sp, #8]\n"         // x
+        "ldr    r4, [sp, #56]\n"        // stride (6th argument)
+        "subs   r4, r4, r2\n"
+        "lsls   r4, r4, #2\n"
+        "str    r4, [sp, #12]\n"        // bytes from a row's last word read to the next row
+        "lsls   r3, r2, #2\n"
+        "adds   r3, r0, r3\n"
+        "mov    lr, r3\n"               // x end
+        "lsrs   r3, r2, #3\n"
+        "lsls   r3, r3, #5\n"
+        "adds   r3, r0, r3\n"
+        "mov    r12, r3\n"              // end of the blocks
+        "ldr    r4, =0x55555555\n"
+        "mov    r8, r4\n"
+        "ldr    r4, =0x33333333\n"
+        "mov    r9, r4\n"
+        "ldr    r4, =0x0f0f0f0f\n"
+        "mov    r10, r4\n"
+        "1:\n"                          // ---- row
+        "ldr    r0, [sp, #8]\n"
+        "movs   r2, #0\n"
+        "mov    r11, r2\n"
+        "2:\n"                          // ---- block of 8 words v0..v7 (v = x & w)
+        "ldmia  r0!, {r2, r3, r4}\n"      // 4
+        "ldmia  r1!, {r5, r6, r7}\n"      // 4
+        "ands   r2, r5\n"                 // 3  v0 v1 v2
+        "ands   r3, r6\n"
+        "ands   r4, r7\n"
+        "eors   r3, r2\n"                 // 5  r2 = carry h1, r4 = sum s1
+        "eors   r2, r4\n"
+        "bics   r2, r3\n"
+        "eors   r2, r4\n"
+        "eors   r4, r3\n"
+        "ldmia  r0!, {r3, r5}\n"          // 3
+        "ldmia  r1!, {r6, r7}\n"          // 3
+        "ands   r3, r6\n"                 // 2  v3 v4
+        "ands   r5, r7\n"
+        "eors   r5, r3\n"                 // 5  r3 = h2, r4 = s2
+        "eors   r3, r4\n"
+        "bics   r3, r5\n"
+        "eors   r3, r4\n"
+        "eors   r4, r5\n"
+        "ldmia  r0!, {r5, r6}\n"          // 3
+        "ldmia  r1!, {r7}\n"              // 2
+        "ands   r5, r7\n"                 // 1  v5
+        "ldmia  r1!, {r7}\n"              // 2
+        "ands   r6, r7\n"                 // 1  v6
+        "eors   r6, r5\n"                 // 5  r5 = h3, r4 = s3 (weight 1)
+        "eors   r5, r4\n"
+        "bics   r5, r6\n"
+        "eors   r5, r4\n"
+        "eors   r4, r6\n"
+        "eors   r3, r2\n"                 // 5  h1 + h2 + h3: r2 = f (4), r5 = t (2)
+        "eors   r2, r5\n"
+        "bics   r2, r3\n"
+        "eors   r2, r5\n"
+        "eors   r5, r3\n"
+        "ldmia  r0!, {r3}\n"              // 2
+        "ldmia  r1!, {r6}\n"              // 2
+        "ands   r3, r6\n"                 // 1  v7 (weight 1)
+        "mov    r6, r8\n"                 // 13 pairs of bits: p - ((p >> 1) & 0x55..)
+        "lsrs   r7, r4, #1\n"
+        "ands   r7, r6\n"
+        "subs   r4, r4, r7\n"
+        "lsrs   r7, r3, #1\n"
+        "ands   r7, r6\n"
+        "subs   r3, r3, r7\n"
+        "lsrs   r7, r5, #1\n"
+        "ands   r7, r6\n"
+        "subs   r5, r5, r7\n"
+        "lsrs   r7, r2, #1\n"
+        "ands   r7, r6\n"
+        "subs   r2, r2, r7\n"
+        "mov    r6, r9\n"                 // 17 nibbles (<= 4 each)
+        "lsrs   r7, r4, #2\n"
+        "ands   r4, r6\n"
+        "ands   r7, r6\n"
+        "adds   r4, r4, r7\n"
+        "lsrs   r7, r3, #2\n"
+        "ands   r3, r6\n"
+        "ands   r7, r6\n"
+        "adds   r3, r3, r7\n"
+        "lsrs   r7, r5, #2\n"
+        "ands   r5, r6\n"
+        "ands   r7, r6\n"
+        "adds   r5, r5, r7\n"
+        "lsrs   r7, r2, #2\n"
+        "ands   r2, r6\n"
+        "ands   r7, r6\n"
+        "adds   r2, r2, r7\n"
+        "adds   r4, r4, r3\n"             // 3  s3 + v7 <= 8, t + 2 f <= 12 per nibble
+        "lsls   r2, r2, #1\n"
+        "adds   r5, r5, r2\n"
+        "mov    r6, r10\n"                // 12 nibbles -> bytes, (s3 + v7) + 2 (t + 2 f)
+        "lsrs   r7, r4, #4\n"
+        "ands   r4, r6\n"
+        "ands   r7, r6\n"
+        "adds   r4, r4, r7\n"
+        "lsrs   r7, r5, #4\n"
+        "ands   r5, r6\n"
+        "ands   r7, r6\n"
+        "adds   r5, r5, r7\n"
+        "lsls   r5, r5, #1\n"
+        "adds   r4, r4, r5\n"
+        "add    r11, r4\n"
+        "cmp    r0, r12\n"
+        "bne    2b\n"                     // 3   = 101 cycles / 8 words
+        "cmp    r0, lr\n"
+        "beq    4f\n"
+        "3:\n"                          // ---- the 1..7 words after the blocks
+        "ldmia  r0!, {r2}\n"
+        "ldmia  r1!, {r3}\n"
+        "ands   r2, r3\n"
+        "mov    r6, r8\n"
+        "lsrs   r7, r2, #1\n"
+        "ands   r7, r6\n"
+        "subs   r2, r2, r7\n"
+        "mov    r6, r9\n"
+        "lsrs   r7, r2, #2\n"
+        "ands   r2, r6\n"
+        "ands   r7, r6\n"
+        "adds   r2, r2, r7\n"
+        "mov    r6, r10\n"
+        "lsrs   r7, r2, #4\n"
+        "ands   r2, r6\n"
+        "ands   r7, r6\n"
+        "adds   r2, r2, r7\n"
+        "add    r11, r2\n"
+        "cmp    r0, lr\n"
+        "bne    3b\n"
+        "4:\n"                          // byte counts -> count, store m[row]
+        "mov    r2, r11\n"
+        "ldr    r6, =0x00ff00ff\n"
+        "lsrs   r7, r2, #8\n"
+        "ands   r2, r6\n"
+        "ands   r7, r6\n"
+        "adds   r2, r2, r7\n"
+        "lsrs   r7, r2, #16\n"
+        "uxth   r2, r2\n"
+        "adds   r2, r2, r7\n"
+        "ldr    r3, [sp, #0]\n"
+        "stmia  r3!, {r2}\n"
+        "str    r3, [sp, #0]\n"
+        "ldr    r2, [sp, #12]\n"
+        "adds   r1, r1, r2\n"          // the next row
+        "ldr    r2, [sp, #4]\n"
+        "cmp    r3, r2\n"
+        "beq    9f\n"
+        "b      1b\n"                   // (conditional branches reach only 256 bytes)
+        "9:\n"
+        "add    sp, #16\n"
+        "pop    {r4, r5, r6, r7}\n"
+        "mov    r8, r4\n"
+        "mov    r9, r5\n"
+        "mov    r10, r6\n"
+        "mov    r11, r7\n"
+        "pop    {r4, r5, r6, r7, pc}\n"
+        ".ltorg\n"
+        );
 }
 
 #endif // PICONN_ARCH_ARMV6M_H

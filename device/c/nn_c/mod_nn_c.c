@@ -172,32 +172,60 @@ static mp_obj_t nn_c_binarize(size_t n_args, const mp_obj_t *args) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_binarize_obj, 4, 4, nn_c_binarize);
 
-// xnor_dense(x, w, thr, y, n_in, n_out)
+// The optional row popcounts pw of an XNOR layer (u32[n_out], popcount_rows), or NULL.
+static const uint32_t *nn_pw(size_t n_args, const mp_obj_t *args, size_t at, uint32_t n_out) {
+    if (n_args <= at || args[at] == mp_const_none) {
+        return NULL;
+    }
+    return NN_IN(args[at], 4ull * n_out, 4, pw);
+}
+
+// xnor_dense(x, w, thr, y, n_in, n_out, pw=None)
 static mp_obj_t nn_c_xnor_dense(size_t n_args, const mp_obj_t *args) {
-    (void)n_args;
     uint32_t n_in = NN_SIZE(args[4], n_in), n_out = NN_SIZE(args[5], n_out);
     const uint32_t *x = NN_IN(args[0], 4ull * nn_words(n_in), 4, x);
     const uint32_t *w = NN_IN(args[1], 4ull * nn_words(n_in) * n_out, 4, w);
     const int32_t *thr = NN_IN(args[2], 4ull * n_out, 4, thr);
     uint32_t *y = NN_OUT(args[3], 4ull * nn_words(n_out), 4, y);
-    nn_xnor_dense(x, w, thr, y, n_in, n_out);
+    const uint32_t *pw = nn_pw(n_args, args, 6, n_out);
+    if (pw) {
+        nn_xnor_dense_pw(x, w, thr, pw, y, n_in, n_out);
+    } else {
+        nn_xnor_dense(x, w, thr, y, n_in, n_out);
+    }
     return mp_const_none;
 }
-static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_xnor_dense_obj, 6, 6, nn_c_xnor_dense);
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_xnor_dense_obj, 6, 7, nn_c_xnor_dense);
 
-// xnor_out(x, w, a, b, y, n_in, n_out)
+// xnor_out(x, w, a, b, y, n_in, n_out, pw=None)
 static mp_obj_t nn_c_xnor_out(size_t n_args, const mp_obj_t *args) {
-    (void)n_args;
     uint32_t n_in = NN_SIZE(args[5], n_in), n_out = NN_SIZE(args[6], n_out);
     const uint32_t *x = NN_IN(args[0], 4ull * nn_words(n_in), 4, x);
     const uint32_t *w = NN_IN(args[1], 4ull * nn_words(n_in) * n_out, 4, w);
     const int32_t *a = NN_IN(args[2], 4ull * n_out, 4, a);
     const int32_t *b = NN_IN(args[3], 4ull * n_out, 4, b);
     int32_t *y = NN_OUT(args[4], 4ull * n_out, 4, y);
-    nn_xnor_out(x, w, a, b, y, n_in, n_out);
+    const uint32_t *pw = nn_pw(n_args, args, 7, n_out);
+    if (pw) {
+        nn_xnor_out_pw(x, w, a, b, pw, y, n_in, n_out);
+    } else {
+        nn_xnor_out(x, w, a, b, y, n_in, n_out);
+    }
     return mp_const_none;
 }
-static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_xnor_out_obj, 7, 7, nn_c_xnor_out);
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_xnor_out_obj, 7, 8, nn_c_xnor_out);
+
+// popcount_rows(w, n_in, n_out, pw): pw[c] = popcount of row c of an XNOR layer's weights
+// (the optional last argument of xnor_dense and xnor_out; computed once, at load)
+static mp_obj_t nn_c_popcount_rows(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    uint32_t n_in = NN_SIZE(args[1], n_in), n_out = NN_SIZE(args[2], n_out);
+    const uint32_t *w = NN_IN(args[0], 4ull * nn_words(n_in) * n_out, 4, w);
+    uint32_t *pw = NN_OUT(args[3], 4ull * n_out, 4, pw);
+    nn_popcount_rows(w, nn_words(n_in), n_out, pw);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_popcount_rows_obj, 4, 4, nn_c_popcount_rows);
 
 // relu_f32(y, n)
 static mp_obj_t nn_c_relu_f32(mp_obj_t y_obj, mp_obj_t n_obj) {
@@ -544,6 +572,7 @@ static const mp_rom_map_elem_t nn_c_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_binarize), MP_ROM_PTR(&nn_c_binarize_obj) },
     { MP_ROM_QSTR(MP_QSTR_xnor_dense), MP_ROM_PTR(&nn_c_xnor_dense_obj) },
     { MP_ROM_QSTR(MP_QSTR_xnor_out), MP_ROM_PTR(&nn_c_xnor_out_obj) },
+    { MP_ROM_QSTR(MP_QSTR_popcount_rows), MP_ROM_PTR(&nn_c_popcount_rows_obj) },
     { MP_ROM_QSTR(MP_QSTR_relu_f32), MP_ROM_PTR(&nn_c_relu_f32_obj) },
     { MP_ROM_QSTR(MP_QSTR_argmax_i32), MP_ROM_PTR(&nn_c_argmax_i32_obj) },
     { MP_ROM_QSTR(MP_QSTR_argmax_f32), MP_ROM_PTR(&nn_c_argmax_f32_obj) },

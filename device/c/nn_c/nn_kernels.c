@@ -403,6 +403,143 @@ NN_HOT void nn_xnor_out(const uint32_t *x, const uint32_t *w, const int32_t *a, 
 }
 
 // ---------------------------------------------------------------------------
+// Binary layers over the span of nonzero input words (the _pw kernels)
+
+// popcount of v (SWAR, the byte sums added by a multiply: one cycle on the M0+).
+static inline uint32_t pop32(uint32_t v) {
+    v = v - ((v >> 1) & 0x55555555u);
+    v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
+    v = (v + (v >> 4)) & 0x0f0f0f0fu;
+    return (v * 0x01010101u) >> 24;
+}
+
+NN_HOT void nn_popcount_rows(const uint32_t *w, uint32_t nw, uint32_t n_rows, uint32_t *pw) {
+    for (; n_rows; n_rows--) {
+        uint32_t s = 0;
+        for (uint32_t k = nw; k; k--) {
+            s += pop32(*w++);
+        }
+        *pw++ = s;
+    }
+}
+
+// q[r] = popcount(x & w[r]) over nw words for n_rows rows, row r at w + r*stride.
+static NN_HOT void popcount_and_rows_c(const uint32_t *x, const uint32_t *w, uint32_t nw,
+    uint32_t stride, uint32_t n_rows, uint32_t *q) {
+    for (; n_rows; n_rows--, w += stride) {
+        uint32_t s = 0;
+        for (uint32_t k = 0; k < nw; k++) {
+            s += pop32(x[k] & w[k]);
+        }
+        *q++ = s;
+    }
+}
+
+// The same for n_rows <= 32: the architecture's loop where it has one, in pieces of at
+// most 31 words (its byte counts must not overflow), the pieces after the first counted
+// into part[] and added.
+static NN_HOT void popcount_and_rows(const uint32_t *x, const uint32_t *w, uint32_t nw,
+    uint32_t stride, uint32_t n_rows, uint32_t *q) {
+#ifdef NN_ARCH_POPCOUNT_AND_ROWS
+    if (nw >= 8) {
+        uint32_t part[32];
+        uint32_t *dst = q;
+        uint32_t k = 0;
+        for (;;) {
+            uint32_t len = nw - k > 31 ? 24 : nw - k;  // (what is left after 24 is >= 8)
+            popcount_and_rows_arch(x + k, w + k, len, n_rows, dst, stride);
+            if (dst == part) {
+                for (uint32_t r = 0; r < n_rows; r++) {
+                    q[r] += part[r];
+                }
+            }
+            dst = part;
+            k += len;
+            if (k == nw) {
+                return;
+            }
+        }
+    }
+#endif
+    popcount_and_rows_c(x, w, nw, stride, n_rows, q);
+}
+
+// The words of x[0..nw) from its first nonzero word to its last: *lo and the returned hi
+// (lo == hi when x is all zero); *px = popcount of x when the span is shorter than nw.
+static NN_HOT uint32_t nz_span(const uint32_t *x, uint32_t nw, uint32_t *lo, uint32_t *px) {
+    uint32_t a = 0, b = nw;
+    while (a < b && x[a] == 0) {
+        a++;
+    }
+    while (b > a && x[b - 1] == 0) {
+        b--;
+    }
+    uint32_t p = 0;
+    for (uint32_t k = a; b - a < nw && k < b; k++) {  // (only a shorter span needs it)
+        p += pop32(x[k]);
+    }
+    *lo = a;
+    *px = p;
+    return b;
+}
+
+// m[r] = popcount(x ^ w[r]) for n_rows <= 32 rows of nw words, read over x's nonzero
+// span [lo, hi) only when it is shorter than the row: there m[r] = pw[r] + px -
+// 2*popcount(x & w[r]) (x is zero outside the span, px its popcount).
+static NN_HOT void xor_counts_pw(const uint32_t *x, const uint32_t *w, const uint32_t *pw,
+    uint32_t nw, uint32_t lo, uint32_t hi, uint32_t px, uint32_t n_rows, uint32_t *m) {
+    if (hi - lo == nw) {
+        popcount_rows(x, w, nw, n_rows, m);  // (no shorter: the plain XOR count)
+        return;
+    }
+    if (lo == hi) {
+        memcpy(m, pw, n_rows * sizeof(uint32_t));  // x is zero: m = popcount(w[r])
+        return;
+    }
+    popcount_and_rows(x + lo, w + lo, hi - lo, nw, n_rows, m);
+    for (uint32_t r = 0; r < n_rows; r++) {
+        m[r] = pw[r] + px - 2 * m[r];
+    }
+}
+
+NN_HOT void nn_xnor_dense_pw(const uint32_t *x, const uint32_t *w, const int32_t *thr,
+    const uint32_t *pw, uint32_t *y, uint32_t n_in, uint32_t n_out) {
+    uint32_t nw = (n_in + 31) >> 5;
+    uint32_t lo, px;
+    uint32_t hi = nz_span(x, nw, &lo, &px);
+    uint32_t m[32];  // the counts of one output word's neurons
+    for (uint32_t c = 0; c < n_out; c += 32) {
+        uint32_t k = n_out - c < 32 ? n_out - c : 32;
+        xor_counts_pw(x, w, pw + c, nw, lo, hi, px, k, m);
+        w += k * nw;
+        // From the last neuron down, so each bit is shifted into place.
+        const uint32_t *mk = m + k;
+        const int32_t *t = thr + c + k;
+        uint32_t word = 0;
+        while (mk != m) {
+            word = (word << 1) | ((int32_t)*--mk <= *--t);
+        }
+        *y++ = word;
+    }
+}
+
+NN_HOT void nn_xnor_out_pw(const uint32_t *x, const uint32_t *w, const int32_t *a,
+    const int32_t *b, const uint32_t *pw, int32_t *y, uint32_t n_in, uint32_t n_out) {
+    uint32_t nw = (n_in + 31) >> 5;
+    uint32_t lo, px;
+    uint32_t hi = nz_span(x, nw, &lo, &px);
+    for (uint32_t c = 0; c < n_out; c += 32) {
+        uint32_t k = n_out - c < 32 ? n_out - c : 32;
+        uint32_t *m = (uint32_t *)y + c;  // counts first, in place
+        xor_counts_pw(x, w, pw + c, nw, lo, hi, px, k, m);
+        w += k * nw;
+        for (uint32_t r = 0; r < k; r++) {
+            y[c + r] = (int32_t)((uint32_t)a[c + r] * (n_in - 2 * m[r]) + (uint32_t)b[c + r]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 
 NN_HOT void nn_relu_f32(float *y, uint32_t n) {
     nn_word *yw = (nn_word *)y;

@@ -57,6 +57,17 @@ void nn_xnor_dense(const uint32_t *x, const uint32_t *w, const int32_t *thr, uin
 void nn_xnor_out(const uint32_t *x, const uint32_t *w, const int32_t *a, const int32_t *b,
     int32_t *y, uint32_t n_in, uint32_t n_out);
 
+// The same with pw[c] = popcount(W[c]) over the row (nn_popcount_rows, once at load):
+// m[c] = pw[c] + popcount(x) - 2*popcount(x & W[c]), where x & W[c] needs only the words
+// of x from its first nonzero word to its last (a binarized MNIST digit: about 18 of 25).
+// Same results as the kernels above when pw is right.
+void nn_xnor_dense_pw(const uint32_t *x, const uint32_t *w, const int32_t *thr,
+    const uint32_t *pw, uint32_t *y, uint32_t n_in, uint32_t n_out);
+void nn_xnor_out_pw(const uint32_t *x, const uint32_t *w, const int32_t *a, const int32_t *b,
+    const uint32_t *pw, int32_t *y, uint32_t n_in, uint32_t n_out);
+// pw[r] = popcount of row r of w (n_rows rows of nw words), for the _pw kernels.
+void nn_popcount_rows(const uint32_t *w, uint32_t nw, uint32_t n_rows, uint32_t *pw);
+
 // y[c] = max(y[c], 0) in place (as `if y < 0: y = 0`: -0.0 and NaN are kept).
 void nn_relu_f32(float *y, uint32_t n);
 
