@@ -63,12 +63,13 @@ DEQUANTIZE = const(14)
 BINARIZE = const(20)
 XNOR_CONV_2D = const(21)
 BINARY_MAX_POOL_2D = const(22)
+BINARIZE_CONV_2D = const(23)
 KIND_NAMES = ("", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
               "MAX_POOL_2D", "ADD", "RESHAPE", "SOFTMAX", "PAD", "MEAN", "LOGISTIC", "TANH",
               "QUANTIZE", "DEQUANTIZE", "", "", "", "", "", "BINARIZE", "XNOR_CONV_2D",
-              "BINARY_MAX_POOL_2D")
+              "BINARY_MAX_POOL_2D", "BINARIZE_CONV_2D")
 # the number of named params of each kind (the rest of the 16 must be 0)
-N_NAMED = (0, 11, 11, 6, 10, 10, 13, 0, 4, 1, 5, 4, 4, 5, 2, 0, 0, 0, 0, 0, 0, 5, 7)
+N_NAMED = (0, 11, 11, 6, 10, 10, 13, 0, 4, 1, 5, 4, 4, 5, 2, 0, 0, 0, 0, 0, 0, 5, 7, 6)
 
 # Params by name: the index of each in the record's i32[16] (FORMAT.md's order)
 P_PADDING = const(0)  # CONV_2D, DEPTHWISE_CONV_2D, pools
@@ -142,6 +143,12 @@ P_BPOOL_STRIDE_H = const(3)
 P_BPOOL_STRIDE_W = const(4)
 P_BPOOL_PAD_TOP = const(5)
 P_BPOOL_PAD_LEFT = const(6)
+P_BCONV_PADDING = const(0)  # BINARIZE_CONV_2D
+P_BCONV_STRIDE_H = const(1)
+P_BCONV_STRIDE_W = const(2)
+P_BCONV_PAD_TOP = const(3)
+P_BCONV_PAD_LEFT = const(4)
+P_BCONV_INPUT_ZERO = const(5)
 
 PADDING_SAME = const(0)
 PADDING_VALID = const(1)
@@ -305,8 +312,8 @@ def _operator(buf, at, k, n_tensors):
     for j in range(N_NAMED[kind], N_PARAMS):
         if params[j]:
             raise ValueError("operator %d (%s): unused params must be 0" % (k, KIND_NAMES[kind]))
-    if kind <= MAX_POOL_2D and kind != FULLY_CONNECTED or kind == XNOR_CONV_2D \
-            or kind == BINARY_MAX_POOL_2D:  # (P_XNOR_PADDING, P_BPOOL_PADDING are 0 too)
+    if kind <= MAX_POOL_2D and kind != FULLY_CONNECTED or kind >= XNOR_CONV_2D:
+        # (P_XNOR_PADDING, P_BPOOL_PADDING, P_BCONV_PADDING are 0 too)
         if params[P_PADDING] != PADDING_SAME and params[P_PADDING] != PADDING_VALID:
             raise ValueError("operator %d (%s): unknown padding code" % (k, KIND_NAMES[kind]))
     act = None

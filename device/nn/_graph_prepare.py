@@ -746,6 +746,37 @@ def _xnor_conv(buf, g, k, sums_fn):
     return (p[F.P_XNOR_PADDING], p[F.P_XNOR_STRIDE_H], p[F.P_XNOR_STRIDE_W]) + pad, None
 
 
+MAX_FIELD_TAPS = const(1024)  # BINARIZE_CONV_2D: kh * kw * C_in (|sum| < 2^25)
+
+
+def _binarize_conv(buf, g, k, sums_fn):
+    _counts(g, k, 3, 3)
+    x = _input(g, k, 0, 4, F.I8)
+    y = _output(g, k, 4, F.BITS)
+    w = _constant(g, k, 1, F.I8)
+    t = _constant(g, k, 2, F.I32)
+    _positive_dims(g, k, x, "input 0")
+    _positive_dims(g, k, y, "output")
+    _, _, zx = _per_tensor(g, k, x)
+    if w[F.T_QUANT] != F.QUANT_CHANNEL and w[F.T_ZERO]:
+        raise _fail(g, k, "the weights' zero points must be 0")
+    ws, cin, cout = w[F.T_SHAPE], x[F.T_SHAPE][3], y[F.T_SHAPE][3]
+    if len(ws) != 4 or ws[0] != cout or ws[3] != cin:
+        raise _fail(g, k, "weights %s, expected [%d, kh, kw, %d]" % (list(ws), cout, cin))
+    p = g[F.G_OPS][k][F.O_PARAMS]
+    kh, kw = ws[1], ws[2]
+    _window_limits(g, k, p[F.P_BCONV_STRIDE_H], p[F.P_BCONV_STRIDE_W], kh, kw)
+    pad = _spatial(g, k, x, y, kh, kw, p[F.P_BCONV_PADDING], p[F.P_BCONV_STRIDE_H],
+                   p[F.P_BCONV_STRIDE_W])
+    if kh * kw * cin > MAX_FIELD_TAPS:
+        raise _fail(g, k, "receptive field of %d taps; at most %d" % (kh * kw * cin,
+                                                                      MAX_FIELD_TAPS))
+    if t[F.T_SHAPE] != (cout,):
+        raise _fail(g, k, "the thresholds must be [%d]" % cout)
+    return (p[F.P_BCONV_PADDING], p[F.P_BCONV_STRIDE_H], p[F.P_BCONV_STRIDE_W]) + pad \
+        + (zx,), None
+
+
 def _binary_max_pool(buf, g, k, sums_fn):
     _counts(g, k, 1, 1)
     x, y = _input(g, k, 0, 4, F.BITS), _output(g, k, 4, F.BITS)
@@ -764,7 +795,8 @@ def _binary_max_pool(buf, g, k, sums_fn):
 # table bytes, or the size of a table already compared in place, or None)
 _PREPARE = (_no_kind, _conv, _depthwise, _fully_connected, _pool, _pool, _add, _reshape,
             _softmax, _pad, _mean, _logistic, _tanh, _quantize, _dequantize, _no_kind,
-            _no_kind, _no_kind, _no_kind, _no_kind, _binarize, _xnor_conv, _binary_max_pool)
+            _no_kind, _no_kind, _no_kind, _no_kind, _binarize, _xnor_conv, _binary_max_pool,
+            _binarize_conv)
 
 
 def weight_sums(buf, p, n, stride, out):

@@ -1,6 +1,7 @@
 # nn._xnor_viper: the viper tier of the binary operators of format version 2
 # (docs/FORMAT.md "Binary operators"), bit for bit nn._xnor_python's results; the
-# kernels take its argument tuples.
+# kernels take its argument tuples. BINARIZE_CONV_2D reads its int8 input and weights
+# a byte at a time.
 #
 # Bits tensors are read a word at a time (ptr32), so nn.graph uses this tier only for
 # a model at a word-aligned address (the arena always is). XNOR_CONV_2D gathers one
@@ -13,11 +14,11 @@ import micropython
 from micropython import const
 
 from nn import _viper as V
-from nn._xnor_python import MAX_FIELD_BYTES
+from nn._xnor_python import MAX_FIELD_BYTES, TAP_INDEX, TAP_VALUE
 
 _TYPING = False  # True for type checkers only (mypy --always-true=_TYPING)
 if _TYPING:
-    from nn._viper_types import ptr8, ptr32, uint
+    from nn._viper_types import ptr8, ptr16, ptr32, uint
 
 _field = bytearray(MAX_FIELD_BYTES)  # one output pixel's receptive field
 _MODE_BITS = const(0)  # nn._viper's row modes: thresholds, fixed point
@@ -208,3 +209,78 @@ def binary_max_pool_2d(a):
             for ox in range(ow):
                 _pool(x, h, w, rw, y, oy * sh - pt, ox * sw - pl, fh, fw)
                 y += rb
+
+
+@micropython.viper
+def _bconv_pixel(x: int, h: int, w: int, cin: int, iy0: int, ix0: int, kh: int, kw: int,
+                 wa: int, ta: int, y: int, cout: int, zx: int, index, value):
+    # one output pixel of BINARIZE_CONV_2D: the taps with x != zx listed once (their
+    # index in a weight row, x - zx as a word), then per channel the sum over that list.
+    # Sums are taken modulo the machine word and read as int32 (|sum| < 2^25).
+    pi = ptr16(index)
+    pv = ptr32(value)
+    px = ptr8(x)
+    n = 0
+    j = 0
+    ky = 0
+    while ky < kh:
+        iy = iy0 + ky
+        kx = 0
+        while kx < kw:
+            ix = ix0 + kx
+            if 0 <= iy and iy < h and 0 <= ix and ix < w:
+                p = (iy * w + ix) * cin
+                i = 0
+                while i < cin:
+                    v = ((int(px[p + i]) ^ 0x80) - 0x80) - zx
+                    if v != 0:
+                        pi[n] = j + i
+                        pv[n] = v
+                        n += 1
+                    i += 1
+            j += cin
+            kx += 1
+        ky += 1
+    pw = ptr8(wa)
+    pt = ptr32(ta)
+    py = ptr32(y)
+    one = 1
+    sgn = one << 31
+    m32 = (sgn << 1) - 1
+    field = kh * kw * cin
+    k = 0
+    while k < ((cout + 31) >> 5):
+        py[k] = 0
+        k += 1
+    row = 0
+    c = 0
+    while c < cout:
+        s = 0
+        i = 0
+        while i < n:
+            s += pv[i] * ((int(pw[row + pi[i]]) ^ 0x80) - 0x80)
+            i += 1
+        if ((s & m32) ^ sgn) - sgn >= ((pt[c] & m32) ^ sgn) - sgn:
+            py[c >> 5] |= one << (c & 31)
+        row += field
+        c += 1
+
+
+def binarize_conv_2d(a):
+    """BINARIZE_CONV_2D: bit c set iff sum((x - zx) * w[c]) >= thr[c] over the taps inside
+    the image."""
+    (xb, xo, n, h, w, cin, wb, wo, kh, kw, tb, to, yb, yo, oh, ow, cout, sh, sw, pt, pl,
+     zx) = a
+    x0 = address(xb) + xo
+    wa = address(wb) + wo
+    ta = address(tb) + to
+    y = address(yb) + yo
+    step = ((cout + 31) >> 5) << 2
+    index, value = TAP_INDEX, TAP_VALUE
+    for b in range(n):
+        x = x0 + b * h * w * cin
+        for oy in range(oh):
+            for ox in range(ow):
+                _bconv_pixel(x, h, w, cin, oy * sh - pt, ox * sw - pl, kh, kw, wa, ta, y, cout,
+                             zx, index, value)
+                y += step

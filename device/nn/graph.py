@@ -42,7 +42,8 @@ _graph_run = getattr(_nn_c, "graph_run", None) if _nn_c is not None else None  #
 # Python kernel per operator kind (the viper tier has some of the same names)
 _KERNELS = ("", "conv_2d", "conv_2d", "fully_connected", "pool", "pool", "add", "nothing",
             "softmax", "pad", "mean", "lut8", "lut8", "lut8", "dequantize", "", "", "", "",
-            "", "binarize", "xnor_conv_2d", "binary_max_pool_2d")  # binary: nn._xnor_*
+            "", "binarize", "xnor_conv_2d", "binary_max_pool_2d",
+            "binarize_conv_2d")  # binary: nn._xnor_*
 _QUANTIZE_F32 = "quantize_f32"
 
 _DTYPE_CODES = {F.I8: "b", F.F32: "f", F.I32: "i"}  # OpenMV's ml dtype letters (array typecodes)
@@ -232,6 +233,15 @@ class Model:
                     kh, kw) + self._loc(ins[2]) + (
                 yb, yo, oh, ow, cout, p[F.P_XNOR_STRIDE_H], p[F.P_XNOR_STRIDE_W],
                 p[F.P_XNOR_PAD_TOP], p[F.P_XNOR_PAD_LEFT], kh * kw * cin, y[F.T_DTYPE] == F.BITS)
+        elif kind == F.BINARIZE_CONV_2D:
+            n, h, wd, cin = x[F.T_SHAPE]
+            _, kh, kw, _ = ins[1][F.T_SHAPE]
+            _, oh, ow, cout = y[F.T_SHAPE]
+            macs = y[F.T_SIZE] * kh * kw * cin
+            args = (xb, xo, n, h, wd, cin, self._buf, ins[1][F.T_OFFSET], kh, kw) \
+                + self._loc(ins[2]) + (yb, yo, oh, ow, cout, p[F.P_BCONV_STRIDE_H],
+                                       p[F.P_BCONV_STRIDE_W], p[F.P_BCONV_PAD_TOP],
+                                       p[F.P_BCONV_PAD_LEFT], p[F.P_BCONV_INPUT_ZERO])
         elif kind == F.BINARY_MAX_POOL_2D:
             n, h, wd, c = x[F.T_SHAPE]
             args = (xb, xo, n, h, wd, ((c + 31) >> 5) << 2, yb, yo, y[F.T_SHAPE][1],
