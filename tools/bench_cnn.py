@@ -312,6 +312,88 @@ def run_cell(pico: VirtualPico, m: Model, tier: str, budget_us: float, count: bo
             **({"fallback_of": "python"} if fallback else {})}
 
 
+# ---------------------------------------------------------------- bare graphs in flash
+# (tools/bench_cnn_float.py, bench_cnn_int8.py and bench_xnor_cnn.py time their graphs
+# through _nn_c.graph_run alone, without nn.load)
+
+GRAPH_RUN = """
+import _nn_c, micropython, time, uctypes
+
+model = uctypes.bytearray_at({addr}, {size})
+arena = bytearray({arena})
+arena[{in_off}:{in_end}] = {values!r}
+t0 = dt = 0  # (globals made before the heap is locked)
+micropython.heap_lock()
+t0 = time.ticks_us()
+_nn_c.graph_run(model, arena, 0, {n_ops})
+dt = time.ticks_diff(time.ticks_us(), t0)
+micropython.heap_unlock()
+print(dt, bytes(arena[{out_off}:{out_end}]).hex())
+"""
+
+
+def flash_image(uf2_path: Path, blobs: list[bytes], name: str) -> tuple[Path, list[int]]:
+    """The firmware of uf2_path with `blobs` in flash past it (from EXTRA_BASE), written
+    beside it as `name`: (that UF2, each blob's address)."""
+    import uf2
+
+    layout = uf2.segment_layout([len(b) for b in blobs], EXTRA_BASE)
+    image = uf2_path.parent / name
+    image.write_bytes(uf2.with_segments(uf2_path.read_bytes(),
+                                        [(addr, b) for (addr, _), b in zip(layout, blobs)]))
+    return image, [addr for addr, _ in layout]
+
+
+def graph_run(pico: VirtualPico, addr: int, blob: bytes, values: bytes) -> tuple[int, bytes]:
+    """One `_nn_c.graph_run` of the graph file `blob` read in place at flash address
+    `addr`, its input bytes `values`, under heap_lock: (us, the output's bytes)."""
+    from int8_ckernels import GraphModel
+
+    gm = GraphModel(blob)
+    in_off, out_off = gm.inputs[0][0], gm.outputs[0][0]
+    _, out_dt, out_shape = gm.outputs[0]
+    n_out = int(np.prod(out_shape)) * np.dtype(out_dt).itemsize
+    t, hexed = pico.run_script(GRAPH_RUN.format(
+        addr=addr, size=len(blob), arena=max(gm.arena_size, 4), in_off=in_off,
+        in_end=in_off + len(values), values=values, n_ops=gm.n_operators, out_off=out_off,
+        out_end=out_off + n_out), timeout=3600).split()
+    return int(t), bytes.fromhex(hexed)
+
+
+def time_graphs(items: list[tuple[dict, g.Graph, bytes]],
+                inputs: Callable[[g.Graph, np.ndarray], np.ndarray], x: np.ndarray,
+                uf2_path: Path, image_name: str, digits: int, log: Callable[[str], None],
+                per_mac: bool = True) -> None:
+    """Each (row, graph, file bytes) of items in flash beside the firmware (the UF2
+    image_name) on the virtual Pico: one graph_run per digit of x[:digits], its input
+    inputs(graph, pixels); the outputs compared with `int8_ops.run` byte for byte, then one
+    more run of digit 0 counting the model bytes read from flash. Adds to each row
+    pico_us (mean), pico_us_each, with per_mac cycles_per_mac, flash_bytes_read and
+    bit_exact ("equal/digits")."""
+    from vpico import VirtualPico
+
+    image, addrs = flash_image(uf2_path, [blob for _, _, blob in items], image_name)
+    with VirtualPico(image, count_flash=True) as pico:
+        log(f"virtual Pico up ({image})")
+        for addr, (row, graph, blob) in zip(addrs, items):
+            shape = graph.tensors[graph.inputs[0]].shape
+            us, exact = [], 0
+            for k in range(digits):
+                v = inputs(graph, x[k:k + 1]).reshape(shape)
+                t, got = graph_run(pico, addr, blob, v.tobytes())
+                same = got == int8_ops.run(graph, v).tobytes()
+                exact += same
+                us.append(t)
+                log(f"  {row['model']} digit {k}: {t} us, bit-exact {same}")
+            pico.count_on(addr, addr + len(blob))
+            graph_run(pico, addr, blob, inputs(graph, x[:1]).tobytes())
+            mean = float(np.mean(us))
+            row.update({"pico_us": round(mean), "pico_us_each": us})
+            if per_mac:
+                row["cycles_per_mac"] = round(mean * EMULATED_HZ / 1e6 / row["macs"], 2)
+            row.update({"flash_bytes_read": pico.count_off(), "bit_exact": f"{exact}/{digits}"})
+
+
 def run_all(models_dir: Path, uf2_path: Path, tiers: tuple[str, ...], budget_ms: float,
             count: bool, log: Callable[[str], None],
             on_row: Callable[[dict], None] | None = None,
@@ -320,8 +402,6 @@ def run_all(models_dir: Path, uf2_path: Path, tiers: tuple[str, ...], budget_ms:
     """Every kind of CNN_KINDS (or those named in kinds): a row per tier (a row saying why
     for a kind not made, an error row for a failed cell). on_row(row) is called after each
     row."""
-    import uf2
-
     from piconn import data
 
     rows: list[dict] = []
@@ -352,13 +432,10 @@ def run_all(models_dir: Path, uf2_path: Path, tiers: tuple[str, ...], budget_ms:
         present.append(m)
     if not present:
         return rows
-    blobs = [b for m in present for b in (m.blob, m.inputs)]
-    layout = uf2.segment_layout([len(b) for b in blobs], EXTRA_BASE)
+    image, addrs = flash_image(uf2_path, [b for m in present for b in (m.blob, m.inputs)],
+                               "bench_cnn.uf2")
     for j, m in enumerate(present):
-        m.addr, m.in_addr = layout[2 * j][0], layout[2 * j + 1][0]
-    image = uf2_path.parent / "bench_cnn.uf2"
-    image.write_bytes(uf2.with_segments(uf2_path.read_bytes(),
-                                        [(addr, b) for (addr, _), b in zip(layout, blobs)]))
+        m.addr, m.in_addr = addrs[2 * j], addrs[2 * j + 1]
     from vpico import VirtualPico
 
     with VirtualPico(image, count_flash=count) as pico:

@@ -7,8 +7,8 @@ virtual Pico through `_nn_c.graph_run` (the C tier, nn_float.c).
     .venv/bin/python tools/bench_cnn_float.py build/cnn/cnn.npz [--pico] [--digits 3]
         [--uf2 build/PICO/firmware.uf2] [--json FILE]
 
---pico: the graphs go into flash beside the firmware (a UF2 with extra segments, as
-tools/bench_cnn_int8.py places them) and the device reads them in place. For each of the
+--pico: the graphs go into flash beside the firmware (a UF2 with extra segments, placed
+and timed by tools/bench_cnn.py's time_graphs) and the device reads them in place. For each of the
 first --digits test digits, pixel/255 as float32 is written into the arena and one
 `_nn_c.graph_run` runs under `micropython.heap_lock()`, timed with `time.ticks_us()`
 (emulated RP2040 at 125 MHz, the check of the records included); the logits are compared
@@ -31,9 +31,9 @@ for _path in (ROOT / "tools", ROOT / "host"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from bench_cnn_int8 import DEVICE_RUN, DEVICE_SETUP, EXTRA_BASE
+from bench_cnn import time_graphs
 
-from piconn import data, float_graph, format2, int8_ops, nn, train
+from piconn import data, float_graph, format2, nn, train
 from piconn import graph as g
 
 
@@ -54,52 +54,6 @@ def accuracy(path: Path, x_test: np.ndarray, y_test: np.ndarray) -> tuple[dict, 
            "arena_bytes": g.plan_memory(graph, align=4).arena_size,
            "eval_s": round(t_eval, 1), "operators": [op.kind for op in graph.operators]}
     return row, graph, blob
-
-
-def pico_rows(items: list[tuple[dict, g.Graph, bytes]], x_test: np.ndarray, uf2_path: Path,
-              digits: int, log) -> None:
-    """Time each graph on the virtual Pico (C tier); adds the figures to each row."""
-    import uf2
-    from int8_ckernels import GraphModel
-    from vpico import EMULATED_HZ, VirtualPico
-
-    layout = uf2.segment_layout([len(blob) for _, _, blob in items], EXTRA_BASE)
-    image = uf2_path.parent / "bench_cnn_float.uf2"
-    image.write_bytes(uf2.with_segments(uf2_path.read_bytes(),
-                                        [(addr, blob) for (addr, _), (_, _, blob)
-                                         in zip(layout, items)]))
-    with VirtualPico(image, count_flash=True) as pico:
-        log(f"virtual Pico up ({image})")
-        for (addr, _), (row, graph, blob) in zip(layout, items):
-            gm = GraphModel(blob)
-            in_off, _, in_shape = gm.inputs[0]
-            out_off, out_dt, out_shape = gm.outputs[0]
-            n_out = int(np.prod(out_shape)) * np.dtype(out_dt).itemsize
-
-            def script(values: bytes, addr=addr, blob=blob, gm=gm, in_off=in_off,
-                       out_off=out_off, n_out=n_out) -> str:
-                return DEVICE_SETUP + DEVICE_RUN.format(
-                    addr=addr, size=len(blob), arena=max(gm.arena_size, 4), in_off=in_off,
-                    in_end=in_off + len(values), pixels=values, n_ops=gm.n_operators,
-                    out_off=out_off, out_end=out_off + n_out)
-
-            us, exact = [], 0
-            for k in range(digits):
-                x = float_graph.float_input(x_test[k:k + 1]).reshape(in_shape)
-                want = int8_ops.run(graph, x)
-                t, hexed = pico.run_script(script(x.tobytes()), timeout=3600).split()
-                same = bytes.fromhex(hexed) == want.tobytes()
-                exact += same
-                us.append(int(t))
-                log(f"  {row['model']} digit {k}: {int(t)} us, bit-exact {same}")
-            pico.count_on(addr, addr + len(blob))
-            x = float_graph.float_input(x_test[:1]).reshape(in_shape)
-            pico.run_script(script(x.tobytes()), timeout=3600)
-            row.update({"pico_us": round(float(np.mean(us))), "pico_us_each": us,
-                        "cycles_per_mac": round(float(np.mean(us)) * EMULATED_HZ / 1e6
-                                                / row["macs"], 2),
-                        "flash_bytes_read": pico.count_off(),
-                        "bit_exact": f"{exact}/{digits}"})
 
 
 def table(rows: list[dict]) -> str:
@@ -161,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({row['same_class']} of {len(y_test)} same class, {row['eval_s']} s)")
         items.append((row, graph, blob))
     if a.pico:
-        pico_rows(items, x_test, a.uf2, a.digits, log)
+        time_graphs(items, lambda _graph, x: float_graph.float_input(x), x_test, a.uf2,
+                    "bench_cnn_float.uf2", a.digits, log)
     rows = [row for row, _, _ in items]
     print(table(rows))
     if a.json is not None:

@@ -11,10 +11,10 @@ Accuracy: int8 from `int8_ops.run` (TensorFlow Lite Micro's arithmetic, bit for 
 float from the model itself (`train.evaluate`); calibration on --calib training images
 (a fixed random sample, --seed). Per model: MACs, version-2 file bytes, arena bytes.
 
---pico: the graphs go into flash beside the firmware (a UF2 with extra segments, as
-tools/bench_int8_pico.py places them) and the device reads them in place. For each of
-the first --digits MNIST test digits, the raw pixels - 128 are written into the arena
-and one `_nn_c.graph_run` runs under `micropython.heap_lock()`, timed with
+--pico: the graphs go into flash beside the firmware (a UF2 with extra segments, placed
+and timed by tools/bench_cnn.py's time_graphs) and the device reads them in place. For
+each of the first --digits MNIST test digits, the raw pixels - 128 are written into the
+arena and one `_nn_c.graph_run` runs under `micropython.heap_lock()`, timed with
 `time.ticks_us()` (emulated RP2040 at 125 MHz, the check of the records included); the
 device's logits are compared with `int8_ops.run`. One more inference counts the model
 bytes read from flash.
@@ -35,27 +35,10 @@ for _path in (ROOT / "tools", ROOT / "host"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from piconn import data, format2, int8_ops, nn, quant_int8, train
+from bench_cnn import time_graphs
+
+from piconn import data, format2, nn, quant_int8, train
 from piconn import graph as g
-
-EXTRA_BASE = 0x10200000  # past the Pico's 2 MB of firmware (the emulated chip has 16 MB)
-
-DEVICE_SETUP = """
-import _nn_c, micropython, time, uctypes
-"""
-
-DEVICE_RUN = """
-model = uctypes.bytearray_at({addr}, {size})
-arena = bytearray({arena})
-arena[{in_off}:{in_end}] = {pixels!r}
-t0 = dt = 0  # (globals made before the heap is locked)
-micropython.heap_lock()
-t0 = time.ticks_us()
-_nn_c.graph_run(model, arena, 0, {n_ops})
-dt = time.ticks_diff(time.ticks_us(), t0)
-micropython.heap_unlock()
-print(dt, bytes(arena[{out_off}:{out_end}]).hex())
-"""
 
 
 def accuracy(path: Path, x_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
@@ -79,52 +62,6 @@ def accuracy(path: Path, x_train: np.ndarray, x_test: np.ndarray, y_test: np.nda
            "quantize_s": round(t_quant, 2), "int8_eval_s": round(t_eval, 1),
            "operators": [op.kind for op in graph.operators]}
     return row, graph, blob
-
-
-def pico_rows(items: list[tuple[dict, g.Graph, bytes]], x_test: np.ndarray, uf2_path: Path,
-              digits: int, log) -> None:
-    """Time each graph on the virtual Pico (C tier); adds the figures to each row."""
-    import uf2
-    from int8_ckernels import GraphModel
-    from vpico import EMULATED_HZ, VirtualPico
-
-    layout = uf2.segment_layout([len(blob) for _, _, blob in items], EXTRA_BASE)
-    image = uf2_path.parent / "bench_cnn_int8.uf2"
-    image.write_bytes(uf2.with_segments(uf2_path.read_bytes(),
-                                        [(addr, blob) for (addr, _), (_, _, blob)
-                                         in zip(layout, items)]))
-    with VirtualPico(image, count_flash=True) as pico:
-        log(f"virtual Pico up ({image})")
-        for (addr, _), (row, graph, blob) in zip(layout, items):
-            gm = GraphModel(blob)
-            in_off, _, in_shape = gm.inputs[0]
-            out_off, out_dt, out_shape = gm.outputs[0]
-            n_out = int(np.prod(out_shape)) * np.dtype(out_dt).itemsize
-
-            def script(pixels: bytes, addr=addr, blob=blob, gm=gm, in_off=in_off,
-                       out_off=out_off, n_out=n_out) -> str:
-                return DEVICE_SETUP + DEVICE_RUN.format(
-                    addr=addr, size=len(blob), arena=max(gm.arena_size, 4), in_off=in_off,
-                    in_end=in_off + len(pixels), pixels=pixels, n_ops=gm.n_operators,
-                    out_off=out_off, out_end=out_off + n_out)
-
-            us, exact = [], 0
-            for k in range(digits):
-                q = quant_int8.quantize_input(graph, x_test[k:k + 1]).reshape(in_shape)
-                want = int8_ops.run(graph, q)
-                t, hexed = pico.run_script(script(q.tobytes()), timeout=1800).split()
-                got = np.frombuffer(bytes.fromhex(hexed), want.dtype).reshape(want.shape)
-                exact += bool(np.array_equal(got, want))
-                us.append(int(t))
-                log(f"  {row['model']} digit {k}: {int(t)} us, bit-exact {np.array_equal(got, want)}")
-            pico.count_on(addr, addr + len(blob))
-            pico.run_script(script(quant_int8.quantize_input(graph, x_test[:1]).tobytes()),
-                            timeout=1800)
-            row.update({"pico_us": round(float(np.mean(us))), "pico_us_each": us,
-                        "cycles_per_mac": round(float(np.mean(us)) * EMULATED_HZ / 1e6
-                                                / row["macs"], 2),
-                        "flash_bytes_read": pico.count_off(),
-                        "bit_exact": f"{exact}/{digits}"})
 
 
 def table(rows: list[dict]) -> str:
@@ -193,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             (a.save_dir / f"{path.stem}_int8.nnb").write_bytes(blob)
         items.append((row, graph, blob))
     if a.pico:
-        pico_rows(items, x_test, a.uf2, a.digits, log)
+        time_graphs(items, quant_int8.quantize_input, x_test, a.uf2, "bench_cnn_int8.uf2",
+                    a.digits, log)
     rows = [row for row, _, _ in items]
     print(table(rows))
     if a.json is not None:

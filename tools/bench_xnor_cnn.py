@@ -7,8 +7,8 @@ words and constant bytes; optionally the graph timed on the virtual Pico (C tier
     .venv/bin/python tools/bench_xnor_cnn.py build/cnn/cnn_xnor.npz [--pico] [--digits 5]
         [--uf2 build/PICO/firmware.uf2] [--json FILE]
 
---pico: as tools/bench_cnn_int8.py does, each graph goes into flash beside the firmware and
-one `_nn_c.graph_run` per test digit runs under `micropython.heap_lock()`, timed with
+--pico: each graph goes into flash beside the firmware (tools/bench_cnn.py's time_graphs)
+and one `_nn_c.graph_run` per test digit runs under `micropython.heap_lock()`, timed with
 `time.ticks_us()` (emulated RP2040 at 125 MHz, the check of the records included); the
 device's logits are compared with the reference's. One more inference counts the model
 bytes read from flash.
@@ -28,10 +28,10 @@ for _path in (ROOT / "tools", ROOT / "host"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from piconn import data, format2, int8_ops, nn, quant_int8, xnor_cnn
-from piconn import graph as g
+from bench_cnn import time_graphs
 
-EXTRA_BASE = 0x10200000  # past the Pico's 2 MB of firmware (the emulated chip has 16 MB)
+from piconn import data, format2, nn, quant_int8, xnor_cnn
+from piconn import graph as g
 
 
 def load(path: Path) -> tuple[g.Graph, nn.Sequential | None]:
@@ -59,50 +59,6 @@ def accuracy_row(path: Path, x: np.ndarray, y: np.ndarray) -> tuple[dict, g.Grap
         row["model_accuracy"] = float((mine == y).mean())
         row["differ_from_model"] = int((mine != pred).sum())
     return row, graph, blob
-
-
-def pico_rows(items: list[tuple[dict, g.Graph, bytes]], x: np.ndarray, uf2_path: Path,
-              digits: int, log) -> None:
-    """Time each graph on the virtual Pico (C tier); adds the figures to each row."""
-    import bench_cnn_int8 as int8_bench
-    import uf2
-    from int8_ckernels import GraphModel
-    from vpico import VirtualPico
-
-    layout = uf2.segment_layout([len(blob) for _, _, blob in items], EXTRA_BASE)
-    image = uf2_path.parent / "bench_xnor_cnn.uf2"
-    image.write_bytes(uf2.with_segments(uf2_path.read_bytes(),
-                                        [(addr, blob) for (addr, _), (_, _, blob)
-                                         in zip(layout, items)]))
-    with VirtualPico(image, count_flash=True) as pico:
-        log(f"virtual Pico up ({image})")
-        for (addr, _), (row, graph, blob) in zip(layout, items):
-            gm = GraphModel(blob)
-            in_off, _, in_shape = gm.inputs[0]
-            out_off, out_dt, out_shape = gm.outputs[0]
-            n_out = int(np.prod(out_shape)) * np.dtype(out_dt).itemsize
-
-            def script(pixels: bytes, addr=addr, blob=blob, gm=gm, in_off=in_off,
-                       out_off=out_off, n_out=n_out) -> str:
-                return int8_bench.DEVICE_SETUP + int8_bench.DEVICE_RUN.format(
-                    addr=addr, size=len(blob), arena=max(gm.arena_size, 4), in_off=in_off,
-                    in_end=in_off + len(pixels), pixels=pixels, n_ops=gm.n_operators,
-                    out_off=out_off, out_end=out_off + n_out)
-
-            us, exact = [], 0
-            for k in range(digits):
-                q = quant_int8.quantize_input(graph, x[k:k + 1]).reshape(in_shape)
-                want = int8_ops.run(graph, q)
-                t, hexed = pico.run_script(script(q.tobytes()), timeout=1800).split()
-                got = np.frombuffer(bytes.fromhex(hexed), want.dtype).reshape(want.shape)
-                exact += bool(np.array_equal(got, want))
-                us.append(int(t))
-                log(f"  {row['model']} digit {k}: {int(t)} us, bit-exact {np.array_equal(got, want)}")
-            pico.count_on(addr, addr + len(blob))
-            pico.run_script(script(quant_int8.quantize_input(graph, x[:1]).tobytes()),
-                            timeout=1800)
-            row.update({"pico_us": round(float(np.mean(us))), "pico_us_each": us,
-                        "flash_bytes_read": pico.count_off(), "bit_exact": f"{exact}/{digits}"})
 
 
 def table(rows: list[dict]) -> str:
@@ -141,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.pico:
         if not args.uf2.is_file():
             raise SystemExit(f"no firmware {args.uf2}: make firmware BOARD=PICO")
-        pico_rows(items, x_test, args.uf2, args.digits, log)
+        time_graphs(items, quant_int8.quantize_input, x_test, args.uf2, "bench_xnor_cnn.uf2",
+                    args.digits, log, per_mac=False)
     rows = [row for row, _, _ in items]
     print(table(rows))
     if args.json:
