@@ -38,6 +38,7 @@ if _viper is not None:
     except ImportError:  # pragma: no cover - not installed
         _xviper = None
 _graph_run = getattr(_nn_c, "graph_run", None) if _nn_c is not None else None  # type: Any
+_graph_prepare = getattr(_nn_c, "graph_prepare", None) if _nn_c is not None else None  # type: Any
 
 # Python kernel per operator kind (the viper tier has some of the same names)
 _KERNELS = ("", "conv_2d", "conv_2d", "fully_connected", "pool", "pool", "add", "nothing",
@@ -45,6 +46,7 @@ _KERNELS = ("", "conv_2d", "conv_2d", "fully_connected", "pool", "pool", "add", 
             "", "binarize", "xnor_conv_2d", "binary_max_pool_2d",
             "binarize_conv_2d")  # binary: nn._xnor_*
 _QUANTIZE_F32 = "quantize_f32"
+_C_TIER = const(0)  # the C module's index in nn's tiers (nn.model._cur), the fastest
 
 _DTYPE_CODES = {F.I8: "b", F.F32: "f", F.I32: "i"}  # OpenMV's ml dtype letters (array typecodes)
 
@@ -143,6 +145,21 @@ class Model:
         self._tier = None  # the backend the steps were made for
         self._steps = ()  # type: tuple
         self._prepare_steps()  # (again after nn.use_backend: the next forward allocates)
+        self._run = self._prepared()  # forward's C path, checked once here
+
+    def _prepared(self):
+        # the C module's prepared graph (checked once; a call copies the input in, runs
+        # every operator and copies the output out) for one int8 input and one output;
+        # None where graph_run runs it instead: no such module, an unaligned model, a
+        # writable model buffer the module cannot prove stays unchanged (graph_run then
+        # checks the records on every call), records it refuses (forward says why)
+        if not self._c_ok or _graph_prepare is None or len(self._in) != 1 \
+                or len(self._out) != 1 or self._in[0][3]:
+            return None
+        try:
+            return _graph_prepare(self._buf, self._arena, self._outs[0])
+        except (TypeError, ValueError):
+            return None
 
     # ------------------------------------------------------------ building
 
@@ -376,6 +393,10 @@ class Model:
         float32 inputs, outputs and operators may allocate (a float is a heap object
         outside the C kernels).
         """
+        if out is None and _model._cur == _C_TIER and self._run is not None:
+            y = self._run(x)  # None, running nothing, unless x is int8 of the input's size
+            if y is not None:
+                return y
         self._prepare_steps()
         ins = self._in
         if len(ins) == 1:

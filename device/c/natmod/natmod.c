@@ -80,6 +80,13 @@ void *memset(void *s, int c, size_t n) {
     return mp_fun_table.memset_(s, c, n);
 }
 
+void *memmove(void *dst, const void *src, size_t n) {
+    return mp_fun_table.memmove_(dst, src, n);
+}
+
+// The type of graph_prepare's prepared graphs (mod_nn_c.c), filled in at import.
+mp_obj_full_type_t nn_c_graph_type;
+
 // ------------------------------------------------------------------ the binding
 
 #define NN_C_NATMOD (1)
@@ -112,6 +119,11 @@ mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *a
     mp_store_global(MP_QSTR_check_csc, MP_OBJ_FROM_PTR(&nn_c_check_csc_obj));
     mp_store_global(MP_QSTR_check_f32, MP_OBJ_FROM_PTR(&nn_c_check_f32_obj));
     mp_store_global(MP_QSTR_graph_run, MP_OBJ_FROM_PTR(&nn_c_graph_run_obj));
+    nn_c_graph_type.base.type = (void *)&mp_type_type;
+    nn_c_graph_type.flags = MP_TYPE_FLAG_NONE;
+    nn_c_graph_type.name = MP_QSTR_Graph;
+    MP_OBJ_TYPE_SET_SLOT(&nn_c_graph_type, call, nn_c_graph_call, 0);
+    mp_store_global(MP_QSTR_graph_prepare, MP_OBJ_FROM_PTR(&nn_c_graph_prepare_obj));
 
     MP_DYNRUNTIME_INIT_EXIT
 }

@@ -560,6 +560,138 @@ static mp_obj_t nn_c_graph_run(size_t n_args, const mp_obj_t *args) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_graph_run_obj, 4, 4, nn_c_graph_run);
 
+// A graph checked once and run many times: graph_prepare(model, arena, out) makes it, a
+// call runs it. It keeps its model, arena and output buffer alive; the model is
+// read-only (bytes, a read-only memoryview, or flash), so the records checked at
+// preparation are the records every call runs, and a call rechecks only what can change
+// (the arena's size, the input's size).
+typedef struct {
+    mp_obj_base_t base;
+    mp_obj_t model, arena, out;  // (references: the buffers stay where they were checked)
+    const uint8_t *model_buf;
+    uint32_t arena_size, n_operators;
+    uint32_t in_offset, in_nbytes;
+    uint32_t out_offset, out_nbytes;
+    bool out_constant;  // the output is a constant tensor: copied from the model
+} nn_c_graph_t;
+
+#ifdef NN_C_NATMOD
+extern mp_obj_full_type_t nn_c_graph_type;  // natmod.c fills it in at import
+#define NN_C_GRAPH_TYPE ((const mp_obj_type_t *)&nn_c_graph_type)
+#else
+static const mp_obj_type_t nn_c_graph_type;
+#define NN_C_GRAPH_TYPE (&nn_c_graph_type)
+#endif
+
+// True if [buf, buf + len) is execute-in-place flash: stores through a memory view never
+// change it (nn.load trusts a model there the same way: nn.model._is_flash).
+static bool nn_in_flash(const void *buf, size_t len) {
+    #if defined(MICROPY_PY_SYS_PLATFORM) && defined(XIP_BASE)
+    const uintptr_t window = 0x01000000;  // the 16 MB cached window of the flash chip
+    uintptr_t a = (uintptr_t)buf;
+    return a >= XIP_BASE && a - XIP_BASE <= window && len <= window - (a - XIP_BASE);
+    #else
+    (void)buf;
+    (void)len;
+    return false;
+    #endif
+}
+
+// The int8 bytes of x if it is bytes, a bytearray, an array('b') or a memoryview of one of
+// them (what Model.forward accepts), else NULL.
+static const void *nn_int8_input(mp_obj_t x, size_t *len) {
+    mp_buffer_info_t bi;
+    if (!mp_get_buffer(x, &bi, MP_BUFFER_READ)) {
+        return NULL;
+    }
+    if (bi.typecode == 'b' || bi.typecode == BYTEARRAY_TYPECODE
+        || (bi.typecode == 'B' && mp_obj_is_type(x, &mp_type_bytes))) {
+        *len = bi.len;
+        return bi.buf;
+    }
+    return NULL;
+}
+
+// graph_prepare(model, arena, out): checks a format version 2 model of one input (int8,
+// in the arena) and one output once, as graph_run checks it (every operator), and returns
+// a callable g: g(x) copies x (bytes, bytearray or array('b') of the input's size) into
+// the arena, runs every operator and copies the output into out, which it returns; it
+// returns None, running nothing, when x is not such a buffer (the caller's own checks
+// then say why). model: read-only (TypeError for a writable buffer outside flash: it
+// could change after the check), 4-byte aligned; arena: writable, 4-byte aligned, at
+// least arena_size bytes; out: writable, the output's bytes. A call allocates nothing.
+static mp_obj_t nn_c_graph_prepare(mp_obj_t model_obj, mp_obj_t arena_obj, mp_obj_t out_obj) {
+    mp_buffer_info_t model, arena, out;
+    mp_get_buffer_raise(model_obj, &model, MP_BUFFER_READ);
+    if (mp_get_buffer(model_obj, &out, MP_BUFFER_WRITE) && !nn_in_flash(model.buf, model.len)) {
+        mp_raise_TypeError(MP_ERROR_TEXT("graph_prepare: the model must be read-only (bytes): "
+            "a writable buffer could change after it is checked"));
+    }
+    mp_get_buffer_raise(arena_obj, &arena, MP_BUFFER_WRITE);
+    mp_get_buffer_raise(out_obj, &out, MP_BUFFER_WRITE);
+    if (((uintptr_t)model.buf & 3) || ((uintptr_t)arena.buf & 3)) {
+        mp_raise_ValueError(MP_ERROR_TEXT("graph_prepare: model and arena must be 4-byte aligned"));
+    }
+    uint32_t at, model_len = nn_len32(model.len), arena_len = nn_len32(arena.len);
+    uint32_t e = nn_graph_check(model.buf, model_len, arena_len, 0, 0, &at);  // the header
+    const nn_graph_header_t *h = model.buf;
+    if (!e) {
+        e = nn_graph_check(model.buf, model_len, arena_len, 0, h->n_operators, &at);
+    }
+    if (e) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("graph_prepare: operator %u: %s"),
+            (unsigned)at, nn_graph_errors[e < NN_GRAPH_ERRORS ? e : NN_GRAPH_E_HEADER]);
+    }
+    const nn_graph_tensor_t *x = h->n_inputs == 1 ? nn_graph_tensor(model.buf, h->inputs[0]) : NULL;
+    const nn_graph_tensor_t *y = h->n_outputs == 1 ? nn_graph_tensor(model.buf, h->outputs[0]) : NULL;
+    if (x == NULL || y == NULL || x->dtype != NN_DTYPE_I8 || x->storage != NN_STORAGE_ARENA) {
+        mp_raise_ValueError(MP_ERROR_TEXT("graph_prepare: needs one int8 input and one output"));
+    }
+    if (out.len != y->nbytes) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("graph_prepare: out: %u bytes, "
+            "the output has %u"), (unsigned)out.len, (unsigned)y->nbytes);
+    }
+    nn_c_graph_t *g = mp_obj_malloc(nn_c_graph_t, NN_C_GRAPH_TYPE);
+    g->model = model_obj;
+    g->arena = arena_obj;
+    g->out = out_obj;
+    g->model_buf = model.buf;
+    g->arena_size = h->arena_size;
+    g->n_operators = h->n_operators;
+    g->in_offset = x->offset;
+    g->in_nbytes = x->nbytes;
+    g->out_offset = y->offset;
+    g->out_nbytes = y->nbytes;
+    g->out_constant = y->storage == NN_STORAGE_CONSTANT;
+    return MP_OBJ_FROM_PTR(g);
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(nn_c_graph_prepare_obj, nn_c_graph_prepare);
+
+// g(x): see graph_prepare. The arena and out are fetched again (a bytearray or an array
+// can be resized, and move, between calls).
+static mp_obj_t nn_c_graph_call(mp_obj_t self_in, size_t n_args, size_t n_kw, const mp_obj_t *args) {
+    nn_c_graph_t *g = MP_OBJ_TO_PTR(self_in);
+    if (n_args != 1 || n_kw != 0) {
+        mp_raise_TypeError(MP_ERROR_TEXT("a prepared graph takes one input"));
+    }
+    size_t n;
+    const void *x = nn_int8_input(args[0], &n);
+    if (x == NULL || n != g->in_nbytes) {
+        return mp_const_none;
+    }
+    uint8_t *arena = NN_OUT(g->arena, g->arena_size, 4, arena);
+    uint8_t *out = NN_OUT(g->out, g->out_nbytes, 1, out);
+    memmove(arena + g->in_offset, x, n);  // (x may be a view of the arena)
+    nn_graph_run(g->model_buf, arena, 0, g->n_operators);
+    memmove(out, (g->out_constant ? g->model_buf : arena) + g->out_offset, g->out_nbytes);
+    return g->out;
+}
+
+#ifndef NN_C_NATMOD
+static MP_DEFINE_CONST_OBJ_TYPE(nn_c_graph_type, MP_QSTR_Graph, MP_TYPE_FLAG_NONE,
+    call, nn_c_graph_call);
+#endif
+
 #ifndef NN_C_NATMOD  // a native module stores its functions at import instead (natmod.c)
 static const mp_rom_map_elem_t nn_c_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__nn_c) },
@@ -579,6 +711,7 @@ static const mp_rom_map_elem_t nn_c_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_check_csc), MP_ROM_PTR(&nn_c_check_csc_obj) },
     { MP_ROM_QSTR(MP_QSTR_check_f32), MP_ROM_PTR(&nn_c_check_f32_obj) },
     { MP_ROM_QSTR(MP_QSTR_graph_run), MP_ROM_PTR(&nn_c_graph_run_obj) },
+    { MP_ROM_QSTR(MP_QSTR_graph_prepare), MP_ROM_PTR(&nn_c_graph_prepare_obj) },
 };
 static MP_DEFINE_CONST_DICT(nn_c_module_globals, nn_c_module_globals_table);
 

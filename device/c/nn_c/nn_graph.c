@@ -908,3 +908,12 @@ void nn_graph_run(const uint8_t *model, uint8_t *arena, uint32_t first, uint32_t
         }
     }
 }
+
+const nn_graph_tensor_t *nn_graph_tensor(const uint8_t *model, uint32_t index) {
+    graph_t g;
+    graph_init(&g, model, NULL);
+    if (index >= g.head->n_tensors || check_tensor(&g, index)) {
+        return NULL;
+    }
+    return tensor(&g, index);
+}

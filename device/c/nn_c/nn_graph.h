@@ -208,6 +208,11 @@ uint32_t nn_graph_check(const uint8_t *model, uint32_t model_len, uint32_t arena
 // aligned, arena_size bytes.
 void nn_graph_run(const uint8_t *model, uint8_t *arena, uint32_t first, uint32_t end);
 
+// The record of tensor `index` of a model whose header nn_graph_check accepted, or NULL
+// when the index is out of range or the record fails the checks operators' tensors get
+// (its bytes lie inside the model or the arena_size bytes of an arena).
+const nn_graph_tensor_t *nn_graph_tensor(const uint8_t *model, uint32_t index);
+
 // The record checks that the int8 kinds (nn_graph.c) and the float32 kinds (nn_float.c)
 // share, each an NN_GRAPH_E_* code (nn_graph_check has checked the header and the op's
 // indices). Tensors passed in have had their records checked (nn_graph_expect).
