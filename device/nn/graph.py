@@ -8,6 +8,8 @@
 # the operators in order and copies the output out; for int8 inputs and outputs it
 # allocates nothing. Each operator runs in the fastest tier present that has it: the C
 # module's graph_run (several operators in one call), nn._int8_viper, nn._int8_python.
+# On the C tier a graph of one int8 input and one output is checked once at load
+# (_nn_c.graph_prepare): forward is then one C call (input copy, operators, output copy).
 import struct
 from array import array
 
