@@ -466,6 +466,18 @@ def test_check_accepts_models_and_refuses_what_breaks_a_rule(host):
     assert host.check(bad, arena, 0, 6) == (ik.ERRORS.index("kind"), 5)
 
 
+@pytest.mark.parametrize("name", ["pad-4d", "mean"])
+def test_check_refuses_paddings_and_axes_in_the_arena(host, name):
+    """PAD's paddings and MEAN's axes are read when the model is checked, before the arena
+    holds anything: in the arena instead of the model they are refused (not read)."""
+    graph, data = case(name)
+    n, arena = len(graph.operators), ik.GraphModel(data).arena_size
+    assert host.check(data, arena, 0, n)[0] == 0
+    k = graph.operators[0].inputs[1]  # the int32 constant
+    moved = _at(_at(data, "<B", TENSOR_AT + 40 * k + 2, 0), "<I", TENSOR_AT + 40 * k + 12, 0)
+    assert host.check(moved, arena, 0, n) == (ik.ERRORS.index("shape"), 0)
+
+
 _FUZZ = r"""
 import random, sys
 sys.path.insert(0, {tools!r})
