@@ -1,6 +1,6 @@
 """The binary operators of format version 2 (docs/FORMAT.md "Binary operators") on the
 device: BINARIZE, XNOR_CONV_2D (bits and int32 outputs, SAME and VALID, strides, the
-fully connected form) and BINARY_MAX_POOL_2D, in every tier present (plain Python,
+fully connected form), BINARY_MAX_POOL_2D and BINARIZE_CONV_2D, in every tier present (plain Python,
 viper, C), bit for bit against the host reference (`format2.from_bytes` +
 `int8_ops.run`, i.e. `piconn.xnor_ops`), which is itself checked against a separate
 numpy model of the specification written here; allocation-free inference (heap_lock);
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NN_C = ROOT / "device" / "c" / "nn_c"
 
 F32, BITS, I32, I8 = 1, 2, 3, 4
-BINARIZE, XNOR_CONV_2D, BINARY_MAX_POOL_2D = 20, 21, 22
+BINARIZE, XNOR_CONV_2D, BINARY_MAX_POOL_2D, BINARIZE_CONV_2D = 20, 21, 22, 23
 SAME, VALID = 0, 1
 NO = 0xFFFF
 
@@ -79,6 +79,24 @@ def ref_counts(x: np.ndarray, w: np.ndarray, padding: int, sh: int, sw: int) -> 
                         field_[:, ky, kx] = x[:, iy, ix]
             m[:, oy, ox] = (field_[:, None] ^ w[None]).reshape(n, cout, -1).sum(-1)
     return m
+
+
+def ref_bconv(x: np.ndarray, zx: int, w: np.ndarray, thr: np.ndarray, padding: int, sh: int,
+              sw: int) -> np.ndarray:
+    """bits [N, OH, OW, C_out]: sum of (x - zx) * w over the taps inside the image >= thr."""
+    n, h, wd, _ = x.shape
+    cout, kh, kw, _ = w.shape
+    oh, pt = out_size(padding, h, kh, sh)
+    ow, pl = out_size(padding, wd, kw, sw)
+    s = np.zeros((n, oh, ow, cout), dtype=np.int64)
+    for oy in range(oh):
+        for ox in range(ow):
+            for ky in range(kh):
+                for kx in range(kw):
+                    iy, ix = oy * sh - pt + ky, ox * sw - pl + kx
+                    if 0 <= iy < h and 0 <= ix < wd:
+                        s[:, oy, ox] += (x[:, iy, ix].astype(np.int64) - zx) @ w[:, ky, kx].T
+    return s >= thr
 
 
 def ref_pool(x: np.ndarray, padding: int, fh: int, fw: int, sh: int, sw: int) -> np.ndarray:
@@ -184,6 +202,8 @@ class Net:
         for la in self.layers:
             if la[0] == "binarize":
                 v = ref_binarize(v, la[1])
+            elif la[0] == "bconv":
+                v = ref_bconv(v, *la[1:])
             elif la[0] == "pool":
                 v = ref_pool(v, *la[1:])
             else:
@@ -200,24 +220,44 @@ class Net:
 
 
 def random_net(seed: int, h: int = 9, w: int = 8, c: int = 3, convs=None, fc_out: int = 10,
-               out_quant: int = 1, out_bits: int = 31) -> Net:
-    """i8 [1, h, w, c] -> BINARIZE -> XNOR_CONV_2D / BINARY_MAX_POOL_2D layers (convs:
+               out_quant: int = 1, out_bits: int = 31, stem=None, zero: int = -5) -> Net:
+    """i8 [1, h, w, c] (zero point `zero`) -> BINARIZE, or BINARIZE_CONV_2D with
+    stem = (c_out, k, padding, stride) -> XNOR_CONV_2D / BINARY_MAX_POOL_2D layers (convs:
     ('conv', c_out, k, padding, stride) or ('pool', f, padding, stride)) -> a fully
     connected XNOR_CONV_2D with int32 output [1, 1, 1, fc_out], |output| < 2^out_bits."""
     rng = np.random.default_rng(seed)
     convs = convs if convs is not None else [("conv", 40, 3, SAME, 1), ("pool", 2, VALID, 2),
                                              ("conv", 33, 3, VALID, 1)]
     gr = G()
-    x = gr.add(T(I8, (1, h, w, c), quant=1, scale=1 / 128, zero=-5))
+    x = gr.add(T(I8, (1, h, w, c), quant=1, scale=1 / 128, zero=zero))
     gr.inputs.append(x)
-    lo = rng.integers(-128, 60, c)
-    bounds = np.stack([lo, lo + rng.integers(20, 300, c)], 1).astype(np.int32)
-    bounds[0] = [-128, rng.integers(-50, 50)]  # an upper bound alone
-    b = gr.add(T(I32, (c, 2), bounds.tobytes()))
-    shape = (1, h, w, c)
-    cur = gr.add(T(BITS, shape))
-    gr.ops.append((BINARIZE, (x, b), cur, ()))
-    layers: list = [("binarize", bounds)]
+    layers: list
+    if stem is None:
+        lo = rng.integers(-128, 60, c)
+        bounds = np.stack([lo, lo + rng.integers(20, 300, c)], 1).astype(np.int32)
+        bounds[0] = [-128, rng.integers(-50, 50)]  # an upper bound alone
+        b = gr.add(T(I32, (c, 2), bounds.tobytes()))
+        shape = (1, h, w, c)
+        cur = gr.add(T(BITS, shape))
+        gr.ops.append((BINARIZE, (x, b), cur, ()))
+        layers = [("binarize", bounds)]
+    else:
+        cout, k, padding, s = stem
+        wi = rng.integers(-128, 128, (cout, k, k, c)).astype(np.int8)
+        wi[0] = -128  # the extreme weight
+        spread = int(np.sqrt(k * k * c)) * 60 * 40
+        thr = rng.integers(-spread, spread, cout).astype(np.int32)
+        thr[:3] = (0, 1, -(2**31))  # a blank field sets bit 0 and 2 and never bit 1
+        if cout > 3:
+            thr[3] = 2**31 - 1  # never
+        oh, pt = out_size(padding, h, k, s)
+        ow, pl = out_size(padding, w, k, s)
+        wt = gr.add(T(I8, wi.shape, wi.tobytes(), quant=1, scale=0.01))
+        tt = gr.add(T(I32, (cout,), thr.tobytes()))
+        shape = (1, oh, ow, cout)
+        cur = gr.add(T(BITS, shape))
+        gr.ops.append((BINARIZE_CONV_2D, (x, wt, tt), cur, (padding, s, s, pt, pl, zero)))
+        layers = [("bconv", zero, wi, thr, padding, s, s)]
     for spec in convs:
         if spec[0] == "pool":
             _, f, padding, s = spec
@@ -265,6 +305,13 @@ NETS = {
     # wide channels: three words a pixel, a 1x1 conv, a 5x5 filter larger than the padding
     "wide": lambda: random_net(3, 7, 7, 70, [("conv", 65, 1, VALID, 1),
                                              ("conv", 32, 5, SAME, 1)], fc_out=7, out_quant=0),
+    # BINARIZE_CONV_2D stems: the binary CNN's 4x4 stride-4 stem on a 28x28 image
+    # (logits below 2^30: the Python tier on the 32-bit virtual Pico boxes none)
+    "bconv_mnist": lambda: random_net(4, 28, 28, 1, [("conv", 32, 3, VALID, 1)],
+                                      stem=(32, 4, VALID, 4), zero=-128, out_bits=30),
+    # SAME with stride 2 over 3 channels, 37 output channels (an odd count, two words)
+    "bconv_same": lambda: random_net(5, 9, 8, 3, [("pool", 2, SAME, 2)], stem=(37, 3, SAME, 2),
+                                     zero=7, out_bits=30),
 }
 
 
@@ -286,8 +333,17 @@ def test_host_reference_is_the_spec(name):
 
 
 def inputs(net: Net, n: int, seed: int) -> list[np.ndarray]:
+    """Random int8 inputs; for a BINARIZE_CONV_2D stem, MNIST-like ones: most values the
+    zero point (blank), the first one all blank."""
     rng = np.random.default_rng(seed)
-    return [rng.integers(-128, 128, net.shape).astype(np.int8) for _ in range(n)]
+    xs = [rng.integers(-128, 128, net.shape).astype(np.int8) for _ in range(n)]
+    if net.layers[0][0] == "bconv":
+        zx = net.layers[0][1]
+        for i, x in enumerate(xs):
+            x[rng.random(net.shape) < 0.75] = zx
+            if i == 0:
+                x[...] = zx
+    return xs
 
 
 # ------------------------------------------------------------------ running on the device
@@ -456,13 +512,14 @@ def _padding_bit_set(net: Net) -> bytes:
     raise AssertionError("no weights with padding bits")
 
 
+@pytest.mark.parametrize("name", ["small", "bconv_same"])
 @pytest.mark.parametrize("rt", RT, ids=_ids)
-def test_fuzz(rt, host_graph, tmp_path):
+def test_fuzz(rt, host_graph, tmp_path, name):
     """Corrupt records are refused at load with ValueError (nothing else, no crash)
     exactly when the host reader refuses them; what loads passes nn_graph_check and
     computes the host reference's output (and the C runner's on the host)."""
     runner, tier = rt
-    net = NETS["small"]()
+    net = NETS[name]()
     blobs = corruptions(net.blob())
     blobs.append(_padding_bit_set(net))
     if tier == "python" and runner.name == "wasm":
@@ -517,13 +574,15 @@ print('ERR', repr(err)) if err is not None else print('OK', k, bytes(y) == y0, '
 """
 
 
+@pytest.mark.parametrize("kw", [{}, {"stem": (37, 3, SAME, 2), "convs": [("conv", 40, 3, SAME, 1)]}],
+                         ids=["binarize", "bconv"])
 @pytest.mark.parametrize("rt", RT, ids=_ids)
-def test_heap_lock(rt, tmp_path):
+def test_heap_lock(rt, tmp_path, kw):
     """forward() and predict() allocate nothing in every tier. (The plain-Python tier's
     int32 output stage boxes values beyond MicroPython's small ints, 2^30 on 32-bit ports:
-    the logits here stay below.)"""
+    the logits here stay below; BINARIZE_CONV_2D's thresholds of +-2^31 do not box.)"""
     runner, tier = rt
-    net = random_net(5, out_bits=30)
+    net = random_net(5, out_bits=30, **kw)
     (tmp_path / "m.nnb").write_bytes(net.blob())
     x = np.arange(int(np.prod(net.shape))).astype(np.uint8).view(np.int8).reshape(net.shape)
     out = runner.run(HEAP.format(tier=tier, path=str(tmp_path / "m.nnb"), n=x.size),
@@ -556,3 +615,49 @@ def test_unaligned_model(rt, tmp_path):
                      dirs=(tmp_path,)).split()
     assert out[:-1] == ["python"] * len(net.graph.ops)
     assert np.frombuffer(bytes.fromhex(out[-1]), "<i4").tolist() == net.run(x).reshape(-1).tolist()
+
+
+# ------------------------------------------------------------------ the virtual Pico
+
+PICO = """
+import nn, binascii, micropython
+blob = {blob!r}
+xs = {inputs!r}
+m = nn.load(blob)
+y = x = be = None  # (globals made before the heap is locked)
+for be in nn.backends():
+    nn.use_backend(be)
+    m.forward(xs[0])  # (the first call after a change of tier builds its steps)
+    for x in xs:
+        micropython.heap_lock()
+        try:
+            y = m.forward(x)
+        finally:
+            micropython.heap_unlock()
+        print('Y', be, ' '.join(m.tiers()), binascii.hexlify(bytes(y)).decode())
+"""
+
+
+@pytest.mark.parametrize("name", ["bconv_mnist", "bconv_same"])
+def test_virtual_pico(name):
+    """On the emulated RP2040 (the Thumb-1 loops of the C tier, the viper tier's 32-bit
+    words) every tier computes the specification's output, each forward() under
+    heap_lock."""
+    uf2 = ROOT / "build" / "PICO" / "firmware.uf2"
+    if not uf2.is_file():
+        pytest.skip("no build/PICO/firmware.uf2 (make firmware BOARD=PICO)")
+    pytest.importorskip("rp2040py", reason="rp2040py (the virtual Pico) is not installed")
+    from vpico import VirtualPico
+
+    net = NETS[name]()
+    xs = inputs(net, 3, seed=21)
+    with VirtualPico(uf2) as pico:
+        out = pico.run_script(PICO.format(blob=net.blob(), inputs=[x.tobytes() for x in xs]),
+                              timeout=1800).splitlines()
+    rows = [line.split() for line in out if line.startswith("Y")]
+    assert {r[1] for r in rows} >= {"c", "viper", "python"}, rows
+    assert len(rows) == 3 * len({r[1] for r in rows})
+    want = [net.run(x).astype("<i4").tobytes().hex() for x in xs]
+    for k, r in enumerate(rows):
+        assert set(r[2:-1]) == {r[1]}, r[:-1]  # every operator in the chosen tier
+        assert r[-1] == want[k % 3], (name, r[:-1])

@@ -546,6 +546,28 @@ static uint32_t check_xnor_conv(const graph_t *g, const nn_graph_op_t *op) {
     return NN_GRAPH_OK;
 }
 
+// BINARIZE_CONV_2D: int8 x [N, H, W, C_in] -> bits y [N, OH, OW, C_out], int8 weights
+// [C_out, kh, kw, C_in] of at most NN_BCONV_MAX_FIELD_TAPS taps, i32 thresholds [C_out].
+static uint32_t check_bconv(const graph_t *g, const nn_graph_op_t *op) {
+    const nn_graph_tensor_t *x, *w, *t, *y;
+    uint32_t e;
+    if ((e = expect(g, op, 0, NN_DTYPE_I8, 4, &x)) || (e = expect(g, op, 1, NN_DTYPE_I8, 4, &w))
+        || (e = expect(g, op, 2, NN_DTYPE_I32, 0, &t))
+        || (e = expect(g, op, OUTPUT, NN_DTYPE_BITS, 4, &y))) {
+        return e;
+    }
+    const nn_graph_bconv_params_t *p = &op->params.bconv;
+    if ((e = check_window(x, y, p->stride_h, p->stride_w, p->pad_top, p->pad_left))) {
+        return e;
+    }
+    if (w->dims[0] != y->dims[3] || w->dims[3] != x->dims[3] || w->dims[1] == 0
+        || w->dims[2] == 0 || elements(t) != y->dims[3]
+        || (uint32_t)w->dims[1] * w->dims[2] * w->dims[3] > NN_BCONV_MAX_FIELD_TAPS) {
+        return NN_GRAPH_E_SHAPE;
+    }
+    return is_int8(p->input_zero) ? NN_GRAPH_OK : NN_GRAPH_E_PARAMS;
+}
+
 static uint32_t check_binary_pool(const graph_t *g, const nn_graph_op_t *op) {
     const nn_graph_tensor_t *x, *y;
     uint32_t e;
@@ -802,6 +824,24 @@ static void run_binary_pool(const graph_t *g, const nn_graph_op_t *op) {
     nn_xnor_max_pool(&p, tensor_data(g, op->inputs[0]), tensor_data(g, op->output));
 }
 
+static void run_bconv(const graph_t *g, const nn_graph_op_t *op) {
+    const nn_graph_tensor_t *x = tensor(g, op->inputs[0]), *w = tensor(g, op->inputs[1]);
+    const nn_graph_tensor_t *y = tensor(g, op->output);
+    const nn_graph_bconv_params_t *q = &op->params.bconv;
+    nn_bconv_geometry_t p = {
+        .batches = x->dims[0], .in_h = x->dims[1], .in_w = x->dims[2], .in_c = x->dims[3],
+        .out_h = y->dims[1], .out_w = y->dims[2], .out_c = y->dims[3],
+        .k_h = w->dims[1], .k_w = w->dims[2],
+        .stride_h = (uint32_t)q->stride_h, .stride_w = (uint32_t)q->stride_w,
+        .pad_top = (uint32_t)q->pad_top, .pad_left = (uint32_t)q->pad_left,
+        .input_zero = q->input_zero,
+    };
+    _Static_assert(NN_BCONV_MAX_FIELD_TAPS * 4 <= NN_GRAPH_SCRATCH_BYTES,
+        "the tap list of one output pixel fits the scratch buffer");
+    nn_bconv_2d(&p, tensor_data(g, op->inputs[0]), tensor_data(g, op->inputs[1]),
+        tensor_data(g, op->inputs[2]), tensor_data(g, op->output), nn_graph_scratch);
+}
+
 // ---------------------------------------------------------------------------
 // The kinds
 
@@ -829,6 +869,7 @@ static const kind_t kinds[NN_OP_KINDS] = {
     [NN_OP_BINARIZE] = { check_binarize, run_binarize, 2, 2 },
     [NN_OP_XNOR_CONV_2D] = { check_xnor_conv, run_xnor_conv, 3, 3 },
     [NN_OP_BINARY_MAX_POOL_2D] = { check_binary_pool, run_binary_pool, 1, 1 },
+    [NN_OP_BINARIZE_CONV_2D] = { check_bconv, run_bconv, 3, 3 },
 };
 
 static uint32_t check_header(const uint8_t *model, uint32_t model_len, uint32_t arena_len) {

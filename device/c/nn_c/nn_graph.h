@@ -48,6 +48,7 @@ enum {
     NN_OP_BINARIZE = 20,
     NN_OP_XNOR_CONV_2D = 21,
     NN_OP_BINARY_MAX_POOL_2D = 22,
+    NN_OP_BINARIZE_CONV_2D = 23,
     NN_OP_KINDS  // one past the last kind
 };
 
@@ -152,6 +153,10 @@ typedef struct {
     int32_t padding, filter_h, filter_w, stride_h, stride_w, pad_top, pad_left;
 } nn_graph_binary_pool_params_t;
 
+typedef struct {
+    int32_t padding, stride_h, stride_w, pad_top, pad_left, input_zero;
+} nn_graph_bconv_params_t;
+
 // Operator record (80 bytes).
 typedef struct {
     uint8_t kind;
@@ -174,6 +179,7 @@ typedef struct {
         nn_graph_dequantize_params_t dequantize;
         nn_graph_xnor_conv_params_t xnor_conv;
         nn_graph_binary_pool_params_t binary_pool;
+        nn_graph_bconv_params_t bconv;  // BINARIZE_CONV_2D
     } params;
 } nn_graph_op_t;
 

@@ -6,7 +6,17 @@
 // row of the weights against it, the same loop as a binary dense layer.
 #include "nn_xnor_graph.h"
 
+#include <stddef.h>
+
 #include "nn_kernels.h"
+
+// Hot kernels go to RAM on the RP2040 (as nn_kernels.c's): the weights they stream from
+// flash then have the XIP cache to themselves.
+#if defined(NN_KERNELS_IN_RAM) && NN_KERNELS_IN_RAM
+#define NN_XNOR_HOT __attribute__((section(".time_critical.nn_xnor")))
+#else
+#define NN_XNOR_HOT
+#endif
 
 // Channel by channel, so that a channel's bounds stay in registers and the test is one
 // unsigned compare: lo <= v <= hi iff (uint32_t)(v - lo) <= (uint32_t)(hi - lo) when
@@ -128,6 +138,151 @@ void nn_xnor_max_pool(const nn_xnor_geometry_t *p, const uint32_t *x, uint32_t *
                     }
                 }
                 y += nw;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// BINARIZE_CONV_2D
+
+// A tap of the gather list: weight offset in the low half, x - zx (-255..255) in the high.
+#define BTAP(off, xd) ((uint32_t)(off) | ((uint32_t)(xd) << 16))
+#define BTAP_OFF(t) ((t) & 0xffffu)
+#define BTAP_X(t) ((int32_t)(t) >> 16)
+
+// A word of input bytes (may alias the int8 tensor).
+typedef uint32_t nn_x_word __attribute__((may_alias));
+
+// Architecture-specific loops (Thumb-1 on ARMv6-M) replace the portable ones below.
+#if defined(__ARM_ARCH_6M__) && !defined(NN_NO_ASM)
+#define NN_UNUSED __attribute__((unused))
+#include "arch_armv6m_xnor.h"
+#endif
+
+// Appends BTAP(off + i, x[i] - zx) for every i < n with x[i] != zx; returns the new end.
+// Aligned words of four zero points are skipped whole (blank image areas).
+static NN_XNOR_HOT uint32_t *bconv_gather(uint32_t *list, const int8_t *x, uint32_t n,
+    int32_t zx, uint32_t off) {
+    uint32_t i = 0;
+    uint32_t zx4 = ((uint32_t)zx & 0xffu) * 0x01010101u;
+    while (i < n) {
+        if ((((uintptr_t)(x + i)) & 3) == 0) {
+            while (n - i >= 4 && *(const nn_x_word *)(const void *)(x + i) == zx4) {
+                i += 4;
+            }
+            if (i == n) {
+                break;
+            }
+        }
+        int32_t d = x[i] - zx;
+        if (d) {
+            *list++ = BTAP(off + i, d);
+        }
+        i++;
+    }
+    return list;
+}
+
+// s[r] = sum of w[r * stride + off_k] * x_k over the taps k < n, rows r < 4.
+#ifndef NN_ARCH_BCONV_DOT4
+static NN_XNOR_HOT void bconv_dot4(const uint32_t *list, uint32_t n, const int8_t *w,
+    uint32_t stride, int32_t *s) {
+    const int8_t *w1 = w + stride, *w2 = w1 + stride, *w3 = w2 + stride;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (const uint32_t *end = list + n; list < end; list++) {
+        uint32_t t = *list;
+        uint32_t off = BTAP_OFF(t);
+        int32_t xd = BTAP_X(t);
+        a0 += w[off] * xd;
+        a1 += w1[off] * xd;
+        a2 += w2[off] * xd;
+        a3 += w3[off] * xd;
+    }
+    s[0] = a0;
+    s[1] = a1;
+    s[2] = a2;
+    s[3] = a3;
+}
+#endif
+
+// The sum of w[off_k] * x_k over the taps k < n.
+static NN_XNOR_HOT int32_t bconv_dot1(const uint32_t *list, uint32_t n, const int8_t *w) {
+    int32_t a = 0;
+    for (const uint32_t *end = list + n; list < end; list++) {
+        a += w[BTAP_OFF(*list)] * BTAP_X(*list);
+    }
+    return a;
+}
+
+// The bits of one output pixel from its tap list: four channels per pass over the list.
+static NN_XNOR_HOT void bconv_pixel(const uint32_t *list, uint32_t n, const int8_t *w,
+    uint32_t field, const int32_t *thr, uint32_t out_c, uint32_t *y) {
+    uint32_t word = 0, c = 0;
+    int32_t s[4];
+    for (; c + 4 <= out_c; c += 4) {
+        bconv_dot4(list, n, w + c * field, field, s);
+        word |= ((uint32_t)(s[0] >= thr[c]) | (uint32_t)(s[1] >= thr[c + 1]) << 1
+                 | (uint32_t)(s[2] >= thr[c + 2]) << 2 | (uint32_t)(s[3] >= thr[c + 3]) << 3)
+                << (c & 31);
+        if (((c + 4) & 31) == 0) {  // (four channels never straddle a word)
+            y[c >> 5] = word;
+            word = 0;
+        }
+    }
+    for (; c < out_c; c++) {
+        word |= (uint32_t)(bconv_dot1(list, n, w + c * field) >= thr[c]) << (c & 31);
+    }
+    if (c & 31) {
+        y[c >> 5] = word;
+    }
+}
+
+// Kernel rows [*k0, *k1) of a window starting at input row i0 (may be negative) inside
+// an image of `size` rows.
+static inline void bconv_clip(int32_t i0, uint32_t k, uint32_t size, uint32_t *k0,
+    uint32_t *k1) {
+    int32_t lo = i0 < 0 ? -i0 : 0, hi = (int32_t)size - i0;
+    if (hi > (int32_t)k) {
+        hi = (int32_t)k;
+    }
+    *k0 = (uint32_t)lo;
+    *k1 = hi > lo ? (uint32_t)hi : (uint32_t)lo;
+}
+
+NN_XNOR_HOT void nn_bconv_2d(const nn_bconv_geometry_t *p, const int8_t *x, const int8_t *w,
+    const int32_t *thr, uint32_t *y, uint32_t *list) {
+    uint32_t c = p->in_c, field = p->k_h * p->k_w * c;
+    uint32_t out_words = (p->out_c + 31) >> 5;
+    const uint32_t *blank = NULL;  // the bits of a blank field, once computed
+    for (uint32_t b = 0; b < p->batches; b++) {
+        const int8_t *image = x + b * p->in_h * p->in_w * c;
+        for (uint32_t oy = 0; oy < p->out_h; oy++) {
+            int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
+            uint32_t ky0, ky1;
+            bconv_clip(iy0, p->k_h, p->in_h, &ky0, &ky1);
+            for (uint32_t ox = 0; ox < p->out_w; ox++, y += out_words) {
+                int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
+                uint32_t kx0, kx1;
+                bconv_clip(ix0, p->k_w, p->in_w, &kx0, &kx1);
+                uint32_t *end = list, row = (kx1 - kx0) * c;
+                uint32_t ix = (uint32_t)(ix0 + (int32_t)kx0);  // the first column inside
+                for (uint32_t ky = ky0; ky < ky1 && row; ky++) {
+                    uint32_t iy = (uint32_t)(iy0 + (int32_t)ky);
+                    end = bconv_gather(end, image + (iy * p->in_w + ix) * c, row, p->input_zero,
+                        (ky * p->k_w + kx0) * c);
+                }
+                uint32_t n = (uint32_t)(end - list);
+                if (n == 0 && blank != NULL) {
+                    for (uint32_t i = 0; i < out_words; i++) {
+                        y[i] = blank[i];
+                    }
+                    continue;
+                }
+                bconv_pixel(list, n, w, field, thr, p->out_c, y);
+                if (n == 0) {
+                    blank = y;
+                }
             }
         }
     }
