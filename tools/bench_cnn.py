@@ -394,6 +394,37 @@ def time_graphs(items: list[tuple[dict, g.Graph, bytes]],
             row.update({"flash_bytes_read": pico.count_off(), "bit_exact": f"{exact}/{digits}"})
 
 
+def add_pico_args(p: argparse.ArgumentParser, digits: int) -> None:
+    """The --pico, --digits and --uf2 options of a script timing graphs with time_graphs."""
+    p.add_argument("--pico", action="store_true", help="time the graphs on the virtual Pico")
+    p.add_argument("--digits", type=int, default=digits,
+                   help=f"--pico: test digits (default {digits})")
+    p.add_argument("--uf2", type=Path, default=ROOT / "build" / "PICO" / "firmware.uf2")
+
+
+def check_pico_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Refuses (p.error) --digits below 1, and --pico without the firmware."""
+    if a.digits < 1:
+        p.error("--digits must be >= 1")
+    if a.pico and not a.uf2.is_file():
+        p.error(f"no firmware at {a.uf2}: run `make firmware BOARD=PICO`")
+
+
+def pico_cells(r: dict | None, unit: str = "us") -> str:
+    """The columns time_graphs fills in a script's table: their heads (r None) or row r's
+    figures, the time in `unit` (ms or us)."""
+    if r is None:
+        return f" {'Pico ' + unit:>8s} {'cyc/MAC':>7s} {'flash B read':>12s} {'exact':>5s}"
+    t = f"{r['pico_us'] / 1000:8.1f}" if unit == "ms" else f"{r['pico_us']:>8,}"
+    return f" {t} {r['cycles_per_mac']:7.2f} {r['flash_bytes_read']:>12,} {r['bit_exact']:>5s}"
+
+
+def pico_note(unit: str = "us") -> str:
+    """The table's note on the pico_cells columns."""
+    return (f"Pico {unit}: emulated RP2040 at 125 MHz (time.ticks_us), one _nn_c.graph_run "
+            "per digit under heap_lock; flash B read: model bytes per inference")
+
+
 def run_all(models_dir: Path, uf2_path: Path, tiers: tuple[str, ...], budget_ms: float,
             count: bool, log: Callable[[str], None],
             on_row: Callable[[dict], None] | None = None,

@@ -31,7 +31,7 @@ for _path in (ROOT / "tools", ROOT / "host"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from bench_cnn import time_graphs
+from bench_cnn import add_pico_args, check_pico_args, pico_cells, pico_note, time_graphs
 
 from piconn import data, float_graph, format2, nn, train
 from piconn import graph as g
@@ -61,21 +61,19 @@ def table(rows: list[dict]) -> str:
             f" {'bytes':>8s} {'arena':>7s}")
     pico = any("pico_us" in r for r in rows)
     if pico:
-        head += f" {'Pico ms':>8s} {'cyc/MAC':>7s} {'flash B read':>12s} {'exact':>5s}"
+        head += pico_cells(None, "ms")
     lines = [head]
     for r in rows:
         line = (f"{r['model']:14s} {r['model_pct']:8.2f} {r['graph_pct']:8.2f}"
                 f" {r['same_class']:>6,} {r['macs']:>9,} {r['model_bytes']:>8,}"
                 f" {r['arena_bytes']:>7,}")
         if "pico_us" in r:
-            line += (f" {r['pico_us'] / 1000:8.1f} {r['cycles_per_mac']:7.2f}"
-                     f" {r['flash_bytes_read']:>12,} {r['bit_exact']:>5s}")
+            line += pico_cells(r, "ms")
         lines.append(line)
     lines.append("accuracy on the 10,000 MNIST test images: the trained model (model %) and its "
                  "float32 graph through the host reference (graph %); same: equal classes")
     if pico:
-        lines.append("Pico ms: emulated RP2040 at 125 MHz (time.ticks_us), one _nn_c.graph_run "
-                     "per digit under heap_lock; flash B read: model bytes per inference")
+        lines.append(pico_note("ms"))
     return "\n".join(lines)
 
 
@@ -83,18 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="+", type=Path, help="trained float CNNs (.npz)")
     p.add_argument("--data", default=None, metavar="PATH", help="MNIST folder")
-    p.add_argument("--pico", action="store_true", help="time the graphs on the virtual Pico")
-    p.add_argument("--digits", type=int, default=3, help="--pico: test digits (default 3)")
-    p.add_argument("--uf2", type=Path, default=ROOT / "build" / "PICO" / "firmware.uf2")
+    add_pico_args(p, digits=3)
     p.add_argument("--json", type=Path, default=None, help="write the rows as JSON")
     a = p.parse_args(argv)
-    if a.digits < 1:
-        p.error("--digits must be >= 1")
+    check_pico_args(p, a)
     missing = [m for m in a.models if not m.is_file()]
     if missing:
         p.error(f"no model file {missing[0]}")
-    if a.pico and not a.uf2.is_file():
-        p.error(f"no firmware at {a.uf2}: run `make firmware BOARD=PICO`")
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -35,7 +35,7 @@ for _path in (ROOT / "tools", ROOT / "host"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from bench_cnn import time_graphs
+from bench_cnn import add_pico_args, check_pico_args, pico_cells, pico_note, time_graphs
 
 from piconn import data, format2, nn, quant_int8, train
 from piconn import graph as g
@@ -69,21 +69,19 @@ def table(rows: list[dict]) -> str:
             f" {'bytes':>7s} {'arena':>6s} {'eval s':>6s}")
     pico = any("pico_us" in r for r in rows)
     if pico:
-        head += f" {'Pico us':>8s} {'cyc/MAC':>7s} {'flash B read':>12s} {'exact':>5s}"
+        head += pico_cells(None)
     lines = [head]
     for r in rows:
         line = (f"{r['model']:20s} {r['float_pct']:8.2f} {r['int8_pct']:7.2f}"
                 f" {r['diff_pt']:+7.2f} {r['macs']:>9,} {r['model_bytes']:>7,}"
                 f" {r['arena_bytes']:>6,} {r['int8_eval_s']:6.1f}")
         if "pico_us" in r:
-            line += (f" {r['pico_us']:>8,} {r['cycles_per_mac']:7.2f}"
-                     f" {r['flash_bytes_read']:>12,} {r['bit_exact']:>5s}")
+            line += pico_cells(r)
         lines.append(line)
     lines.append("accuracy on the 10,000 MNIST test images; int8 by int8_ops.run (TFLite Micro "
                  "arithmetic); eval s: host seconds for the 10,000 int8 inferences")
     if pico:
-        lines.append("Pico us: emulated RP2040 at 125 MHz (time.ticks_us), one _nn_c.graph_run "
-                     "per digit under heap_lock; flash B read: model bytes per inference")
+        lines.append(pico_note())
     return "\n".join(lines)
 
 
@@ -95,18 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, metavar="PATH", help="MNIST folder")
     p.add_argument("--save-dir", type=Path, default=None,
                    help="also write each int8 graph as DIR/<model>_int8.nnb")
-    p.add_argument("--pico", action="store_true", help="time the graphs on the virtual Pico")
-    p.add_argument("--digits", type=int, default=5, help="--pico: test digits (default 5)")
-    p.add_argument("--uf2", type=Path, default=ROOT / "build" / "PICO" / "firmware.uf2")
+    add_pico_args(p, digits=5)
     p.add_argument("--json", type=Path, default=None, help="write the rows as JSON")
     a = p.parse_args(argv)
-    if a.calib < 1 or a.digits < 1:
-        p.error("--calib and --digits must be >= 1")
+    if a.calib < 1:
+        p.error("--calib must be >= 1")
+    check_pico_args(p, a)
     missing = [m for m in a.models if not m.is_file()]
     if missing:
         p.error(f"no model file {missing[0]}")
-    if a.pico and not a.uf2.is_file():
-        p.error(f"no firmware at {a.uf2}: run `make firmware BOARD=PICO`")
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -28,7 +28,7 @@ for _path in (ROOT / "tools", ROOT / "host"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from bench_cnn import time_graphs
+from bench_cnn import add_pico_args, check_pico_args, time_graphs
 
 from piconn import data, format2, nn, quant_int8, xnor_cnn
 from piconn import graph as g
@@ -83,11 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="+", type=Path, help="binary CNNs (.npz or .nnb)")
     p.add_argument("--data", default=None, metavar="PATH", help="MNIST folder")
-    p.add_argument("--pico", action="store_true", help="time the graphs on the virtual Pico")
-    p.add_argument("--digits", type=int, default=5, help="--pico: test digits (default 5)")
-    p.add_argument("--uf2", type=Path, default=ROOT / "build" / "PICO" / "firmware.uf2")
+    add_pico_args(p, digits=5)
     p.add_argument("--json", type=Path, default=None, help="write the rows as JSON")
     args = p.parse_args(argv)
+    check_pico_args(p, args)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -95,8 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     _, _, x_test, y_test = data.load_mnist(args.data)
     items = [accuracy_row(path, x_test, y_test) for path in args.models]
     if args.pico:
-        if not args.uf2.is_file():
-            raise SystemExit(f"no firmware {args.uf2}: make firmware BOARD=PICO")
         time_graphs(items, quant_int8.quantize_input, x_test, args.uf2, "bench_xnor_cnn.uf2",
                     args.digits, log, per_mac=False)
     rows = [row for row, _, _ in items]
