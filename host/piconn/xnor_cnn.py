@@ -40,16 +40,20 @@ Specs (`build_xnor_cnn(spec)`): layers joined by "-", input 28x28x1:
 A spec ends with "f" N (the logits).
 
 The shape (`DEFAULT_SPEC`, "c32k4s4-b32k3-f64-f10") follows the device's costs, measured
-on the virtual Pico (C tier, emulated RP2040): an int8 CONV_2D output costs about 130-190
-cycles whatever its few MACs (a 3x3 stride-2 stem of 16 channels on the 28x28 image alone,
-2,704 outputs, takes 3.8 ms), an XNOR_CONV_2D output channel about 20 cycles plus 13-18
-per word of its receptive field. So the stem reads 4x4 patches at stride 4 (7x7x32: 1,568
-outputs, the image read as 7 positions of 4 pixels per row), one binary 3x3 convolution
-gives 5x5x32 (800 outputs of 9 words), then a binary dense layer of 64 and the logits:
-98.27%, 2.80 ms per digit on average over 30 test digits (2.54-3.15 ms: the stem's blank
-patches take a shortcut; `tools/bench_xnor_cnn.py --pico`, `_nn_c.graph_run` on the graph
-in flash). With 24 stem channels 97.83% and 2.34-2.65 ms (5 digits); with 16, 97.54% and
-2.16-2.38 ms. A 13x13 stem with a pool (c16k3s2-p2-b64k3-f128-f10) reached 97.86% but
+on the virtual Pico (C tier, emulated RP2040, `_nn_c.graph_run` on the graph in flash).
+The stem (BINARIZE_CONV_2D) lists each output position's pixels that are not blank
+(x != zx) once and sums only those: about 6 cycles per non-blank tap and output channel,
+35 per output channel of a position with any such tap, 400 per position (the gather of 16
+taps; a blank position copies the bits of the previous one). An XNOR_CONV_2D output
+channel costs about 20 cycles plus 13-18 per word of its receptive field. So the stem
+reads 4x4 patches at stride 4 (7x7x32; an MNIST digit has 141 non-blank taps in 18 of
+the 49 positions on average), one binary 3x3 convolution gives 5x5x32 (800 outputs of 9
+words), then a binary dense layer of 64 and the logits: 98.27%, 2.04 ms per digit on
+average over 30 test digits (1.84-2.29 ms; the stem 0.53 ms of it, 0.33-0.79 ms, the 3x3
+binary convolution 1.23 ms, the dense layers 0.21 ms), 45,723 bytes read from flash per
+digit. (Lowered to CONV_2D + BINARIZE, with requantization per output, the same network
+took 2.80 ms.) Before that lowering, with 24 stem channels: 97.83% and 2.34-2.65 ms (5
+digits); with 16, 97.54% and 2.16-2.38 ms. A 13x13 stem with a pool (c16k3s2-p2-b64k3-f128-f10) reached 97.86% but
 takes 4.7-4.8 ms.
 """
 
