@@ -25,6 +25,7 @@ from tflite_build import (
     ModelBuilder,
     depthwise_id,
     out_size,
+    pool_id,
 )
 
 from piconn import graph as g
@@ -186,7 +187,7 @@ POOL_CASES = [  # (kind, h, w, c, filter, stride, padding, activation)
 ]
 
 
-@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "{}-h{}w{}c{}f{}s{}p{}a{}".format(*c))
+@pytest.mark.parametrize("case", POOL_CASES, ids=pool_id)
 def test_pool(case):
     kind, h, w, c, f, s, pad, act = case
     oh, ow = out_size(pad, h, f, s), out_size(pad, w, f, s)

@@ -43,6 +43,11 @@ def depthwise_id(case) -> str:
     return "h{}w{}c{}m{}k{}s{}p{}a{}".format(*case)
 
 
+def pool_id(case) -> str:
+    """A pytest id of a pool case (kind, h, w, c, filter, stride, padding, activation)."""
+    return "{}-h{}w{}c{}f{}s{}p{}a{}".format(*case)
+
+
 def out_size(padding: int, size: int, k: int, stride: int) -> int:
     """An output's height or width (TensorFlow Lite's SAME or VALID padding)."""
     return (size + stride - 1) // stride if padding == SAME else (size - k + stride) // stride
