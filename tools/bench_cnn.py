@@ -402,12 +402,21 @@ def add_pico_args(p: argparse.ArgumentParser, digits: int) -> None:
     p.add_argument("--uf2", type=Path, default=ROOT / "build" / "PICO" / "firmware.uf2")
 
 
-def check_pico_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
-    """Refuses (p.error) --digits below 1, and --pico without the firmware."""
+def check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Refuses (p.error) a missing model file of a.models, --digits below 1, and --pico
+    without the firmware."""
+    missing = [m for m in a.models if not m.is_file()]
+    if missing:
+        p.error(f"no model file {missing[0]}")
     if a.digits < 1:
         p.error("--digits must be >= 1")
     if a.pico and not a.uf2.is_file():
         p.error(f"no firmware at {a.uf2}: run `make firmware BOARD=PICO`")
+
+
+def log(msg: str) -> None:
+    """A line of progress, on stderr."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 def pico_cells(r: dict | None, unit: str = "us") -> str:

@@ -31,7 +31,7 @@ for _path in (ROOT / "tools", ROOT / "host"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from bench_cnn import add_pico_args, check_pico_args, pico_cells, pico_note, time_graphs
+from bench_cnn import add_pico_args, check_args, log, pico_cells, pico_note, time_graphs
 
 from piconn import data, float_graph, format2, nn, train
 from piconn import graph as g
@@ -84,14 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     add_pico_args(p, digits=3)
     p.add_argument("--json", type=Path, default=None, help="write the rows as JSON")
     a = p.parse_args(argv)
-    check_pico_args(p, a)
-    missing = [m for m in a.models if not m.is_file()]
-    if missing:
-        p.error(f"no model file {missing[0]}")
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
+    check_args(p, a)
     try:
         _, _, x_test, y_test = data.load_mnist(a.data)
     except (data.DataNotFound, ValueError) as e:

@@ -28,7 +28,7 @@ for _path in (ROOT / "tools", ROOT / "host"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from bench_cnn import add_pico_args, check_pico_args, time_graphs
+from bench_cnn import add_pico_args, check_args, log, time_graphs
 
 from piconn import data, format2, nn, quant_int8, xnor_cnn
 from piconn import graph as g
@@ -86,11 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     add_pico_args(p, digits=5)
     p.add_argument("--json", type=Path, default=None, help="write the rows as JSON")
     args = p.parse_args(argv)
-    check_pico_args(p, args)
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
+    check_args(p, args)
     _, _, x_test, y_test = data.load_mnist(args.data)
     items = [accuracy_row(path, x_test, y_test) for path in args.models]
     if args.pico:
