@@ -1030,3 +1030,93 @@ except ValueError as e:
     assert out[1].split() == ["0", "1", "4"]  # row 4 >= n_out in column 0; colptr end != nnz
     assert out[2].split() == ["2", "0"]
     assert out[3].startswith("ValueError y must be 4-byte aligned")
+
+
+def test_binding_prepare_xnor_steps():
+    """_nn_c.prepare(steps) checks the steps of a binary network once; its calls give what
+    run(steps, x, out) gives (with and without the row popcounts pw, out replacing the last
+    layer's buffer and argmax's input), allocate nothing, check x and out, refuse a
+    resized buffer and other kinds; with a gate whose byte is 0, or keyword arguments, the
+    fallback is called instead."""
+    exe = _unix_micropython()
+    rng = np.random.default_rng(31)
+    n_in, n_h, n_out = 100, 40, 6
+    x = rng.integers(0, 256, n_in).astype(np.uint8)
+    x[:40] = 0  # zero input words: the span kernels read words 1..3 only
+    w1 = rng.integers(0, 2**32, (n_h, 4), dtype=np.uint64).astype(np.uint32)
+    w2 = rng.integers(0, 2**32, (n_out, 2), dtype=np.uint64).astype(np.uint32)
+    thr = rng.integers(40, 60, n_h).astype(np.int32)
+    a = rng.integers(-50, 50, n_out).astype(np.int32)
+    b = rng.integers(-500, 500, n_out).astype(np.int32)
+    code = _MP_PRELUDE + f"""
+x = b64('{_b64(x)}')
+w1 = b64('{_b64(w1)}'); w2 = b64('{_b64(w2)}'); thr = b64('{_b64(thr)}')
+a = b64('{_b64(a)}'); b = b64('{_b64(b)}')
+def model(pw):
+    xb = array.array('I', bytes(16)); h = array.array('I', bytes(8)); y = array.array('i', bytes(24))
+    p1 = p2 = None
+    if pw:
+        p1 = array.array('i', bytes(4 * {n_h})); p2 = array.array('i', bytes(4 * {n_out}))
+        _nn_c.popcount_rows(w1, {n_in}, {n_h}, p1); _nn_c.popcount_rows(w2, {n_h}, {n_out}, p2)
+    fwd = ((_nn_c.binarize, (None, 128, xb, {n_in})),
+           (_nn_c.xnor_dense, (xb, w1, thr, h, {n_in}, {n_h}, p1)),
+           (_nn_c.xnor_out, (h, w2, a, b, y, {n_h}, {n_out}, p2)))
+    return fwd, fwd + ((_nn_c.argmax_i32, (y, {n_out})),), y
+fwd0, pred0, y0 = model(False)
+_nn_c.run(fwd0, x)
+ref = bytes(y0); k_ref = _nn_c.run(pred0, x)
+for pw in (False, True):
+    fwd, pred, y = model(pw)
+    f = _nn_c.prepare(fwd); p = _nn_c.prepare(pred)
+    out = array.array('i', bytes(24)); r1 = r2 = r3 = k1 = k2 = None
+    micropython.heap_lock()
+    r1 = f(x); r2 = f(x, None); k1 = p(x); r3 = f(x, out); k2 = p(x, out)
+    micropython.heap_unlock()
+    print('P', r1 is y and r2 is y and r3 is out, bytes(y) == ref, bytes(out) == ref,
+          k1 == k_ref and k2 == k_ref)
+f = _nn_c.prepare(fwd)
+for args in ((bytes(99),), (array.array('b', x),), (x, array.array('I', bytes(24))),
+             (x, array.array('i', bytes(20))), (), (x, None, None)):
+    try:
+        f(*args)
+        print('no error')
+    except (TypeError, ValueError) as e:
+        print('E', type(e).__name__, e)
+for steps in (((_nn_c.relu_f32, (array.array('f', [1.0]), 1)),),
+              ((_nn_c.binarize, (x, 128, array.array('I', bytes(16)), {n_in})),), ()):
+    try:
+        _nn_c.prepare(steps)
+        print('no error')
+    except (TypeError, ValueError) as e:
+        print('E', type(e).__name__, e)
+y.append(0)
+try:
+    f(x)
+    print('no error')
+except ValueError as e:
+    print('E', type(e).__name__, e)
+gate = bytearray(1)
+calls = []
+def fallback(*args, **kw):
+    calls.append((len(args), sorted(kw)))
+    return 'fallback'
+fwd, pred, y = model(True)
+g = _nn_c.prepare(fwd, fallback, gate)
+print('G', g(x), g(x, out=None))
+gate[0] = 1
+print('G', g(x) is y, g(x, out=None), calls)
+"""
+    lines = _run_mp(exe, code).splitlines()
+    assert lines[0] == "P True True True True" and lines[1] == "P True True True True", lines
+    errs = lines[2:11]
+    assert all(e.startswith("E ") for e in errs), lines
+    assert [e.split()[1] for e in errs] == ["ValueError", "TypeError", "TypeError", "ValueError",
+                                            "TypeError", "TypeError", "TypeError", "TypeError",
+                                            "ValueError"], errs
+    assert "takes 100 bytes, got 99" in errs[0] and "signed" in errs[1]
+    assert "array('I')" in errs[2] and "got 5" in errs[3]
+    assert "binarize, xnor_dense, xnor_out and argmax only" in errs[6]
+    assert "first step's input must be None" in errs[7] and "no steps" in errs[8]
+    assert lines[11] == "E ValueError prepared steps: a buffer was resized since prepare"
+    assert lines[12] == "G fallback fallback"
+    assert lines[13] == "G True fallback [(1, []), (1, ['out']), (1, ['out'])]", lines

@@ -93,7 +93,10 @@ def _probe_run():
 
 # run(steps, x, out): a whole model in one call from bytecode (docs/KERNELS.md), or None
 _run = _probe_run()
+# prepare(steps): the steps of a binary network checked once, a callable (docs/KERNELS.md)
+_prepare = getattr(_nn_c, "prepare", None) if _run is not None else None
 _crun = False  # the tier in use is 'c' and has run(): models whose layers all run in C use it
+_gate = bytearray(1)  # _crun for the prepared forward/predict of models (read by C per call)
 
 
 def _rebuild():
@@ -106,6 +109,7 @@ def _rebuild():
                 _tbl_tier[k] = _TIERS[t][0]
                 break
     _crun = _run is not None and _TIERS[_cur][1] is _nn_c
+    _gate[0] = 1 if _crun else 0
 
 
 _rebuild()
@@ -311,6 +315,19 @@ class Model:
         self._fwd, self._pred, self._post, pw_bytes = _c_steps(plan, out_size, out_dt == _I32,
                                                                self._xf)
         ram += pw_bytes
+        if _prepare is not None and self._pred is not None:
+            # forward(x) and predict(x) straight into C while the C tier is in use: the
+            # steps checked here, once (_nn_c.prepare), called with no bytecode frame; the
+            # methods below (bound here, before they are shadowed) for the other tiers and
+            # for keyword arguments
+            try:
+                fwd = _prepare(self._fwd, self.forward, _gate)
+                pred = _prepare(self._pred, self.predict, _gate)
+            except TypeError:
+                pass  # a kind prepare does not take: run() checks every call
+            else:
+                self.forward = fwd  # type: ignore[method-assign]  # (an instance attribute)
+                self.predict = pred  # type: ignore[method-assign]
         self._y = self._last[_L_Y]
         self._out_args = list(self._last[_L_ARGS])  # forward(x, out)'s, out set per call
         self.input_size = in_size

@@ -87,6 +87,9 @@ void *memmove(void *dst, const void *src, size_t n) {
 // The type of graph_prepare's prepared graphs (mod_nn_c.c), filled in at import.
 mp_obj_full_type_t nn_c_graph_type;
 
+// The type of prepare's prepared steps (mod_nn_c.c), filled in at import.
+mp_obj_full_type_t nn_c_prepared_type;
+
 // ------------------------------------------------------------------ the binding
 
 #define NN_C_NATMOD (1)
@@ -104,6 +107,11 @@ mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *a
     nn_type_array = MP_OBJ_TO_PTR(mp_load_attr(array_module, MP_QSTR_array));
 
     mp_store_global(MP_QSTR_run, MP_OBJ_FROM_PTR(&nn_c_run_obj));
+    nn_c_prepared_type.base.type = (void *)&mp_type_type;
+    nn_c_prepared_type.flags = MP_TYPE_FLAG_NONE;
+    nn_c_prepared_type.name = MP_QSTR_Prepared;
+    MP_OBJ_TYPE_SET_SLOT(&nn_c_prepared_type, call, nn_c_prepared_call, 0);
+    mp_store_global(MP_QSTR_prepare, MP_OBJ_FROM_PTR(&nn_c_prepare_obj));
     mp_store_global(MP_QSTR_dense_f32, MP_OBJ_FROM_PTR(&nn_c_dense_f32_obj));
     mp_store_global(MP_QSTR_dense_q8w, MP_OBJ_FROM_PTR(&nn_c_dense_q8w_obj));
     mp_store_global(MP_QSTR_dense_q8, MP_OBJ_FROM_PTR(&nn_c_dense_q8_obj));

@@ -568,12 +568,149 @@ static NN_HOT __attribute__((naked, noinline)) void popcount_rows_blocks(
         );
 }
 
-// Rows of nw >= NN_ARCH_POPCOUNT_MIN_WORDS words: 3..7 words and 8..31 words in one
-// call for the whole layer, longer rows one by one in chunks of 24 words.
+// Rows of exactly 8 words (a 256-input layer), n_rows >= 1: the block of
+// popcount_rows_blocks once per row, with no block loop and no byte-count accumulator, so
+// that x, the m pointer and its end stay in registers: 113 cycles per row instead of 127.
+//   r0 x pointer, r1 w pointer, r2-r7 words and scratch, r8 0x55555555, r9 0x33333333,
+//   r10 0x0f0f0f0f, r11 x, r12 m pointer, lr m + n_rows.
+static NN_HOT __attribute__((naked, noinline)) void popcount_rows_8(
+    const uint32_t *x NN_UNUSED, const uint32_t *w NN_UNUSED, uint32_t n_rows NN_UNUSED,
+    uint32_t *m NN_UNUSED) {
+    __asm__ volatile (
+        ".syntax unified\n"
+        "push   {r4, r5, r6, r7, lr}\n"
+        "mov    r4, r8\n"
+        "mov    r5, r9\n"
+        "mov    r6, r10\n"
+        "mov    r7, r11\n"
+        "push   {r4, r5, r6, r7}\n"
+        "mov    r11, r0\n"
+        "mov    r12, r3\n"
+        "lsls   r2, r2, #2\n"
+        "adds   r2, r3, r2\n"
+        "mov    lr, r2\n"              // m end
+        "ldr    r4, =0x55555555\n"
+        "mov    r8, r4\n"
+        "ldr    r4, =0x33333333\n"
+        "mov    r9, r4\n"
+        "ldr    r4, =0x0f0f0f0f\n"
+        "mov    r10, r4\n"
+        "1:\n"                          // ---- row: one block of 8 words v0..v7 (v = x ^ w)
+        "mov    r0, r11\n"
+        "ldmia  r0!, {r2, r3, r4}\n"      // 4
+        "ldmia  r1!, {r5, r6, r7}\n"      // 4
+        "eors   r2, r5\n"                 // 3  v0 v1 v2
+        "eors   r3, r6\n"
+        "eors   r4, r7\n"
+        "eors   r3, r2\n"                 // 5  r2 = carry h1, r4 = sum s1
+        "eors   r2, r4\n"
+        "bics   r2, r3\n"
+        "eors   r2, r4\n"
+        "eors   r4, r3\n"
+        "ldmia  r0!, {r3, r5}\n"          // 3
+        "ldmia  r1!, {r6, r7}\n"          // 3
+        "eors   r3, r6\n"                 // 2  v3 v4
+        "eors   r5, r7\n"
+        "eors   r5, r3\n"                 // 5  r3 = h2, r4 = s2
+        "eors   r3, r4\n"
+        "bics   r3, r5\n"
+        "eors   r3, r4\n"
+        "eors   r4, r5\n"
+        "ldmia  r0!, {r5, r6}\n"          // 3
+        "ldmia  r1!, {r7}\n"              // 2
+        "eors   r5, r7\n"                 // 1  v5
+        "ldmia  r1!, {r7}\n"              // 2
+        "eors   r6, r7\n"                 // 1  v6
+        "eors   r6, r5\n"                 // 5  r5 = h3, r4 = s3 (weight 1)
+        "eors   r5, r4\n"
+        "bics   r5, r6\n"
+        "eors   r5, r4\n"
+        "eors   r4, r6\n"
+        "eors   r3, r2\n"                 // 5  h1 + h2 + h3: r2 = f (4), r5 = t (2)
+        "eors   r2, r5\n"
+        "bics   r2, r3\n"
+        "eors   r2, r5\n"
+        "eors   r5, r3\n"
+        "ldmia  r0!, {r3}\n"              // 2
+        "ldmia  r1!, {r6}\n"              // 2
+        "eors   r3, r6\n"                 // 1  v7 (weight 1)
+        "mov    r6, r8\n"                 // 13 pairs of bits: p - ((p >> 1) & 0x55..)
+        "lsrs   r7, r4, #1\n"
+        "ands   r7, r6\n"
+        "subs   r4, r4, r7\n"
+        "lsrs   r7, r3, #1\n"
+        "ands   r7, r6\n"
+        "subs   r3, r3, r7\n"
+        "lsrs   r7, r5, #1\n"
+        "ands   r7, r6\n"
+        "subs   r5, r5, r7\n"
+        "lsrs   r7, r2, #1\n"
+        "ands   r7, r6\n"
+        "subs   r2, r2, r7\n"
+        "mov    r6, r9\n"                 // 17 nibbles (<= 4 each)
+        "lsrs   r7, r4, #2\n"
+        "ands   r4, r6\n"
+        "ands   r7, r6\n"
+        "adds   r4, r4, r7\n"
+        "lsrs   r7, r3, #2\n"
+        "ands   r3, r6\n"
+        "ands   r7, r6\n"
+        "adds   r3, r3, r7\n"
+        "lsrs   r7, r5, #2\n"
+        "ands   r5, r6\n"
+        "ands   r7, r6\n"
+        "adds   r5, r5, r7\n"
+        "lsrs   r7, r2, #2\n"
+        "ands   r2, r6\n"
+        "ands   r7, r6\n"
+        "adds   r2, r2, r7\n"
+        "adds   r4, r4, r3\n"             // 3  s3 + v7 <= 8, t + 2 f <= 12 per nibble
+        "lsls   r2, r2, #1\n"
+        "adds   r5, r5, r2\n"
+        "mov    r6, r10\n"                // 12 nibbles -> bytes, (s3 + v7) + 2 (t + 2 f)
+        "lsrs   r7, r4, #4\n"
+        "ands   r4, r6\n"
+        "ands   r7, r6\n"
+        "adds   r4, r4, r7\n"
+        "lsrs   r7, r5, #4\n"
+        "ands   r5, r6\n"
+        "ands   r7, r6\n"
+        "adds   r5, r5, r7\n"
+        "lsls   r5, r5, #1\n"
+        "adds   r4, r4, r5\n"
+        "ldr    r6, =0x00ff00ff\n"      // byte counts -> count, store m[row]
+        "lsrs   r7, r4, #8\n"
+        "ands   r4, r6\n"
+        "ands   r7, r6\n"
+        "adds   r4, r4, r7\n"
+        "lsrs   r7, r4, #16\n"
+        "uxth   r4, r4\n"
+        "adds   r4, r4, r7\n"
+        "mov    r3, r12\n"
+        "stmia  r3!, {r4}\n"
+        "mov    r12, r3\n"
+        "cmp    r3, lr\n"
+        "beq    9f\n"
+        "b      1b\n"                   // (conditional branches reach only 256 bytes)
+        "9:\n"
+        "pop    {r4, r5, r6, r7}\n"
+        "mov    r8, r4\n"
+        "mov    r9, r5\n"
+        "mov    r10, r6\n"
+        "mov    r11, r7\n"
+        "pop    {r4, r5, r6, r7, pc}\n"
+        ".ltorg\n"
+        );
+}
+
+// Rows of nw >= NN_ARCH_POPCOUNT_MIN_WORDS words: 3..7 words, 8 words and 9..31 words in
+// one call for the whole layer, longer rows one by one in chunks of 24 words.
 static NN_HOT void popcount_rows_arch(
     const uint32_t *x, const uint32_t *w, uint32_t nw, uint32_t n_rows, uint32_t *m) {
     if (nw < 8) {
         popcount_rows_short(x, w, nw, n_rows, m);
+    } else if (nw == 8) {
+        popcount_rows_8(x, w, n_rows, m);
     } else if (nw <= 31) {
         popcount_rows_blocks(x, w, nw, n_rows, m);
     } else {
@@ -721,7 +858,41 @@ static NN_HOT __attribute__((naked, noinline)) void popcount_and_rows_arch(
         "bne    2b\n"                     // 3   = 101 cycles / 8 words
         "cmp    r0, lr\n"
         "beq    4f\n"
-        "3:\n"                          // ---- the 1..7 words after the blocks
+        "3:\n"                          // ---- the 1..7 words after the blocks, two at a
+        "adds   r2, r0, #4\n"            // time (35 cycles a pair, 23 for a single word)
+        "cmp    r2, lr\n"
+        "beq    5f\n"
+        "ldmia  r0!, {r2, r3}\n"
+        "ldmia  r1!, {r4, r5}\n"
+        "ands   r2, r4\n"
+        "ands   r3, r5\n"
+        "mov    r6, r8\n"
+        "lsrs   r7, r2, #1\n"
+        "ands   r7, r6\n"
+        "subs   r2, r2, r7\n"
+        "lsrs   r7, r3, #1\n"
+        "ands   r7, r6\n"
+        "subs   r3, r3, r7\n"
+        "mov    r6, r9\n"
+        "lsrs   r7, r2, #2\n"
+        "ands   r2, r6\n"
+        "ands   r7, r6\n"
+        "adds   r2, r2, r7\n"
+        "lsrs   r7, r3, #2\n"
+        "ands   r3, r6\n"
+        "ands   r7, r6\n"
+        "adds   r3, r3, r7\n"
+        "adds   r2, r2, r3\n"            // nibble counts <= 8
+        "mov    r6, r10\n"
+        "lsrs   r7, r2, #4\n"
+        "ands   r2, r6\n"
+        "ands   r7, r6\n"
+        "adds   r2, r2, r7\n"
+        "add    r11, r2\n"
+        "cmp    r0, lr\n"
+        "bne    3b\n"
+        "b      4f\n"
+        "5:\n"                          // ---- the last word
         "ldmia  r0!, {r2}\n"
         "ldmia  r1!, {r3}\n"
         "ands   r2, r3\n"
@@ -740,8 +911,6 @@ static NN_HOT __attribute__((naked, noinline)) void popcount_and_rows_arch(
         "ands   r7, r6\n"
         "adds   r2, r2, r7\n"
         "add    r11, r2\n"
-        "cmp    r0, lr\n"
-        "bne    3b\n"
         "4:\n"                          // byte counts -> count, store m[row]
         "mov    r2, r11\n"
         "ldr    r6, =0x00ff00ff\n"

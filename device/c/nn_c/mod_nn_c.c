@@ -510,6 +510,276 @@ static mp_obj_t nn_c_run(size_t n_run_args, const mp_obj_t *run_args) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_run_obj, 1, 3, nn_c_run);
 
+// ------------------------------------------------------------------ prepared steps
+
+// What a step of prepare() does: its kernel, with the arguments resolved and checked once.
+enum {
+    NN_P_BINARIZE,
+    NN_P_XNOR_DENSE,
+    NN_P_XNOR_OUT,
+    NN_P_ARGMAX_I32,
+    NN_P_ARGMAX_F32,
+};
+
+typedef struct {
+    uint8_t op;          // NN_P_*
+    bool x_is_y, y_is_y;  // the argument is the last layer's output buffer (what out replaces)
+    uint32_t n_in, n_out, threshold;
+    const void *x;       // NULL in the first step: the call's input
+    const void *w, *p1, *p2;  // weights; thr (xnor_dense) or a (xnor_out); b (xnor_out)
+    const uint32_t *pw;  // row popcounts, or NULL
+    void *y;             // output buffer (NULL for an argmax)
+} nn_prep_step_t;
+
+// A buffer of a bytearray or an array: it can be resized (moved), so each call checks that
+// it has not been.
+typedef struct {
+    mp_obj_t obj;
+    const void *buf;
+    size_t len;
+} nn_watch_t;
+
+typedef struct {
+    mp_obj_base_t base;
+    mp_obj_t steps;      // keeps every buffer the steps point into alive
+    mp_obj_t fallback, gate;  // see prepare()
+    mp_obj_t y_obj;      // the last layer step's output buffer, or MP_OBJ_NULL
+    size_t n_steps, last_layer, n_watch;
+    uint8_t x_type, y_type;
+    uint32_t x_n, y_n;
+    nn_watch_t *watch;
+    nn_prep_step_t step[];
+} nn_c_prepared_t;
+
+#ifdef NN_C_NATMOD
+extern mp_obj_full_type_t nn_c_prepared_type;  // natmod.c fills it in at import
+#define NN_C_PREPARED_TYPE ((const mp_obj_type_t *)&nn_c_prepared_type)
+#else
+static const mp_obj_type_t nn_c_prepared_type;
+#define NN_C_PREPARED_TYPE (&nn_c_prepared_type)
+#endif
+
+static bool nn_resizable(mp_obj_t obj) {
+    return mp_obj_is_type(obj, &mp_type_bytearray) || mp_obj_is_type(obj, &mp_type_array);
+}
+
+// The buffer of args[at] as the bindings check it (nn_buf), entered in the watch list if
+// it can be resized.
+static void *nn_prep_buf(nn_c_prepared_t *p, const mp_obj_t *args, size_t at, uint64_t need,
+    uint32_t align, bool writable, qstr name) {
+    void *buf = nn_buf(args[at], need, align, writable, name);
+    if (nn_resizable(args[at])) {
+        mp_buffer_info_t bi;
+        mp_get_buffer_raise(args[at], &bi, MP_BUFFER_READ);
+        nn_watch_t *w = &p->watch[p->n_watch++];
+        w->obj = args[at];
+        w->buf = bi.buf;
+        w->len = bi.len;
+    }
+    return buf;
+}
+
+// Step k of p from a (function, args) pair of the binary kinds and argmax.
+static void nn_prep_step(nn_c_prepared_t *p, size_t k, const nn_step_kind_t *kind,
+    const mp_obj_t *args, size_t n_args) {
+    nn_prep_step_t *s = &p->step[k];
+    const void *fun = kind->fun;
+    uint32_t n_in, n_out;
+    if (fun == &nn_c_binarize_obj) {  // binarize(x, threshold, y, n)
+        s->op = NN_P_BINARIZE;
+        n_in = n_out = NN_SIZE(args[3], n);
+        s->threshold = NN_BYTE(args[1], threshold);
+        s->y = nn_prep_buf(p, args, 2, 4ull * nn_words(n_in), 4, true, MP_QSTR_y);
+    } else if (fun == &nn_c_xnor_dense_obj || fun == &nn_c_xnor_out_obj) {
+        bool dense = fun == &nn_c_xnor_dense_obj;
+        n_in = NN_SIZE(args[dense ? 4 : 5], n_in);
+        n_out = NN_SIZE(args[dense ? 5 : 6], n_out);
+        s->op = dense ? NN_P_XNOR_DENSE : NN_P_XNOR_OUT;
+        s->w = nn_prep_buf(p, args, 1, 4ull * nn_words(n_in) * n_out, 4, false, MP_QSTR_w);
+        s->p1 = nn_prep_buf(p, args, 2, 4ull * n_out, 4, false, dense ? MP_QSTR_thr : MP_QSTR_a);
+        if (!dense) {
+            s->p2 = nn_prep_buf(p, args, 3, 4ull * n_out, 4, false, MP_QSTR_b);
+        }
+        size_t y_at = dense ? 3 : 4, pw_at = dense ? 6 : 7;
+        s->y = nn_prep_buf(p, args, y_at, 4ull * (dense ? nn_words(n_out) : n_out), 4, true,
+            MP_QSTR_y);
+        s->pw = NULL;
+        if (n_args > pw_at && args[pw_at] != mp_const_none) {
+            s->pw = nn_prep_buf(p, args, pw_at, 4ull * n_out, 4, false, MP_QSTR_pw);
+        }
+    } else if (fun == &nn_c_argmax_i32_obj || fun == &nn_c_argmax_f32_obj) {
+        s->op = fun == &nn_c_argmax_i32_obj ? NN_P_ARGMAX_I32 : NN_P_ARGMAX_F32;
+        n_in = n_out = NN_SIZE(args[1], n);
+        s->y = NULL;
+    } else {
+        mp_raise_TypeError(MP_ERROR_TEXT("prepare: steps of binarize, xnor_dense, xnor_out "
+            "and argmax only"));
+    }
+    s->n_in = n_in;
+    s->n_out = n_out;
+    s->x = NULL;
+    if (k > 0) {
+        bool bits = s->op == NN_P_XNOR_DENSE || s->op == NN_P_XNOR_OUT;
+        s->x = s->op == NN_P_BINARIZE ? nn_prep_buf(p, args, 0, n_in, 1, false, MP_QSTR_x)
+            : nn_prep_buf(p, args, 0, 4ull * (bits ? nn_words(n_in) : n_in), 4, false,
+                MP_QSTR_x);
+    } else if (args[0] != mp_const_none) {
+        mp_raise_TypeError(MP_ERROR_TEXT("prepare: the first step's input must be None "
+            "(each call's x)"));
+    }
+    s->x_is_y = p->y_obj != MP_OBJ_NULL && k >= p->last_layer && args[0] == p->y_obj;
+    s->y_is_y = p->y_obj != MP_OBJ_NULL && k >= p->last_layer && kind->y_arg != NN_NONE
+        && args[kind->y_arg] == p->y_obj;
+}
+
+// prepare(steps, fallback=None, gate=None) -> a callable r: r(x, out=None) runs the steps
+// as run(steps, x, out) does, with every argument but x and out checked here, once: the
+// steps of a binary network (binarize, xnor_dense, xnor_out, argmax_i32/f32; TypeError for
+// others), the first step's input None. r returns the last step's result: an argmax's
+// index, else the output buffer (out if given). A call checks x and out (O(1)) and that no
+// bytearray or array of the steps was resized since (ValueError); it allocates nothing.
+// The steps are kept: their buffers stay alive. With a gate (a buffer whose byte 0 is
+// read at each call), r calls fallback(*args, **kwargs) instead while that byte is 0, or
+// when given keyword arguments: nn.load makes a model's forward and predict this way, so
+// that they go straight into C while the C tier is in use (nn.use_backend sets the byte).
+static mp_obj_t nn_c_prepare(size_t n_prep_args, const mp_obj_t *prep_args) {
+    mp_obj_t steps_obj = prep_args[0];
+    mp_obj_t fallback = n_prep_args > 1 ? prep_args[1] : mp_const_none;
+    mp_obj_t gate = n_prep_args > 2 ? prep_args[2] : mp_const_none;
+    if ((gate == mp_const_none) != (fallback == mp_const_none)) {
+        mp_raise_TypeError(MP_ERROR_TEXT("prepare: a gate needs a fallback and a fallback a gate"));
+    }
+    if (gate != mp_const_none) {
+        nn_buf(gate, 1, 1, false, MP_QSTR_gate);
+    }
+    size_t n_steps, n_args;
+    mp_obj_t *steps, *args, fun;
+    mp_obj_get_array(steps_obj, &n_steps, &steps);
+    if (n_steps == 0) {
+        mp_raise_ValueError(MP_ERROR_TEXT("prepare: no steps"));
+    }
+    size_t n_watch = 0;
+    for (size_t k = 0; k < n_steps; k++) {
+        nn_step(steps[k], &fun, &args, &n_args);
+        for (size_t a = 0; a < n_args; a++) {
+            n_watch += nn_resizable(args[a]);
+        }
+    }
+    nn_c_prepared_t *p = mp_obj_malloc_var(nn_c_prepared_t, step, nn_prep_step_t, n_steps,
+        NN_C_PREPARED_TYPE);
+    p->watch = m_new(nn_watch_t, n_watch ? n_watch : 1);
+    p->steps = steps_obj;
+    p->fallback = fallback;
+    p->gate = gate;
+    p->n_steps = n_steps;
+    p->n_watch = 0;
+    p->y_obj = MP_OBJ_NULL;
+    p->last_layer = n_steps;
+    for (size_t k = 0; k < n_steps; k++) {
+        const nn_step_kind_t *kind = nn_step(steps[k], &fun, &args, &n_args);
+        if (kind->y_arg != NN_NONE) {
+            p->last_layer = k;
+        }
+    }
+    if (p->last_layer < n_steps) {
+        const nn_step_kind_t *kind = nn_step(steps[p->last_layer], &fun, &args, &n_args);
+        int type;
+        uint32_t n;
+        p->y_obj = nn_output(kind, args, &type, &n);
+        p->y_type = type;
+        p->y_n = n;
+    }
+    for (size_t k = 0; k < n_steps; k++) {
+        const nn_step_kind_t *kind = nn_step(steps[k], &fun, &args, &n_args);
+        if (k == 0) {
+            uint32_t n;
+            p->x_type = nn_input_type(kind, args, &n);
+            p->x_n = n;
+        }
+        nn_prep_step(p, k, kind, args, n_args);
+    }
+    return MP_OBJ_FROM_PTR(p);
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(nn_c_prepare_obj, 1, 3, nn_c_prepare);
+
+static mp_obj_t nn_c_prepared_call(mp_obj_t self_in, size_t n_args, size_t n_kw,
+    const mp_obj_t *args) {
+    nn_c_prepared_t *p = MP_OBJ_TO_PTR(self_in);
+    mp_buffer_info_t bi;
+    if (p->gate != mp_const_none) {
+        if (n_kw != 0 || !mp_get_buffer(p->gate, &bi, MP_BUFFER_READ) || bi.len == 0
+            || ((const uint8_t *)bi.buf)[0] == 0) {
+            return mp_call_function_n_kw(p->fallback, n_args, n_kw, args);
+        }
+    }
+    if (n_kw != 0 || n_args < 1 || n_args > 2) {
+        mp_raise_TypeError(MP_ERROR_TEXT("prepared steps take (x, out=None)"));
+    }
+    nn_check_buffer(args[0], p->x_type, p->x_n, false, "input", &bi);
+    const void *xp = bi.buf;
+    mp_obj_t out = n_args > 1 ? args[1] : mp_const_none;
+    void *outp = NULL;
+    if (out != mp_const_none) {
+        if (p->y_obj == MP_OBJ_NULL) {
+            mp_raise_TypeError(MP_ERROR_TEXT("run: out given, but no step has an output"));
+        }
+        nn_check_buffer(out, p->y_type, p->y_n, true, "out", &bi);
+        outp = bi.buf;
+    }
+    for (size_t k = 0; k < p->n_watch; k++) {
+        const nn_watch_t *w = &p->watch[k];
+        if (!mp_get_buffer(w->obj, &bi, MP_BUFFER_READ) || bi.buf != w->buf || bi.len != w->len) {
+            mp_raise_ValueError(MP_ERROR_TEXT("prepared steps: a buffer was resized since "
+                "prepare"));
+        }
+    }
+    uint32_t result = 0;
+    for (size_t k = 0; k < p->n_steps; k++) {
+        const nn_prep_step_t *s = &p->step[k];
+        const void *x = k == 0 ? xp : s->x;
+        void *y = s->y;
+        if (outp) {
+            x = s->x_is_y ? outp : x;
+            y = s->y_is_y ? outp : y;
+        }
+        switch (s->op) {
+            case NN_P_BINARIZE:
+                nn_binarize(x, s->threshold, y, s->n_in);
+                break;
+            case NN_P_XNOR_DENSE:
+                if (s->pw) {
+                    nn_xnor_dense_pw(x, s->w, s->p1, s->pw, y, s->n_in, s->n_out);
+                } else {
+                    nn_xnor_dense(x, s->w, s->p1, y, s->n_in, s->n_out);
+                }
+                break;
+            case NN_P_XNOR_OUT:
+                if (s->pw) {
+                    nn_xnor_out_pw(x, s->w, s->p1, s->p2, s->pw, y, s->n_in, s->n_out);
+                } else {
+                    nn_xnor_out(x, s->w, s->p1, s->p2, y, s->n_in, s->n_out);
+                }
+                break;
+            case NN_P_ARGMAX_I32:
+                result = nn_argmax_i32(x, s->n_in);
+                break;
+            default:
+                result = nn_argmax_f32(x, s->n_in);
+                break;
+        }
+    }
+    uint8_t last = p->step[p->n_steps - 1].op;
+    if (last == NN_P_ARGMAX_I32 || last == NN_P_ARGMAX_F32) {
+        return MP_OBJ_NEW_SMALL_INT(result);
+    }
+    return outp ? out : p->y_obj;
+}
+
+#ifndef NN_C_NATMOD
+static MP_DEFINE_CONST_OBJ_TYPE(nn_c_prepared_type, MP_QSTR_Prepared, MP_TYPE_FLAG_NONE,
+    call, nn_c_prepared_call);
+#endif
+
 // A buffer length for the 32-bit lengths of nn_graph.c (a longer one counts as 2^32 - 1).
 static inline uint32_t nn_len32(size_t len) {
     return (uint64_t)len >= (1ull << 32) ? 0xffffffffu : (uint32_t)len;
@@ -696,6 +966,7 @@ static MP_DEFINE_CONST_OBJ_TYPE(nn_c_graph_type, MP_QSTR_Graph, MP_TYPE_FLAG_NON
 static const mp_rom_map_elem_t nn_c_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__nn_c) },
     { MP_ROM_QSTR(MP_QSTR_run), MP_ROM_PTR(&nn_c_run_obj) },
+    { MP_ROM_QSTR(MP_QSTR_prepare), MP_ROM_PTR(&nn_c_prepare_obj) },
     { MP_ROM_QSTR(MP_QSTR_dense_f32), MP_ROM_PTR(&nn_c_dense_f32_obj) },
     { MP_ROM_QSTR(MP_QSTR_dense_q8w), MP_ROM_PTR(&nn_c_dense_q8w_obj) },
     { MP_ROM_QSTR(MP_QSTR_dense_q8), MP_ROM_PTR(&nn_c_dense_q8_obj) },

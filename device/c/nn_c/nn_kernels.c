@@ -374,22 +374,29 @@ NN_HOT uint32_t nn_popcount_xor(const uint32_t *x, const uint32_t *w, uint32_t n
     return m;
 }
 
+// Rows per popcount call of nn_xnor_dense and the _pw kernels: their counts wait on the
+// stack (a multiple of 32, so that each output word is made from one call's counts).
+#define NN_XNOR_ROWS (128)
+
 NN_HOT void nn_xnor_dense(const uint32_t *x, const uint32_t *w, const int32_t *thr, uint32_t *y,
     uint32_t n_in, uint32_t n_out) {
     uint32_t nw = (n_in + 31) >> 5;
-    uint32_t m[32];  // the counts of one output word's neurons
-    for (uint32_t c = 0; c < n_out; c += 32) {
-        uint32_t k = n_out - c < 32 ? n_out - c : 32;
+    uint32_t m[NN_XNOR_ROWS];
+    for (uint32_t c = 0; c < n_out; c += NN_XNOR_ROWS) {
+        uint32_t k = n_out - c < NN_XNOR_ROWS ? n_out - c : NN_XNOR_ROWS;
         popcount_rows(x, w, nw, k, m);
         w += k * nw;
-        // From the last neuron down, so each bit is shifted into place.
-        const uint32_t *mk = m + k;
-        const int32_t *t = thr + c + k;
-        uint32_t word = 0;
-        while (mk != m) {
-            word = (word << 1) | ((int32_t)*--mk <= *--t);
+        for (uint32_t r0 = 0; r0 < k; r0 += 32) {
+            // From the last neuron of the word down, so each bit is shifted into place.
+            uint32_t n = k - r0 < 32 ? k - r0 : 32;
+            const uint32_t *mk = m + r0 + n;
+            const int32_t *t = thr + c + r0 + n;
+            uint32_t word = 0;
+            while (mk != m + r0) {
+                word = (word << 1) | ((int32_t)*--mk <= *--t);
+            }
+            *y++ = word;
         }
-        *y++ = word;
     }
 }
 
@@ -435,30 +442,34 @@ static NN_HOT void popcount_and_rows_c(const uint32_t *x, const uint32_t *w, uin
     }
 }
 
-// The same for n_rows <= 32: the architecture's loop where it has one, in pieces of at
-// most 31 words (its byte counts must not overflow), the pieces after the first counted
-// into part[] and added.
+// The same for any n_rows: the architecture's loop where it has one; spans over 31 words
+// (whose byte counts would overflow there) 32 rows at a time in pieces of at most 31
+// words, the pieces after the first counted into part[] and added.
 static NN_HOT void popcount_and_rows(const uint32_t *x, const uint32_t *w, uint32_t nw,
     uint32_t stride, uint32_t n_rows, uint32_t *q) {
 #ifdef NN_ARCH_POPCOUNT_AND_ROWS
-    if (nw >= 8) {
+    if (nw >= 8 && nw <= 31) {
+        popcount_and_rows_arch(x, w, nw, n_rows, q, stride);
+        return;
+    }
+    for (; nw > 31 && n_rows; ) {
         uint32_t part[32];
+        uint32_t k = n_rows < 32 ? n_rows : 32;
         uint32_t *dst = q;
-        uint32_t k = 0;
-        for (;;) {
-            uint32_t len = nw - k > 31 ? 24 : nw - k;  // (what is left after 24 is >= 8)
-            popcount_and_rows_arch(x + k, w + k, len, n_rows, dst, stride);
+        for (uint32_t at = 0; at < nw; ) {
+            uint32_t len = nw - at > 31 ? 24 : nw - at;  // (what is left after 24 is >= 8)
+            popcount_and_rows_arch(x + at, w + at, len, k, dst, stride);
             if (dst == part) {
-                for (uint32_t r = 0; r < n_rows; r++) {
+                for (uint32_t r = 0; r < k; r++) {
                     q[r] += part[r];
                 }
             }
             dst = part;
-            k += len;
-            if (k == nw) {
-                return;
-            }
+            at += len;
         }
+        q += k;
+        w += k * stride;
+        n_rows -= k;
     }
 #endif
     popcount_and_rows_c(x, w, nw, stride, n_rows, q);
@@ -483,43 +494,45 @@ static NN_HOT uint32_t nz_span(const uint32_t *x, uint32_t nw, uint32_t *lo, uin
     return b;
 }
 
-// m[r] = popcount(x ^ w[r]) for n_rows <= 32 rows of nw words, read over x's nonzero
-// span [lo, hi) only when it is shorter than the row: there m[r] = pw[r] + px -
-// 2*popcount(x & w[r]) (x is zero outside the span, px its popcount).
-static NN_HOT void xor_counts_pw(const uint32_t *x, const uint32_t *w, const uint32_t *pw,
-    uint32_t nw, uint32_t lo, uint32_t hi, uint32_t px, uint32_t n_rows, uint32_t *m) {
-    if (hi - lo == nw) {
-        popcount_rows(x, w, nw, n_rows, m);  // (no shorter: the plain XOR count)
-        return;
-    }
+// q[r] = popcount(x & w[r]) for n_rows <= NN_XNOR_ROWS rows of nw words, read over x's
+// span [lo, hi) only (x is zero elsewhere).
+static NN_HOT void and_counts(const uint32_t *x, const uint32_t *w, uint32_t nw,
+    uint32_t lo, uint32_t hi, uint32_t n_rows, uint32_t *q) {
     if (lo == hi) {
-        memcpy(m, pw, n_rows * sizeof(uint32_t));  // x is zero: m = popcount(w[r])
-        return;
-    }
-    popcount_and_rows(x + lo, w + lo, hi - lo, nw, n_rows, m);
-    for (uint32_t r = 0; r < n_rows; r++) {
-        m[r] = pw[r] + px - 2 * m[r];
+        memset(q, 0, n_rows * sizeof(uint32_t));
+    } else {
+        popcount_and_rows(x + lo, w + lo, hi - lo, nw, n_rows, q);
     }
 }
 
+// m[c] = popcount(x ^ w[c]) = pw[c] + px - 2*popcount(x & w[c]): x & w[c] is read over the
+// span of x's nonzero words only, unless that is the whole row (then as nn_xnor_dense).
 NN_HOT void nn_xnor_dense_pw(const uint32_t *x, const uint32_t *w, const int32_t *thr,
     const uint32_t *pw, uint32_t *y, uint32_t n_in, uint32_t n_out) {
     uint32_t nw = (n_in + 31) >> 5;
     uint32_t lo, px;
     uint32_t hi = nz_span(x, nw, &lo, &px);
-    uint32_t m[32];  // the counts of one output word's neurons
-    for (uint32_t c = 0; c < n_out; c += 32) {
-        uint32_t k = n_out - c < 32 ? n_out - c : 32;
-        xor_counts_pw(x, w, pw + c, nw, lo, hi, px, k, m);
+    if (hi - lo == nw) {
+        nn_xnor_dense(x, w, thr, y, n_in, n_out);
+        return;
+    }
+    uint32_t q[NN_XNOR_ROWS];
+    for (uint32_t c = 0; c < n_out; c += NN_XNOR_ROWS) {
+        uint32_t k = n_out - c < NN_XNOR_ROWS ? n_out - c : NN_XNOR_ROWS;
+        and_counts(x, w, nw, lo, hi, k, q);
         w += k * nw;
-        // From the last neuron down, so each bit is shifted into place.
-        const uint32_t *mk = m + k;
-        const int32_t *t = thr + c + k;
-        uint32_t word = 0;
-        while (mk != m) {
-            word = (word << 1) | ((int32_t)*--mk <= *--t);
+        for (uint32_t r0 = 0; r0 < k; r0 += 32) {
+            // From the last neuron of the word down, so each bit is shifted into place:
+            // bit set iff pw + px - 2q <= thr.
+            uint32_t r = r0 + (k - r0 < 32 ? k - r0 : 32);
+            uint32_t word = 0;
+            while (r != r0) {
+                r--;
+                int32_t m = (int32_t)(pw[c + r] + px - 2 * q[r]);
+                word = (word << 1) | (m <= thr[c + r]);
+            }
+            *y++ = word;
         }
-        *y++ = word;
     }
 }
 
@@ -528,14 +541,18 @@ NN_HOT void nn_xnor_out_pw(const uint32_t *x, const uint32_t *w, const int32_t *
     uint32_t nw = (n_in + 31) >> 5;
     uint32_t lo, px;
     uint32_t hi = nz_span(x, nw, &lo, &px);
-    for (uint32_t c = 0; c < n_out; c += 32) {
-        uint32_t k = n_out - c < 32 ? n_out - c : 32;
-        uint32_t *m = (uint32_t *)y + c;  // counts first, in place
-        xor_counts_pw(x, w, pw + c, nw, lo, hi, px, k, m);
-        w += k * nw;
-        for (uint32_t r = 0; r < k; r++) {
-            y[c + r] = (int32_t)((uint32_t)a[c + r] * (n_in - 2 * m[r]) + (uint32_t)b[c + r]);
-        }
+    if (hi - lo == nw) {
+        nn_xnor_out(x, w, a, b, y, n_in, n_out);
+        return;
+    }
+    uint32_t *q = (uint32_t *)y;  // counts first, in place
+    for (uint32_t c = 0; c < n_out; c += NN_XNOR_ROWS) {
+        uint32_t k = n_out - c < NN_XNOR_ROWS ? n_out - c : NN_XNOR_ROWS;
+        and_counts(x, w + c * nw, nw, lo, hi, k, q + c);
+    }
+    for (uint32_t c = 0; c < n_out; c++) {
+        uint32_t m = pw[c] + px - 2 * q[c];
+        y[c] = (int32_t)((uint32_t)a[c] * (n_in - 2 * m) + (uint32_t)b[c]);
     }
 }
 
