@@ -179,7 +179,8 @@ def load(src, name=None):
     one) is refused with TypeError (pass bytes(buf): a copy nothing else can
     change); a ROMFS image must not be rewritten while its models are loaded. Cost: one pass over the bytes (CRC) plus one over the
     sparse indices; RAM: the activation buffers (a few hundred bytes for MNIST
-    models) and copies of misaligned word arrays (none for aligned buffers).
+    models), copies of misaligned word arrays (none for aligned buffers) and, with the
+    C tier, 4 bytes per neuron of XNOR layers (their rows' popcounts).
     """
     owner = None
     where = None
@@ -408,12 +409,13 @@ class Model:
         output, or a memoryview of one, of `output_size` elements) to have the last
         layer write there instead; forward then returns `out`.
         In the C tier a model whose layers all have C kernels runs as one call
-        (_nn_c.run, docs/KERNELS.md), with or without `out`; in the other tiers each
-        layer is one call from bytecode (about 25 us each on an RP2040).
+        (_nn_c.run, docs/KERNELS.md), with or without `out`; an XNOR model's forward is
+        then its steps prepared at load (_nn_c.prepare: no bytecode at all); in the other
+        tiers each layer is one call from bytecode (about 25 us each on an RP2040).
         Float layers compute in float32, NaN and infinities included (FORMAT.md).
         RAM: none (buffers were made by load); the python/viper tiers box floats for
         float layers (under heap_lock(): MemoryError). Time on an RP2040 at 125 MHz (784-128-10, emulated, weights in
-        flash): C 1.5 ms (uint8), 0.67 ms (sparse uint8), 1.26 ms (XNOR 784-256-256-10),
+        flash): C 1.5 ms (uint8), 0.67 ms (sparse uint8), 0.95 ms (XNOR 784-256-256-10),
         34 ms (float); viper 11 ms (uint8), 2.6 ms (sparse uint8), 3.6 ms (XNOR);
         python 0.14-1.1 s (integer kinds), seconds for float kinds.
         """
@@ -474,8 +476,8 @@ class Model:
     def predict(self, x):
         """Class index (int) of one input: the first maximum of forward(x), NaN first
         for float outputs (as numpy's argmax). Costs forward() plus an O(output_size)
-        scan (in the C tier both in the one _nn_c.run call: XNOR 784-256-256-10 1.21 ms
-        on the emulated RP2040); allocates nothing more."""
+        scan (in the C tier both in the one _nn_c.run call, or _nn_c.prepare's: XNOR
+        784-256-256-10 0.95 ms on the emulated RP2040); allocates nothing more."""
         if _crun:
             s = self._pred
             if s is not None:
