@@ -198,3 +198,32 @@ def test_prepare_refuses_and_graph_run_still_checks(tmp_path):
     assert len(out) == len(want), out
     for got, start in zip(out, want):
         assert got.startswith(start), (got, start)
+
+
+TIERS = """
+import nn, binascii
+from nn import graph
+m = nn.load(binascii.a2b_base64({blob!r}))
+x = binascii.a2b_base64({x!r})
+calls = []
+prepared = m._run
+def spy(x):
+    calls.append(1)
+    return prepared(x)
+m._run = spy
+c = bytes(m.forward(x))
+nn.use_backend('viper')
+v = bytes(m.forward(x))
+nn.use_backend('python')
+p = bytes(m.forward(x))
+nn.use_backend('c')
+c2 = bytes(m.forward(x))
+print(len(calls), c == v == p == c2)
+"""
+
+
+def test_other_tiers_do_not_take_the_prepared_graph(tmp_path):
+    blob, graph = _xnor_blob()
+    x = _inputs(graph, 1, seed=9)[0]
+    out = _run(TIERS.format(blob=_b64(blob), x=_b64(x.tobytes())), tmp_path).split()
+    assert out == ["2", "True"], out  # the two forwards on the C tier only
