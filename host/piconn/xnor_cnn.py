@@ -368,6 +368,12 @@ def layer_costs(model: nn.Sequential) -> list[dict]:
 # without, 15 + 2 epochs).
 TRAIN_DEFAULTS = {"arch": DEFAULT_SPEC, "epochs": 20, "batch_size": 100, "lr": 1e-2, "shift": 1}
 FINETUNE_EPOCHS = 2
+# Phase 1's learning rate falls by LR_DECAY; phase 2 starts where phase 1 ended and falls
+# by FINETUNE_DECAY more. Restarting phase 2 at lr / 10 undid part of phase 1: on
+# c32k6s4-b64k3-f128-f10 98.80% frozen, 98.60% after 2 epochs from lr / 10, 98.80% from
+# lr / 100; on c32k6s4-b64k3-f64-f10 98.68% frozen, 98.57% from lr / 10.
+LR_DECAY = 100.0
+FINETUNE_DECAY = 10.0
 DISTILL_TEMPERATURE = 4.0
 DISTILL_WEIGHT = 0.7
 
@@ -439,23 +445,24 @@ def train_xnor_cnn(x: np.ndarray, y: np.ndarray, *, arch: str = DEFAULT_SPEC,
                    ) -> tuple[nn.Sequential, list[dict], dict]:
     """`piconn train mnist --kind xnor --model cnn`: phase 1, `epochs` epochs of Adam with
     the learning rate decaying 100x exponentially; phase 2, the stem frozen as integers
-    (`freeze_stem`) and `finetune` more epochs of the binary layers from lr/10 down to
-    lr/1000. With a `teacher` (a trained float model taking the same images), both phases
-    learn from its softened outputs too (`_Distill`). Returns (model, history of both
-    phases, meta)."""
+    (`freeze_stem`) and `finetune` more epochs of the binary layers from phase 1's last
+    rate lr/100 down to lr/1000. With a `teacher` (a trained float model taking the same
+    images), both phases learn from its softened outputs too (`_Distill`). Returns (model,
+    history of both phases, meta)."""
     model = build_xnor_cnn(arch, seed)
     distill = None
     if teacher is not None:
         if not 0 <= distill_weight <= 1 or not temperature > 0:
             raise ValueError("distillation needs a weight in [0, 1] and a temperature > 0")
         distill = _Distill(teacher.eval(), temperature, distill_weight, shift)
-    history = _fit(model, x, y, epochs=epochs, lr=lr, lr_end=lr / 100, batch_size=batch_size,
+    last_lr = lr / LR_DECAY
+    history = _fit(model, x, y, epochs=epochs, lr=lr, lr_end=last_lr, batch_size=batch_size,
                    seed=seed, shift=shift, progress=progress, distill=distill)
     model = freeze_stem(model)
     if finetune:
-        history += _fit(model, x, y, epochs=finetune, lr=lr / 10, lr_end=lr / 1000,
-                        batch_size=batch_size, seed=seed + 1, shift=shift, progress=progress,
-                        distill=distill)
+        history += _fit(model, x, y, epochs=finetune, lr=last_lr,
+                        lr_end=last_lr / FINETUNE_DECAY, batch_size=batch_size, seed=seed + 1,
+                        shift=shift, progress=progress, distill=distill)
     model.eval()
     costs = layer_costs(model)
     meta = {"arch": arch, "optimizer": "adam", "schedule": "exponential", "shift": shift,
