@@ -304,7 +304,8 @@ def test_small_graphs_bit_exact(rt, tmp_path):
     for gr, (_, inputs), result in zip(graphs.values(), cases, results, strict=True):
         check_agreement(gr, runner, tier, result, inputs)
         kinds |= {op.kind for op in gr.operators}
-    binary = {g.BINARIZE, g.XNOR_CONV_2D, g.BINARY_MAX_POOL_2D}  # test_xnor_graph_device's
+    binary = {g.BINARIZE, g.XNOR_CONV_2D, g.BINARY_MAX_POOL_2D,  # test_xnor_graph_device's
+              g.BINARIZE_CONV_2D}
     assert kinds == set(format2.KIND_CODES) - binary  # every int8 kind version 2 holds
 
 
