@@ -312,6 +312,9 @@ NETS = {
     # SAME with stride 2 over 3 channels, 37 output channels (an odd count, two words)
     "bconv_same": lambda: random_net(5, 9, 8, 3, [("pool", 2, SAME, 2)], stem=(37, 3, SAME, 2),
                                      zero=7, out_bits=30),
+    # three output channels (no group of four), 2x2 SAME: a padded bottom row and column
+    "bconv_three": lambda: random_net(6, 6, 5, 2, [("pool", 2, VALID, 2)], stem=(3, 2, SAME, 1),
+                                      zero=0, out_bits=30),
 }
 
 
@@ -638,7 +641,7 @@ for be in nn.backends():
 """
 
 
-@pytest.mark.parametrize("name", ["bconv_mnist", "bconv_same"])
+@pytest.mark.parametrize("name", ["bconv_mnist", "bconv_same", "bconv_three"])
 def test_virtual_pico(name):
     """On the emulated RP2040 (the Thumb-1 loops of the C tier, the viper tier's 32-bit
     words) every tier computes the specification's output, each forward() under

@@ -48,9 +48,9 @@ taps; a blank position copies the bits of the previous one). An XNOR_CONV_2D out
 channel costs about 20 cycles plus 13-18 per word of its receptive field. So the stem
 reads 4x4 patches at stride 4 (7x7x32; an MNIST digit has 141 non-blank taps in 18 of
 the 49 positions on average), one binary 3x3 convolution gives 5x5x32 (800 outputs of 9
-words), then a binary dense layer of 64 and the logits: 98.27%, 2.04 ms per digit on
-average over 30 test digits (1.84-2.29 ms; the stem 0.53 ms of it, 0.33-0.79 ms, the 3x3
-binary convolution 1.23 ms, the dense layers 0.21 ms), 45,723 bytes read from flash per
+words), then a binary dense layer of 64 and the logits: 98.27%, 2.02 ms per digit on
+average over 30 test digits (1.83-2.27 ms; the stem 0.52 ms of it, 0.33-0.77 ms, the 3x3
+binary convolution 1.23 ms, the dense layers 0.21 ms), 45,851 bytes read from flash per
 digit. (Lowered to CONV_2D + BINARIZE, with requantization per output, the same network
 took 2.80 ms.) Before that lowering, with 24 stem channels: 97.83% and 2.34-2.65 ms (5
 digits); with 16, 97.54% and 2.16-2.38 ms. A 13x13 stem with a pool (c16k3s2-p2-b64k3-f128-f10) reached 97.86% but

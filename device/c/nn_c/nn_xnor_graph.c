@@ -184,25 +184,27 @@ static NN_XNOR_HOT uint32_t *bconv_gather(uint32_t *list, const int8_t *x, uint3
     return list;
 }
 
-// s[r] = sum of w[r * stride + off_k] * x_k over the taps k < n, rows r < 4.
-#ifndef NN_ARCH_BCONV_DOT4
-static NN_XNOR_HOT void bconv_dot4(const uint32_t *list, uint32_t n, const int8_t *w,
-    uint32_t stride, int32_t *s) {
-    const int8_t *w1 = w + stride, *w2 = w1 + stride, *w3 = w2 + stride;
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    for (const uint32_t *end = list + n; list < end; list++) {
-        uint32_t t = *list;
-        uint32_t off = BTAP_OFF(t);
-        int32_t xd = BTAP_X(t);
-        a0 += w[off] * xd;
-        a1 += w1[off] * xd;
-        a2 += w2[off] * xd;
-        a3 += w3[off] * xd;
+// s[4g + r] = sum of w[(4g + r) * stride + off_k] * x_k over the taps k < n (n even),
+// rows r < 4 of each group g < groups (>= 1).
+#ifndef NN_ARCH_BCONV_SUMS
+static NN_XNOR_HOT void bconv_sums(const uint32_t *list, uint32_t n, const int8_t *w,
+    uint32_t stride, int32_t *s, uint32_t groups) {
+    for (uint32_t g = 0; g < groups; g++, s += 4, w += 4 * stride) {
+        const int8_t *w1 = w + stride, *w2 = w1 + stride, *w3 = w2 + stride;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (const uint32_t *t = list, *end = list + n; t < end; t++) {
+            uint32_t off = BTAP_OFF(*t);
+            int32_t xd = BTAP_X(*t);
+            a0 += w[off] * xd;
+            a1 += w1[off] * xd;
+            a2 += w2[off] * xd;
+            a3 += w3[off] * xd;
+        }
+        s[0] = a0;
+        s[1] = a1;
+        s[2] = a2;
+        s[3] = a3;
     }
-    s[0] = a0;
-    s[1] = a1;
-    s[2] = a2;
-    s[3] = a3;
 }
 #endif
 
@@ -215,25 +217,30 @@ static NN_XNOR_HOT int32_t bconv_dot1(const uint32_t *list, uint32_t n, const in
     return a;
 }
 
-// The bits of one output pixel from its tap list: four channels per pass over the list.
+// The bits of one output pixel from its tap list (n even: an odd list ends with BTAP(0, 0),
+// which adds w * 0): up to 32 channels (a word of bits) per pass of bconv_sums.
 static NN_XNOR_HOT void bconv_pixel(const uint32_t *list, uint32_t n, const int8_t *w,
     uint32_t field, const int32_t *thr, uint32_t out_c, uint32_t *y) {
-    uint32_t word = 0, c = 0;
-    int32_t s[4];
-    for (; c + 4 <= out_c; c += 4) {
-        bconv_dot4(list, n, w + c * field, field, s);
-        word |= ((uint32_t)(s[0] >= thr[c]) | (uint32_t)(s[1] >= thr[c + 1]) << 1
-                 | (uint32_t)(s[2] >= thr[c + 2]) << 2 | (uint32_t)(s[3] >= thr[c + 3]) << 3)
-                << (c & 31);
-        if (((c + 4) & 31) == 0) {  // (four channels never straddle a word)
-            y[c >> 5] = word;
-            word = 0;
+    int32_t s[32];
+    uint32_t c = 0;
+    for (; c + 4 <= out_c; c += 32) {  // (c: a multiple of 32)
+        uint32_t groups = (out_c - c) / 4 < 8 ? (out_c - c) / 4 : 8, word = 0;
+        bconv_sums(list, n, w + c * field, field, s, groups);
+        for (uint32_t r = 0; r < 4 * groups; r++) {
+            word |= (uint32_t)(s[r] >= thr[c + r]) << r;
         }
+        if (groups < 8) {  // the last word: its remaining channels one by one
+            for (uint32_t r = 4 * groups; c + r < out_c; r++) {
+                word |= (uint32_t)(bconv_dot1(list, n, w + (c + r) * field) >= thr[c + r]) << r;
+            }
+        }
+        y[c >> 5] = word;
     }
-    for (; c < out_c; c++) {
-        word |= (uint32_t)(bconv_dot1(list, n, w + c * field) >= thr[c]) << (c & 31);
-    }
-    if (c & 31) {
+    if (c < out_c) {  // fewer than four channels in the last word
+        uint32_t word = 0;
+        for (uint32_t r = 0; c + r < out_c; r++) {
+            word |= (uint32_t)(bconv_dot1(list, n, w + (c + r) * field) >= thr[c + r]) << r;
+        }
         y[c >> 5] = word;
     }
 }
@@ -273,6 +280,9 @@ NN_XNOR_HOT void nn_bconv_2d(const nn_bconv_geometry_t *p, const int8_t *x, cons
                         (ky * p->k_w + kx0) * c);
                 }
                 uint32_t n = (uint32_t)(end - list);
+                if (n & 1) {
+                    list[n++] = BTAP(0, 0);  // (room: the field's taps rounded up to even)
+                }
                 if (n == 0 && blank != NULL) {
                     for (uint32_t i = 0; i < out_words; i++) {
                         y[i] = blank[i];

@@ -62,9 +62,9 @@ typedef struct {
 
 // BINARIZE_CONV_2D: bit c of output pixel (b, oy, ox) set iff
 // sum over the taps inside the image of (x - zx) * w[c] >= thr[c]. Per output pixel the
-// taps with x != zx are listed once in list (room for k_h * k_w * in_c words), then every
-// group of four channels sums over that list only; a blank field (every x == zx) copies
-// the bits of the previous blank one.
+// taps with x != zx are listed once in list (room for k_h * k_w * in_c words rounded up
+// to even), then every group of four channels sums over that list only; a blank field
+// (every x == zx) copies the bits of the previous blank one.
 void nn_bconv_2d(const nn_bconv_geometry_t *p, const int8_t *x, const int8_t *w,
     const int32_t *thr, uint32_t *y, uint32_t *list);
 
