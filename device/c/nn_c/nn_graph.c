@@ -838,7 +838,7 @@ static void run_bconv(const graph_t *g, const nn_graph_op_t *op) {
     };
     _Static_assert(NN_BCONV_MAX_FIELD_TAPS * 4 <= NN_GRAPH_SCRATCH_BYTES,
         "the tap list of one output pixel fits the scratch buffer");
-    nn_bconv_2d(&p, tensor_data(g, op->inputs[0]), tensor_data(g, op->inputs[1]),
+    nn_xnor_bconv_2d(&p, tensor_data(g, op->inputs[0]), tensor_data(g, op->inputs[1]),
         tensor_data(g, op->inputs[2]), tensor_data(g, op->output), nn_graph_scratch);
 }
 

@@ -257,7 +257,7 @@ static inline void bconv_clip(int32_t i0, uint32_t k, uint32_t size, uint32_t *k
     *k1 = hi > lo ? (uint32_t)hi : (uint32_t)lo;
 }
 
-NN_XNOR_HOT void nn_bconv_2d(const nn_bconv_geometry_t *p, const int8_t *x, const int8_t *w,
+NN_XNOR_HOT void nn_xnor_bconv_2d(const nn_bconv_geometry_t *p, const int8_t *x, const int8_t *w,
     const int32_t *thr, uint32_t *y, uint32_t *list) {
     uint32_t c = p->in_c, field = p->k_h * p->k_w * c;
     uint32_t out_words = (p->out_c + 31) >> 5;

@@ -65,7 +65,7 @@ typedef struct {
 // taps with x != zx are listed once in list (room for k_h * k_w * in_c words rounded up
 // to even), then every group of four channels sums over that list only; a blank field
 // (every x == zx) copies the bits of the previous blank one.
-void nn_bconv_2d(const nn_bconv_geometry_t *p, const int8_t *x, const int8_t *w,
+void nn_xnor_bconv_2d(const nn_bconv_geometry_t *p, const int8_t *x, const int8_t *w,
     const int32_t *thr, uint32_t *y, uint32_t *list);
 
 // BINARY_MAX_POOL_2D: each output row the OR of the window's rows inside the image.
