@@ -282,6 +282,42 @@ def test_xnor_dense_row_lengths(k, n_words):
     assert np.array_equal(out, n_in - 2 * m)
 
 
+@pytest.mark.parametrize("n_words", [8, 9])
+def test_xnor_rows_counts_per_bit(k, n_words):
+    """Rows of 8 and 9 words (their own Thumb-1 loops: a 3x3 binary convolution over 32
+    channels has 9-word rows): every count 0..n_words at every bit position (each adder
+    weight of the carry-save tree), all-zero and all-one rows, padding bits of the rows
+    counted, and 70 rows per call (the exact counts through nn_xnor_out)."""
+    rng = np.random.default_rng(90 + n_words)
+    n_out = 70
+    x = rng.integers(0, 2**32, n_words, dtype=np.uint64).astype(np.uint32)
+    v = np.zeros((n_out, n_words), np.uint32)  # the rows' x ^ w
+    for r in range(n_words + 1):  # row r: r of the words differ at every bit
+        v[r, :r] = 0xFFFFFFFF
+    for r in range(n_words + 1, 2 * n_words + 2):  # bit b: (b + r) % (n_words + 1) differ
+        for b in range(32):
+            c = (b + r) % (n_words + 1)
+            v[r, rng.permutation(n_words)[:c]] |= np.uint32(1 << b)
+    v[2 * n_words + 2:] = rng.integers(0, 2**32, (n_out - 2 * n_words - 2, n_words),
+                                       dtype=np.uint64).astype(np.uint32)
+    w = (v ^ x[None, :]).astype(np.uint32)
+    w[-1] = 0xFFFFFFFF
+    w[-2] = 0
+    m = popcount(x[None, :] ^ w).reshape(n_out, n_words).sum(axis=1).astype(np.int64)
+    assert m[n_words] == 32 * n_words and m[0] == 0
+    n_in = 32 * n_words - 5  # five padding bits per row, counted as whole words
+    a, b = np.ones(n_out, np.int32), np.zeros(n_out, np.int32)
+    out = np.zeros(n_out, np.int32)
+    k.call("nn_xnor_out", x, w, a, b, out, n_in, n_out)
+    assert np.array_equal(out, n_in - 2 * m)
+    for thr in (m, m - 1):
+        y = np.full((n_out + 31) // 32, 0xFFFFFFFF, np.uint32)
+        k.call("nn_xnor_dense", x, w, thr.astype(np.int32), y, n_in, n_out)
+        assert np.array_equal(y, pack(m <= thr)[0])
+    for r in (0, n_words, n_out - 1):
+        assert k.call("nn_popcount_xor", x, np.ascontiguousarray(w[r]), n_words) == m[r]
+
+
 @pytest.mark.parametrize("n_in,n_out", [(256, 10), (33, 3), (784, 1), (2000, 5)])
 def test_xnor_out(k, n_in, n_out):
     rng = np.random.default_rng(n_in * 3 + n_out)
