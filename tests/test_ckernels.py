@@ -287,7 +287,8 @@ def test_xnor_rows_counts_per_bit(k, n_words):
     """Rows of 8 and 9 words (their own Thumb-1 loops: a 3x3 binary convolution over 32
     channels has 9-word rows): every count 0..n_words at every bit position (each adder
     weight of the carry-save tree), all-zero and all-one rows, padding bits of the rows
-    counted, and 70 rows per call (the exact counts through nn_xnor_out)."""
+    counted, 70 rows per call (the exact counts through nn_xnor_out), an odd number of
+    neurons in the last output word and thresholds at the ends of int32."""
     rng = np.random.default_rng(90 + n_words)
     n_out = 70
     x = rng.integers(0, 2**32, n_words, dtype=np.uint64).astype(np.uint32)
@@ -310,7 +311,8 @@ def test_xnor_rows_counts_per_bit(k, n_words):
     out = np.zeros(n_out, np.int32)
     k.call("nn_xnor_out", x, w, a, b, out, n_in, n_out)
     assert np.array_equal(out, n_in - 2 * m)
-    for thr in (m, m - 1):
+    extreme = rng.choice(np.array([-2**31, -2**31 + 1, -1, 0, 2**31 - 1]), n_out)
+    for thr in (m, m - 1, extreme):  # the signed comparison m <= thr at the int32 ends
         y = np.full((n_out + 31) // 32, 0xFFFFFFFF, np.uint32)
         k.call("nn_xnor_dense", x, w, thr.astype(np.int32), y, n_in, n_out)
         assert np.array_equal(y, pack(m <= thr)[0])

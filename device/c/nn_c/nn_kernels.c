@@ -374,6 +374,20 @@ NN_HOT uint32_t nn_popcount_xor(const uint32_t *x, const uint32_t *w, uint32_t n
     return m;
 }
 
+#ifndef NN_ARCH_THRESHOLD_WORD
+// The output word of n (1..32) neurons: bit r set iff m[r] <= t[r] (as int32).
+static NN_HOT uint32_t threshold_word(const uint32_t *m, const int32_t *t, uint32_t n) {
+    // From the last neuron of the word down, so each bit is shifted into place.
+    const uint32_t *mk = m + n;
+    t += n;
+    uint32_t word = 0;
+    while (mk != m) {
+        word = (word << 1) | ((int32_t)*--mk <= *--t);
+    }
+    return word;
+}
+#endif
+
 // Rows per popcount call of nn_xnor_dense and the _pw kernels: their counts wait on the
 // stack (a multiple of 32, so that each output word is made from one call's counts).
 #define NN_XNOR_ROWS (128)
@@ -387,15 +401,8 @@ NN_HOT void nn_xnor_dense(const uint32_t *x, const uint32_t *w, const int32_t *t
         popcount_rows(x, w, nw, k, m);
         w += k * nw;
         for (uint32_t r0 = 0; r0 < k; r0 += 32) {
-            // From the last neuron of the word down, so each bit is shifted into place.
             uint32_t n = k - r0 < 32 ? k - r0 : 32;
-            const uint32_t *mk = m + r0 + n;
-            const int32_t *t = thr + c + r0 + n;
-            uint32_t word = 0;
-            while (mk != m + r0) {
-                word = (word << 1) | ((int32_t)*--mk <= *--t);
-            }
-            *y++ = word;
+            *y++ = threshold_word(m + r0, thr + c + r0, n);
         }
     }
 }
