@@ -39,12 +39,8 @@ typedef uint32_t nn_i8_word __attribute__((may_alias));
 #define I8_MIN (-128)
 #define I8_MAX (127)
 
-// A tap of the gather list: weight offset in the low half, x - input_zero (-255..255)
-// in the high half.
-#define TAP(off, xd) ((uint32_t)(off) | ((uint32_t)(xd) << 16))
-#define TAP_OFF(t) ((t) & 0xffffu)
-#define TAP_X(t) ((int32_t)(t) >> 16)
-#define TAP_MAX_OFF (0x10000u)
+#define NN_TAPS_HOT NN_I8_HOT
+#include "nn_taps.h"
 
 // A tap of a depthwise window: its pixel (or a row of zero points) and its weight row.
 typedef struct {
@@ -192,30 +188,6 @@ static uint32_t leading_zeros(uint32_t x) {
 // ---------------------------------------------------------------------------
 // Convolution: gather and dot loops
 
-// Appends TAP(off + i, x[i] - zero) for every i < n with x[i] != zero; returns the new
-// end. Words equal to four zero points are skipped whole.
-static NN_I8_HOT uint32_t *gather(uint32_t *list, const int8_t *x, uint32_t n, int32_t zero,
-    uint32_t off) {
-    uint32_t i = 0;
-    uint32_t zero4 = ((uint32_t)zero & 0xffu) * 0x01010101u;
-    while (i < n) {
-        if ((((uintptr_t)(x + i)) & 3) == 0) {
-            while (n - i >= 4 && *(const nn_i8_word *)(x + i) == zero4) {
-                i += 4;
-            }
-            if (i == n) {
-                break;
-            }
-        }
-        int32_t d = x[i] - zero;
-        if (d) {
-            *list++ = TAP(off + i, d);
-        }
-        i++;
-    }
-    return list;
-}
-
 // acc[r] += w[r * stride + off_k] * x_k over the taps k < n, for rows r < 4.
 #ifndef NN_ARCH_DOT4
 static NN_I8_HOT void dot4(const uint32_t *list, uint32_t n, const int8_t *w,
@@ -337,7 +309,7 @@ static void conv_pixel_chunked(const nn_i8_conv_t *p, const window_t *win, const
             uint32_t w_at = (ky * p->k_w + win->kx0) * p->in_c;
             for (uint32_t s = 0; s < row; s += cap) {
                 uint32_t len = row - s < cap ? row - s : cap;
-                uint32_t n = (uint32_t)(gather(list, xs + s, len, p->input_zero, 0) - list);
+                uint32_t n = (uint32_t)(gather_taps(list, xs + s, len, p->input_zero, 0) - list);
                 const int8_t *wr = w + c * k_size + w_at + s;
                 if (group == 4) {
                     dot4(list, n, wr, k_size, acc);
@@ -381,7 +353,7 @@ NN_I8_HOT void nn_i8_conv_2d(const nn_i8_conv_t *p, const int8_t *x, const int8_
                 uint32_t row = (win.kx1 - win.kx0) * p->in_c;
                 for (uint32_t ky = win.ky0; ky < win.ky1; ky++) {
                     const int8_t *xs = x_img + tap_at(&win, ky, p->in_w, p->in_c);
-                    end = gather(end, xs, row, p->input_zero, (ky * p->k_w + win.kx0) * p->in_c);
+                    end = gather_taps(end, xs, row, p->input_zero, (ky * p->k_w + win.kx0) * p->in_c);
                 }
                 conv_pixel(p, list, (uint32_t)(end - list), w, k_size, bias, ch, acc, y);
                 y += p->out_c;

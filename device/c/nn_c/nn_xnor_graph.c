@@ -146,43 +146,14 @@ void nn_xnor_max_pool(const nn_xnor_geometry_t *p, const uint32_t *x, uint32_t *
 // ---------------------------------------------------------------------------
 // BINARIZE_CONV_2D
 
-// A tap of the gather list: weight offset in the low half, x - zx (-255..255) in the high.
-#define BTAP(off, xd) ((uint32_t)(off) | ((uint32_t)(xd) << 16))
-#define BTAP_OFF(t) ((t) & 0xffffu)
-#define BTAP_X(t) ((int32_t)(t) >> 16)
-
-// A word of input bytes (may alias the int8 tensor).
-typedef uint32_t nn_x_word __attribute__((may_alias));
+#define NN_TAPS_HOT NN_XNOR_HOT
+#include "nn_taps.h"
 
 // Architecture-specific loops (Thumb-1 on ARMv6-M) replace the portable ones below.
 #if defined(__ARM_ARCH_6M__) && !defined(NN_NO_ASM)
 #define NN_UNUSED __attribute__((unused))
 #include "arch_armv6m_xnor.h"
 #endif
-
-// Appends BTAP(off + i, x[i] - zx) for every i < n with x[i] != zx; returns the new end.
-// Aligned words of four zero points are skipped whole (blank image areas).
-static NN_XNOR_HOT uint32_t *bconv_gather(uint32_t *list, const int8_t *x, uint32_t n,
-    int32_t zx, uint32_t off) {
-    uint32_t i = 0;
-    uint32_t zx4 = ((uint32_t)zx & 0xffu) * 0x01010101u;
-    while (i < n) {
-        if ((((uintptr_t)(x + i)) & 3) == 0) {
-            while (n - i >= 4 && *(const nn_x_word *)(const void *)(x + i) == zx4) {
-                i += 4;
-            }
-            if (i == n) {
-                break;
-            }
-        }
-        int32_t d = x[i] - zx;
-        if (d) {
-            *list++ = BTAP(off + i, d);
-        }
-        i++;
-    }
-    return list;
-}
 
 // s[4g + r] = sum of w[(4g + r) * stride + off_k] * x_k over the taps k < n (n even),
 // rows r < 4 of each group g < groups (>= 1).
@@ -193,8 +164,8 @@ static NN_XNOR_HOT void bconv_sums(const uint32_t *list, uint32_t n, const int8_
         const int8_t *w1 = w + stride, *w2 = w1 + stride, *w3 = w2 + stride;
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
         for (const uint32_t *t = list, *end = list + n; t < end; t++) {
-            uint32_t off = BTAP_OFF(*t);
-            int32_t xd = BTAP_X(*t);
+            uint32_t off = TAP_OFF(*t);
+            int32_t xd = TAP_X(*t);
             a0 += w[off] * xd;
             a1 += w1[off] * xd;
             a2 += w2[off] * xd;
@@ -212,12 +183,12 @@ static NN_XNOR_HOT void bconv_sums(const uint32_t *list, uint32_t n, const int8_
 static NN_XNOR_HOT int32_t bconv_dot1(const uint32_t *list, uint32_t n, const int8_t *w) {
     int32_t a = 0;
     for (const uint32_t *end = list + n; list < end; list++) {
-        a += w[BTAP_OFF(*list)] * BTAP_X(*list);
+        a += w[TAP_OFF(*list)] * TAP_X(*list);
     }
     return a;
 }
 
-// The bits of one output pixel from its tap list (n even: an odd list ends with BTAP(0, 0),
+// The bits of one output pixel from its tap list (n even: an odd list ends with TAP(0, 0),
 // which adds w * 0): up to 32 channels (a word of bits) per pass of bconv_sums.
 static NN_XNOR_HOT void bconv_pixel(const uint32_t *list, uint32_t n, const int8_t *w,
     uint32_t field, const int32_t *thr, uint32_t out_c, uint32_t *y) {
@@ -276,12 +247,12 @@ NN_XNOR_HOT void nn_xnor_bconv_2d(const nn_bconv_geometry_t *p, const int8_t *x,
                 uint32_t ix = (uint32_t)(ix0 + (int32_t)kx0);  // the first column inside
                 for (uint32_t ky = ky0; ky < ky1 && row; ky++) {
                     uint32_t iy = (uint32_t)(iy0 + (int32_t)ky);
-                    end = bconv_gather(end, image + (iy * p->in_w + ix) * c, row, p->input_zero,
+                    end = gather_taps(end, image + (iy * p->in_w + ix) * c, row, p->input_zero,
                         (ky * p->k_w + kx0) * c);
                 }
                 uint32_t n = (uint32_t)(end - list);
                 if (n & 1) {
-                    list[n++] = BTAP(0, 0);  // (room: the field's taps rounded up to even)
+                    list[n++] = TAP(0, 0);  // (room: the field's taps rounded up to even)
                 }
                 if (n == 0 && blank != NULL) {
                     for (uint32_t i = 0; i < out_words; i++) {
